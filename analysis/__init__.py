@@ -1,0 +1,28 @@
+"""Turn a results Dataset (condition, seed, iteration) into figures and tables.
+
+Every summary is over seeds, diverged runs are left out everywhere and counted.
+"""
+
+from analysis.data import diverged_note, mask_diverged, n_diverged
+from analysis.figures import comparison, headline, perception_gap, small_multiples
+from analysis.report import write_all
+from analysis.stats import Summary, paired_difference, seed_summary, t_band
+from analysis.tables import condition_table, write_csv, write_markdown
+
+__all__ = [
+    "Summary",
+    "comparison",
+    "condition_table",
+    "diverged_note",
+    "headline",
+    "mask_diverged",
+    "n_diverged",
+    "paired_difference",
+    "perception_gap",
+    "seed_summary",
+    "small_multiples",
+    "t_band",
+    "write_all",
+    "write_csv",
+    "write_markdown",
+]

@@ -1,0 +1,156 @@
+"""Figures over outer iterations: mean over seeds with a 95% t-interval band, diverged runs left out.
+
+Each function writes one PNG (1600×1100 px) and returns its path, or None when nothing it asks for is present.
+Figures are built with matplotlib.figure.Figure (rendered by Agg), never pyplot: no global state, no display.
+"""
+
+import math
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis.data import diverged_note, mask_diverged, present
+from analysis.stats import t_band
+
+DPI = 150
+SIZE = (1600 / DPI, 1100 / DPI)
+PANELS = {
+    "policy_quality": "real quality Σπ q*  [q*]",
+    "judge_alignment": "judge alignment  [Spearman ρ with q*]",
+    "policy_entropy": "policy entropy  [nats]",
+    "judge_perceived_quality": "judge-perceived quality Σπ J  [judge score]",
+}
+UNIFORM_ENTROPY = math.log(4096)
+XLABEL = "outer iteration (0 = after pretraining)"
+BAND = "band: 95% t-interval of the mean over seeds"
+BEST = ("baseline", "asymmetric_10", "ensemble_5", "reinit_5", "asym_meta_10")
+BOUNDS = ("frozen", "anchor_0.1")
+
+
+def _runs(values: xr.DataArray, condition: str) -> np.ndarray:
+    """(seed, iteration) array of one condition."""
+    return values.sel(condition=condition).transpose("seed", "iteration").values
+
+
+def _line(ax, x, runs, color, label, linestyle="-", band_alpha=0.2):
+    mean, low, high = t_band(runs, axis=0)
+    ax.plot(x, mean, color=color, linestyle=linestyle, linewidth=2, label=label)
+    ax.fill_between(x, low, high, color=color, alpha=band_alpha, linewidth=0)
+
+
+def _axes_2x2(title: str):
+    fig = Figure(figsize=SIZE, layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
+    fig.suptitle(title, fontsize=13)
+    for ax, label in zip(axes.flat, PANELS.values()):
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes[1]:
+        ax.set_xlabel(XLABEL)
+    axes.flat[2].axhline(UNIFORM_ENTROPY, color="grey", linestyle="--", linewidth=1, label="uniform policy (ln 4096)")
+    return fig, axes
+
+
+def _save(fig, path) -> str:
+    fig.savefig(path, dpi=DPI)
+    return str(path)
+
+
+def _n_kept(ds: xr.Dataset, condition: str) -> int:
+    return int((~ds["diverged"].astype(bool).sel(condition=condition)).sum())
+
+
+def headline(ds: xr.Dataset, path, condition: str = "baseline"):
+    """The four diagnostics of one condition: every seed thinly, their mean and its band."""
+    masked = mask_diverged(ds)
+    x = ds["iteration"].values
+    fig, axes = _axes_2x2(f"{condition}: judge–policy co-evolution, {_n_kept(ds, condition)} seeds"
+                          f"{diverged_note(ds, [condition])}")
+    for ax, var in zip(axes.flat, PANELS):
+        runs = _runs(masked[var], condition)
+        ax.plot(x, runs.T, color="grey", alpha=0.45, linewidth=0.8)[0].set_label("individual seeds")
+        _line(ax, x, runs, "C0", "mean over seeds")
+    handles, labels = axes.flat[2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), title=BAND, frameon=False)
+    return _save(fig, path)
+
+
+def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS):
+    """The four diagnostics, one solid line per condition and the bound conditions dotted."""
+    bounds = present(ds, bounds)
+    solid = [c for c in present(ds, conditions) if c not in bounds]
+    if not solid + bounds:
+        return None
+    masked = mask_diverged(ds)
+    x = ds["iteration"].values
+    fig, axes = _axes_2x2(f"Mitigations compared: mean over seeds{diverged_note(ds, solid + bounds)}")
+    for ax, var in zip(axes.flat, PANELS):
+        for i, condition in enumerate(solid + bounds):
+            dotted = condition in bounds
+            _line(ax, x, _runs(masked[var], condition), f"C{i}",
+                  f"{condition} (n={_n_kept(ds, condition)}){'  — bound' if dotted else ''}",
+                  linestyle=":" if dotted else "-", band_alpha=0.08 if dotted else 0.15)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)),
+               title=f"{BAND}; dotted: bounds (frozen judge, q*-anchor oracle)", frameon=False)
+    return _save(fig, path)
+
+
+def small_multiples(ds: xr.Dataset, path, metric: str = "policy_quality", baseline: str = "baseline"):
+    """One panel per condition on a shared y axis, with the baseline mean in grey for reference."""
+    masked = mask_diverged(ds)
+    x = ds["iteration"].values
+    conditions = ds["condition"].values.tolist()
+    ncols = math.ceil(math.sqrt(1.45 * len(conditions)))
+    nrows = math.ceil(len(conditions) / ncols)
+    fig = Figure(figsize=SIZE, layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    reference = t_band(_runs(masked[metric], baseline))[0] if baseline in conditions else None
+    for ax, condition in zip(axes.flat, conditions):
+        if reference is not None:
+            ax.plot(x, reference, color="grey", linewidth=1.5, label=f"{baseline} mean")
+        _line(ax, x, _runs(masked[metric], condition), "C0", "mean over seeds")
+        ax.set_title(f"{condition}{diverged_note(ds, [condition])}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes.flat[len(conditions):]:
+        ax.set_axis_off()
+    fig.supxlabel(XLABEL)
+    fig.supylabel(PANELS.get(metric, metric))
+    fig.suptitle(f"{PANELS.get(metric, metric).split('  [')[0]} by condition{diverged_note(ds)}", fontsize=13)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower right", ncol=len(labels), title=BAND, frameon=False)
+    return _save(fig, path)
+
+
+def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS):
+    """Perceived − real quality per iteration: how far the judge's view of the policy drifts from the truth.
+
+    With more than eight conditions only the headline mitigations and bounds are drawn, to stay readable.
+    """
+    held = ds["condition"].values.tolist()
+    if conditions is None:
+        conditions = held if len(held) <= 8 else BEST + tuple(bounds)
+    conditions = present(ds, conditions)
+    if not conditions:
+        return None
+    masked = mask_diverged(ds)
+    gap = masked["judge_perceived_quality"] - masked["policy_quality"]
+    x = ds["iteration"].values
+    fig = Figure(figsize=SIZE, layout="constrained")
+    ax = fig.subplots()
+    ax.axhline(0, color="black", linewidth=0.8)
+    for i, condition in enumerate(conditions):
+        dotted = condition in bounds
+        _line(ax, x, _runs(gap, condition), f"C{i}", f"{condition} (n={_n_kept(ds, condition)})",
+              linestyle=":" if dotted else "-", band_alpha=0.08 if dotted else 0.15)
+    ax.set_xlabel(XLABEL)
+    ax.set_ylabel("perceived − real quality  [Σπ J − Σπ q*]")
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"Perception gap: judge-perceived minus real quality{diverged_note(ds, conditions)}", fontsize=13)
+    fig.legend(loc="outside right upper", title=f"{BAND}\ndotted: bounds", frameon=False)
+    return _save(fig, path)

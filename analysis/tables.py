@@ -1,0 +1,84 @@
+"""One row per condition: where it ends, how it compares with baseline seed for seed."""
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from analysis.data import mask_diverged, n_diverged
+from analysis.stats import N_RESAMPLES, paired_difference, seed_summary
+
+FINALS = {"quality": "policy_quality", "alignment": "judge_alignment"}
+
+
+def condition_table(ds: xr.Dataset, baseline: str = "baseline", confidence: float = 0.95) -> pd.DataFrame:
+    """Final quality/alignment (mean, std, bootstrap CI), mean peak iteration, paired Δ vs baseline.
+
+    Finals are the last iteration. Diverged runs are left out and counted in `n_diverged`;
+    the Δ columns are NaN when there is no baseline condition.
+    """
+    masked = mask_diverged(ds)
+    final = masked.isel(iteration=-1)
+    has_baseline = baseline in ds["condition"].values
+    reference = final.sel(condition=baseline) if has_baseline else final.isel(condition=0) * np.nan
+    rows = []
+    for condition in ds["condition"].values.tolist():
+        left_out = n_diverged(ds, [condition])
+        row = {"condition": condition, "n_seeds": ds.sizes["seed"] - left_out, "n_diverged": left_out}
+        values = {name: final[var].sel(condition=condition).values for name, var in FINALS.items()}
+        for name in FINALS:
+            summary = seed_summary(values[name], confidence)
+            row |= {f"final_{name}_mean": summary.mean, f"final_{name}_std": summary.std,
+                    f"final_{name}_ci_low": summary.ci_low, f"final_{name}_ci_high": summary.ci_high}
+        peaks = masked["peak_iteration"].sel(condition=condition).values
+        row["peak_iteration_mean"] = float(np.nanmean(peaks)) if np.isfinite(peaks).any() else np.nan
+        for name, var in FINALS.items():
+            delta = paired_difference(values[name], reference[var].values, confidence)
+            row |= {f"delta_{name}_mean": delta.mean, f"delta_{name}_ci_low": delta.ci_low,
+                    f"delta_{name}_ci_high": delta.ci_high}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs |= {"baseline": baseline if has_baseline else None, "confidence": confidence,
+                    "n_diverged": n_diverged(ds)}
+    return table
+
+
+def write_csv(table: pd.DataFrame, path) -> str:
+    """Full-precision numbers for downstream use (NaN written as empty cells)."""
+    table.to_csv(path, index=False)
+    return str(path)
+
+
+def _num(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{x:.3f}"
+
+
+def _ci(low: float, high: float) -> str:
+    return "–" if not (np.isfinite(low) and np.isfinite(high)) else f"[{low:.3f}, {high:.3f}]"
+
+
+def write_markdown(table: pd.DataFrame, path) -> str:
+    """A human-readable table with a caption that says what the intervals are and what was left out."""
+    percent = round(100 * table.attrs.get("confidence", 0.95))
+    baseline = table.attrs.get("baseline")
+    header = ["condition", "n", "left out", "final quality mean ± sd", f"{percent}% CI",
+              "final alignment mean ± sd", f"{percent}% CI", "peak iter (mean)",
+              f"Δ quality vs {baseline or 'baseline'}", f"{percent}% CI",
+              f"Δ alignment vs {baseline or 'baseline'}", f"{percent}% CI"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.to_dict("records"):
+        cells = [row["condition"], str(row["n_seeds"]), str(row["n_diverged"])]
+        for name in FINALS:
+            cells += [f"{_num(row[f'final_{name}_mean'])} ± {_num(row[f'final_{name}_std'])}",
+                      _ci(row[f"final_{name}_ci_low"], row[f"final_{name}_ci_high"])]
+        cells.append("–" if not np.isfinite(row["peak_iteration_mean"]) else f"{row['peak_iteration_mean']:.1f}")
+        for name in FINALS:
+            cells += [_num(row[f"delta_{name}_mean"]), _ci(row[f"delta_{name}_ci_low"], row[f"delta_{name}_ci_high"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    k = table.attrs.get("n_diverged", int(table["n_diverged"].sum()))
+    caption = (f"Final = last outer iteration. Intervals: {percent}% bootstrap CI of the mean over seeds "
+               f"(BCa, {N_RESAMPLES} resamples). Δ = paired by seed (condition − {baseline or 'baseline'})"
+               f"{'' if baseline else ', not computed: no baseline condition'}. "
+               f"{k} diverged run{'s' if k != 1 else ''} left out.")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n\n" + caption + "\n")
+    return str(path)

@@ -1,0 +1,362 @@
+"""The whole co-evolution loop in one place: pretrain → one step → scan → vmap.
+
+Levels, innermost first:
+- per-judge and per-run updates (`policy_update`, `judge_pair_step`, `meta_update`);
+- `batch_inner_step`: one inner step for a batch of runs. Optional sub-steps (judge
+  update, anchor, meta) run under `lax.cond(any(due))` *outside* the vmap, so a step on
+  which no run of the batch needs them costs nothing (inside a vmap, cond runs both
+  branches);
+- `make_batch_run`: `start` (fresh policy, pretrained judges, iteration-0 diagnostics)
+  and `advance` (a `lax.scan` over one outer iteration's inner steps, the reset, exact
+  diagnostics), both over a batch of runs;
+- `pretrain_judges`: vmapped `lax.while_loop` with a per-judge early stop.
+`engine.program` stitches groups of runs into one jitted, sharded program.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from engine.diagnostics import exact_metrics, judge_scores_all, spearman
+from engine.knobs import Condition, Shape, Spec
+from engine.models import Judge, Policy, ensemble_scores, make_judges
+from engine.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences, reference_q_star, transition_term
+
+PRETRAIN_TARGET_NOISE = 0.1
+HOLDOUT_KEY = 0
+
+
+def adam(learning_rate):
+    """Adam with its learning rate in the optimiser state, so it can differ per run."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+
+
+def run_keys(seed):
+    """Named keys of one seed. Every condition of a seed gets the same ones (paired design)."""
+    policy, judges, pretrain, loop = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return {"policy": policy, "judges": judges, "pretrain": pretrain, "loop": loop}
+
+
+def q_star_of(transition_alpha):
+    """The ground truth of one run: the reference q* plus an optional transition term."""
+    return reference_q_star() + transition_alpha * transition_term()
+
+
+def holdout_pairs(n_holdout: int):
+    """The fixed meta held-out pairs (indices into the 4096), the same for every run."""
+    key_a, key_b = jax.random.split(jax.random.PRNGKey(HOLDOUT_KEY))
+    return (
+        jax.random.randint(key_a, (n_holdout,), 0, N_SEQUENCES),
+        jax.random.randint(key_b, (n_holdout,), 0, N_SEQUENCES),
+    )
+
+
+def tree_select(mask, new, old):
+    """`new` where mask (a scalar bool) is true, else `old`, leaf by leaf."""
+    return jax.tree.map(lambda n, o: jnp.where(mask, n, o), new, old)
+
+
+def _params(module):
+    return eqx.filter(module, eqx.is_array)
+
+
+def ensemble_size(judges: Judge) -> int:
+    return jax.tree.leaves(judges)[0].shape[0]
+
+
+# ----------------------------------------------------------------------------------------
+# Pretraining: one judge, regressed on noisy q* until its Spearman reaches the target.
+
+
+class PretrainResult(eqx.Module):
+    judge: Judge
+    steps: jax.Array
+    alignment: jax.Array
+
+
+def pretrain_judge(seed, member, lr_judge, target_alignment, transition_alpha, spec: Spec) -> PretrainResult:
+    """Pretrain member `member` of seed `seed`; stops at the first check >= target."""
+    keys = run_keys(seed)
+    judge = Judge(key=jax.random.fold_in(keys["judges"], member))
+    data_key = jax.random.fold_in(keys["pretrain"], member)
+    optimiser = adam(lr_judge)
+    sequences = jnp.asarray(all_sequences())
+    q_star = q_star_of(transition_alpha)
+
+    def train_step(carry, step):
+        judge, opt_state = carry
+        key_index, key_noise = jax.random.split(jax.random.fold_in(data_key, step))
+        index = jax.random.randint(key_index, (spec.batch_size,), 0, N_SEQUENCES)
+        targets = q_star[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (spec.batch_size,))
+
+        def loss_fn(judge):
+            return jnp.mean((jax.vmap(judge)(sequences[index]) - targets) ** 2)
+
+        grads = eqx.filter_grad(loss_fn)(judge)
+        updates, opt_state = optimiser.update(grads, opt_state)
+        return (eqx.apply_updates(judge, updates), opt_state), None
+
+    def train_until_check(carry):
+        judge, opt_state, steps, _ = carry
+        (judge, opt_state), _ = jax.lax.scan(
+            train_step, (judge, opt_state), steps + jnp.arange(spec.pretrain_check_every)
+        )
+        alignment = spearman(judge_scores_all(jax.tree.map(lambda a: a[None], judge)), q_star)
+        return judge, opt_state, steps + spec.pretrain_check_every, alignment
+
+    def below_target(carry):
+        _, _, steps, alignment = carry
+        return (alignment < target_alignment) & (steps < spec.pretrain_max_steps)
+
+    start = (judge, optimiser.init(_params(judge)), jnp.int32(0), jnp.float32(-jnp.inf))
+    judge, _, steps, alignment = jax.lax.while_loop(below_target, train_until_check, start)
+    return PretrainResult(judge, steps, alignment)
+
+
+# ----------------------------------------------------------------------------------------
+# One run's state and its updates.
+
+
+class RunInputs(eqx.Module):
+    """Per-run constants: the condition, the seed, and the pretrained judges."""
+
+    condition: Condition
+    seed: jax.Array
+    pretrained: Judge  # stacked (n_judges, ...)
+
+
+class RunState(eqx.Module):
+    """Everything a run carries from step to step."""
+
+    policy: Policy
+    policy_opt: optax.OptState
+    judges: Judge  # stacked (n_judges, ...)
+    judge_opt: optax.OptState  # stacked (n_judges, ...)
+    meta_accuracy: jax.Array  # last holdout accuracy measured this outer iteration (NaN: none)
+
+
+def init_run(run: RunInputs) -> RunState:
+    policy = Policy(key=run_keys(run.seed)["policy"])
+    return RunState(
+        policy=policy,
+        policy_opt=adam(run.condition.lr_policy).init(_params(policy)),
+        judges=run.pretrained,
+        judge_opt=fresh_judge_opt(run.pretrained, run.condition.lr_judge),
+        meta_accuracy=jnp.float32(jnp.nan),
+    )
+
+
+def fresh_judge_opt(judges: Judge, lr_judge):
+    return eqx.filter_vmap(lambda judge: adam(lr_judge).init(_params(judge)))(judges)
+
+
+def policy_update(state: RunState, run: RunInputs, key, spec: Spec) -> RunState:
+    """Sample a batch, reward it with the ensemble's mean score, take one REINFORCE step.
+
+    loss = -mean((r - mean r) log π) + entropy_bonus mean(log π)   [reference; the second
+    term has zero expected gradient: a quirk]
+         + entropy_regulariser mean((log π - mean log π)|const · log π)   [a real entropy
+    regulariser: its gradient estimates -∇H].
+    """
+    condition = run.condition
+    noise = jax.random.gumbel(key, (spec.batch_size, SEQ_LEN, VOCAB))
+
+    def loss_fn(policy):
+        tokens, log_prob = jax.vmap(policy.sample)(noise)
+        reward = ensemble_scores(state.judges, tokens).mean(axis=0)
+        advantage = reward - reward.mean()
+        surprise = jax.lax.stop_gradient(log_prob - log_prob.mean())
+        return (
+            -jnp.mean(advantage * log_prob)
+            + condition.entropy_bonus * jnp.mean(log_prob)
+            + condition.entropy_regulariser * jnp.mean(surprise * log_prob)
+        )
+
+    grads = eqx.filter_grad(loss_fn)(state.policy)
+    updates, policy_opt = adam(condition.lr_policy).update(grads, state.policy_opt)
+    return eqx.tree_at(
+        lambda s: (s.policy, s.policy_opt), state, (eqx.apply_updates(state.policy, updates), policy_opt)
+    )
+
+
+def pair_loss(judge: Judge, tokens_a, tokens_b, labels=None):
+    """Binary cross-entropy of sigmoid(J(a) - J(b)); labels=None means self-labelled.
+
+    Self-labels y = [J(a) > J(b)] come from the very forward pass the loss uses, so the
+    judge's labelling and its training share one evaluation. Returns (loss, accuracy of
+    the judge's preferences against `labels`).
+    """
+    scores = jax.vmap(judge)(jnp.concatenate([tokens_a, tokens_b]))
+    diff = scores[: len(tokens_a)] - scores[len(tokens_a) :]
+    prefers_a = diff > 0
+    labels = jax.lax.stop_gradient(prefers_a) if labels is None else labels
+    loss = optax.sigmoid_binary_cross_entropy(diff, labels.astype(diff.dtype)).mean()
+    return loss, jnp.mean(prefers_a == labels)
+
+
+def judge_pair_step(judge, opt_state, lr_judge, tokens_a, tokens_b, labels=None):
+    """One Adam step of one judge on pairs; returns (judge, opt_state, accuracy before)."""
+    (_, accuracy), grads = eqx.filter_value_and_grad(pair_loss, has_aux=True)(judge, tokens_a, tokens_b, labels)
+    updates, opt_state = adam(lr_judge).update(grads, opt_state)
+    return eqx.apply_updates(judge, updates), opt_state, accuracy
+
+
+def ensemble_pair_step(state: RunState, run: RunInputs, tokens_a, tokens_b, labels, step_mask) -> RunState:
+    """Every judge takes a pair step; judge m keeps it where step_mask[m] is true."""
+
+    def one_judge(judge, opt_state, keep):
+        new_judge, new_opt, _ = judge_pair_step(judge, opt_state, run.condition.lr_judge, tokens_a, tokens_b, labels)
+        return tree_select(keep, (new_judge, new_opt), (judge, opt_state))
+
+    judges, judge_opt = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, step_mask)
+    return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
+
+
+def self_labelled_update(state: RunState, run: RunInputs, key, due, spec: Spec) -> RunState:
+    """Judges label and train on two fresh batches from the (updated) policy."""
+    noise = jax.random.gumbel(key, (2 * spec.batch_size, SEQ_LEN, VOCAB))
+    tokens, _ = jax.vmap(state.policy.sample)(noise)
+    mask = jnp.full((ensemble_size(state.judges),), due)
+    return ensemble_pair_step(state, run, tokens[: spec.batch_size], tokens[spec.batch_size :], None, mask)
+
+
+def anchor_update(state: RunState, run: RunInputs, key, due, q_star, n_anchor: int) -> RunState:
+    """One judge step on n_anchor uniform pairs labelled by q* (the oracle anchor)."""
+    index_a, index_b = jax.random.randint(key, (2, n_anchor), 0, N_SEQUENCES)
+    sequences = jnp.asarray(all_sequences())
+    labels = q_star[index_a] > q_star[index_b]
+    mask = jnp.full((ensemble_size(state.judges),), due)
+    return ensemble_pair_step(state, run, sequences[index_a], sequences[index_b], labels, mask)
+
+
+def holdout_pairs_with_labels(q_star, holdout):
+    index_a, index_b = holdout
+    sequences = jnp.asarray(all_sequences())
+    return sequences[index_a], sequences[index_b], q_star[index_a] > q_star[index_b]
+
+
+def holdout_accuracy(judges: Judge, q_star, holdout):
+    """Mean over the ensemble of each judge's pairwise accuracy on the held-out pairs."""
+    tokens_a, tokens_b, labels = holdout_pairs_with_labels(q_star, holdout)
+    return jax.vmap(lambda judge: pair_loss(judge, tokens_a, tokens_b, labels)[1])(judges).mean()
+
+
+def meta_update(state: RunState, run: RunInputs, due, q_star, holdout) -> RunState:
+    """Measure each judge on the held-out pairs; one q*-labelled step where it is below threshold.
+
+    The accuracy and the step's gradient come from one forward pass over the holdout.
+    """
+    tokens_a, tokens_b, labels = holdout_pairs_with_labels(q_star, holdout)
+    condition = run.condition
+
+    def one_judge(judge, opt_state):
+        new_judge, new_opt, accuracy = judge_pair_step(judge, opt_state, condition.lr_judge, tokens_a, tokens_b, labels)
+        keep = due & (accuracy < condition.meta_accuracy_threshold) & ~condition.freeze_judge
+        judge, opt_state = tree_select(keep, (new_judge, new_opt), (judge, opt_state))
+        return judge, opt_state, accuracy
+
+    judges, judge_opt, accuracy = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt)
+    meta_accuracy = jnp.where(due, accuracy.mean(), state.meta_accuracy)
+    return RunState(state.policy, state.policy_opt, judges, judge_opt, meta_accuracy)
+
+
+def reset_judges(state: RunState, run: RunInputs, outer) -> RunState:
+    """Back to the pretrained judges and a fresh optimiser at the end of every k-th iteration."""
+    every = run.condition.reset_every
+    due = (every > 0) & ((outer + 1) % jnp.maximum(every, 1) == 0)
+    fresh = (run.pretrained, fresh_judge_opt(run.pretrained, run.condition.lr_judge))
+    judges, judge_opt = tree_select(due, fresh, (state.judges, state.judge_opt))
+    return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
+
+
+def is_due(every, inner):
+    """True on inner steps where (inner + 1) % every == 0; never when every == 0."""
+    return (every > 0) & ((inner + 1) % jnp.maximum(every, 1) == 0)
+
+
+def run_metrics(state: RunState, q_star) -> dict:
+    metrics = exact_metrics(state.policy, state.judges, q_star)
+    params_finite = jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(_params((state.policy, state.judges)))])
+    )
+    values_finite = jnp.all(jnp.isfinite(jnp.stack(list(metrics.values()))))
+    return {**metrics, "meta_judge_accuracy": state.meta_accuracy, "finite": params_finite & values_finite}
+
+
+# ----------------------------------------------------------------------------------------
+# A batch of runs with the same shapes: one inner step, then scan, scan.
+
+
+class BatchRun(NamedTuple):
+    """The two pure functions of one shape group; both take and return a batch of runs.
+
+    start(runs) -> (states, metrics at iteration 0, right after pretraining)
+    advance(states, runs, outer) -> (states, metrics after outer iteration `outer`)
+    Metrics are dicts of (runs,) arrays.
+    """
+
+    start: Callable
+    advance: Callable
+
+
+def make_batch_run(shape: Shape, spec: Spec) -> BatchRun:
+    """Vmapped start and advance for a group of runs sharing `shape`."""
+    holdout = holdout_pairs(shape.n_holdout) if shape.n_holdout else None
+
+    def batch_inner_step(states, runs, q_stars, outer, inner):
+        global_step = outer * spec.steps_per_iter + inner
+        loop_keys = jax.vmap(lambda seed: run_keys(seed)["loop"])(runs.seed)
+        step_keys = jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, global_step), 3))(loop_keys)
+        key_policy, key_judge, key_anchor = step_keys[:, 0], step_keys[:, 1], step_keys[:, 2]
+        condition = runs.condition
+
+        states = jax.vmap(lambda s, r, k: policy_update(s, r, k, spec))(states, runs, key_policy)
+
+        judge_due = is_due(condition.judge_update_every, inner) & ~condition.freeze_judge
+
+        def judge_steps(states):
+            states = jax.vmap(lambda s, r, k, d: self_labelled_update(s, r, k, d, spec))(
+                states, runs, key_judge, judge_due
+            )
+            if shape.n_anchor:
+                states = jax.vmap(lambda s, r, k, d, q: anchor_update(s, r, k, d, q, shape.n_anchor))(
+                    states, runs, key_anchor, judge_due, q_stars
+                )
+            return states
+
+        states = jax.lax.cond(judge_due.any(), judge_steps, lambda s: s, states)
+
+        if shape.n_holdout:
+            meta_due = is_due(condition.meta_update_every, inner)
+            states = jax.lax.cond(
+                meta_due.any(),
+                lambda s: jax.vmap(lambda s, r, d, q: meta_update(s, r, d, q, holdout))(s, runs, meta_due, q_stars),
+                lambda s: s,
+                states,
+            )
+        return states
+
+    def start(runs: RunInputs):
+        q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+        states = jax.vmap(init_run)(runs)
+        if holdout is not None:
+            accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars)
+            states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
+        return states, jax.vmap(run_metrics)(states, q_stars)
+
+    def advance(states, runs: RunInputs, outer):
+        q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+        states = eqx.tree_at(lambda s: s.meta_accuracy, states, jnp.full_like(states.meta_accuracy, jnp.nan))
+
+        def inner_body(states, inner):
+            return batch_inner_step(states, runs, q_stars, outer, inner), None
+
+        states, _ = jax.lax.scan(inner_body, states, jnp.arange(spec.steps_per_iter))
+        states = jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
+        return states, jax.vmap(run_metrics)(states, q_stars)
+
+    return BatchRun(start, advance)

@@ -1,0 +1,181 @@
+"""One compiled program for a whole study: pretraining, every shape group, every run.
+
+Host side (`make_layout`): runs are placed into shape groups, and the judges they need
+are listed once per (seed, ensemble member, pretraining settings). Device side
+(`make_program`): one jitted function pretrains that list (vmapped, sharded), gathers
+each run's judges, and advances each group's runs (vmapped, sharded over the "runs" mesh
+axis: every CPU core or GPU is one device). Inputs are plain arrays, so chunks of a large
+study with equal shapes reuse the same compiled program.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from engine.coevolution import RunInputs, make_batch_run, pretrain_judge
+from engine.knobs import PER_RUN, PRETRAIN_KNOBS, Condition, Shape, Spec
+from engine.study import ResolvedStudy
+
+RUN_AXIS = "runs"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs sharing one Shape. Arrays are indexed by run within the group."""
+
+    shape: Shape
+    condition_index: np.ndarray  # (R,) into study.condition_names
+    seed_index: np.ndarray  # (R,) into the chunk's seeds
+    pretrain_index: np.ndarray  # (R, n_judges) into the pretraining table
+    inputs: dict  # per-run arrays: "seed" and every PER_RUN knob
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each run of (a chunk of) a study goes."""
+
+    seeds: tuple[int, ...]
+    pretrain_inputs: dict  # (U,) arrays: seed, member and every PRETRAIN_KNOBS value
+    groups: tuple[Group, ...]
+
+    @property
+    def structure(self):
+        """Everything that fixes the compiled program's shapes."""
+        return (len(self.pretrain_inputs["seed"]),) + tuple((g.shape, len(g.condition_index)) for g in self.groups)
+
+
+def make_layout(study: ResolvedStudy, seeds) -> Layout:
+    """Group runs by shape; list each judge to pretrain once."""
+    pretrain_rows: dict[tuple, int] = {}
+    by_shape: dict[Shape, list] = {}
+    for c, name in enumerate(study.condition_names):
+        knobs = study.conditions[name]
+        for s, seed in enumerate(seeds):
+            settings = tuple(knobs[k] for k in PRETRAIN_KNOBS)
+            members = [pretrain_rows.setdefault((seed, m, settings), len(pretrain_rows)) for m in range(knobs["n_judges"])]
+            by_shape.setdefault(study.shape(name), []).append((c, s, seed, members, knobs))
+
+    pretrain_inputs = {
+        "seed": np.array([row[0] for row in pretrain_rows], np.int32),
+        "member": np.array([row[1] for row in pretrain_rows], np.int32),
+    }
+    for i, knob in enumerate(PRETRAIN_KNOBS):
+        pretrain_inputs[knob] = _as_array(knob, [row[2][i] for row in pretrain_rows])
+
+    groups = []
+    for shape, runs in by_shape.items():
+        inputs = {"seed": np.array([run[2] for run in runs], np.int32)}
+        inputs.update({knob: _as_array(knob, [run[4][knob] for run in runs]) for knob in PER_RUN})
+        groups.append(
+            Group(
+                shape=shape,
+                condition_index=np.array([run[0] for run in runs]),
+                seed_index=np.array([run[1] for run in runs]),
+                pretrain_index=np.array([run[3] for run in runs], np.int32),
+                inputs=inputs,
+            )
+        )
+    return Layout(tuple(seeds), pretrain_inputs, tuple(groups))
+
+
+def _as_array(knob: str, values) -> np.ndarray:
+    dtype = {float: np.float32, int: np.int32, bool: np.bool_}[PER_RUN[knob].kind]
+    return np.asarray(values, dtype)
+
+
+def pad_runs(array: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad the leading axis to a multiple by repeating the last row (dropped afterwards)."""
+    missing = -len(array) % multiple
+    return np.concatenate([array, np.repeat(array[-1:], missing, axis=0)]) if missing else array
+
+
+def program_inputs(layout: Layout, n_devices: int):
+    """The arrays the compiled program takes, padded so every device gets equal shares."""
+    pretrain = {k: pad_runs(v, n_devices) for k, v in layout.pretrain_inputs.items()}
+    groups = [
+        ({k: pad_runs(v, n_devices) for k, v in g.inputs.items()}, pad_runs(g.pretrain_index, n_devices))
+        for g in layout.groups
+    ]
+    return pretrain, groups
+
+
+class StudyProgram(NamedTuple):
+    """The study's two jitted functions; every shape group runs inside each call.
+
+    start(pretrain_inputs, group_inputs) -> (pretraining summary, runs, states, metrics)
+    advance(states, runs, outer) -> (states, metrics)   (one outer iteration of every run)
+    The host calls start once and advance once per outer iteration, so progress can be
+    shown between calls and both executables can live in JAX's persistent cache (which
+    refuses programs that call back to the host).
+    """
+
+    start: Callable
+    advance: Callable
+
+
+def make_program(shapes: tuple[Shape, ...], spec: Spec, devices) -> StudyProgram:
+    """Pretraining and each shape group vmapped over runs and sharded over `devices`."""
+    mesh = jax.sharding.Mesh(np.asarray(devices), (RUN_AXIS,))
+    runs_axis, replicated = PartitionSpec(RUN_AXIS), PartitionSpec()
+
+    def sharded(fn, in_specs=runs_axis):
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=runs_axis, check_vma=False)
+
+    @sharded
+    def pretrain_all(inputs):
+        return jax.vmap(
+            lambda seed, member, lr, target, alpha: pretrain_judge(seed, member, lr, target, alpha, spec)
+        )(inputs["seed"], inputs["member"], inputs["lr_judge"], inputs["judge_init_alignment"], inputs["transition_alpha"])
+
+    batch_runs = [make_batch_run(shape, spec) for shape in shapes]
+    group_starts = [sharded(batch.start) for batch in batch_runs]
+    group_advances = [sharded(batch.advance, (runs_axis, runs_axis, replicated)) for batch in batch_runs]
+
+    def start(pretrain_inputs, group_inputs):
+        pretrained = pretrain_all(pretrain_inputs)
+        all_runs, all_states, all_metrics = [], [], []
+        for group_start, (inputs, pretrain_index) in zip(group_starts, group_inputs):
+            runs = RunInputs(
+                condition=Condition(**{knob: inputs[knob] for knob in PER_RUN}),
+                seed=inputs["seed"],
+                pretrained=jax.tree.map(lambda table: table[pretrain_index], pretrained.judge),
+            )
+            states, metrics = group_start(runs)
+            all_runs.append(runs)
+            all_states.append(states)
+            all_metrics.append(metrics)
+        pretrain_summary = {"steps": pretrained.steps, "alignment": pretrained.alignment}
+        return pretrain_summary, all_runs, all_states, all_metrics
+
+    def advance(all_states, all_runs, outer):
+        results = [group_advance(states, runs, outer) for group_advance, states, runs in zip(group_advances, all_states, all_runs)]
+        return [states for states, _ in results], [metrics for _, metrics in results]
+
+    return StudyProgram(jax.jit(start), jax.jit(advance, donate_argnums=0))
+
+
+def gather_results(layout: Layout, n_conditions: int, pretrain_out, metrics_out) -> dict:
+    """Scatter the program's outputs back to (condition, seed[, iteration]) numpy arrays."""
+    n_seeds = len(layout.seeds)
+    pretrain_out = jax.device_get(pretrain_out)
+    metrics_out = jax.device_get(metrics_out)
+    arrays = {}
+    for group, metrics in zip(layout.groups, metrics_out):
+        n = len(group.condition_index)
+        where = (group.condition_index, group.seed_index)
+        for name, values in metrics.items():
+            values = np.asarray(values)[:n]
+            if name not in arrays:
+                arrays[name] = np.empty((n_conditions, n_seeds) + values.shape[1:], values.dtype)
+            arrays[name][where] = values
+        steps = np.asarray(pretrain_out["steps"])[group.pretrain_index]
+        alignment = np.asarray(pretrain_out["alignment"])[group.pretrain_index]
+        for name, values in (("pretrain_steps", steps.max(axis=1)), ("pretrain_alignment", alignment.min(axis=1))):
+            if name not in arrays:
+                arrays[name] = np.empty((n_conditions, n_seeds), values.dtype)
+            arrays[name][where] = values
+    return arrays

@@ -1,0 +1,119 @@
+"""Results as one labelled xarray Dataset: (condition, seed, iteration), one variable per metric.
+
+Condition knobs are coordinates along `condition`; the study, versions, git commit and
+timings are attrs, so a file carries what is needed to rerun it. Files are written to a
+temporary name and renamed into place, so a result file is never half-written.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jaxlib
+import numpy as np
+import xarray as xr
+
+from engine.diagnostics import METRICS, UNITS
+from engine.knobs import KNOBS
+from engine.study import ResolvedStudy
+
+ENGINE_VERSION = "0.1.0"
+
+
+def ceiling_summary(quality: np.ndarray) -> dict:
+    """Peak iteration, peak, final and degradation % of quality trajectories (..., iteration)."""
+    peak_iteration = np.argmax(quality, axis=-1)
+    peak = np.max(quality, axis=-1)
+    final = quality[..., -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        degradation = 100.0 * (peak - final) / np.abs(peak)
+    return {
+        "peak_iteration": peak_iteration.astype(np.int32),
+        "peak_quality": peak,
+        "final_quality": final,
+        "degradation_pct": degradation,
+    }
+
+
+def divergence(finite: np.ndarray) -> dict:
+    """Which runs turned NaN/inf, and the first iteration where they did (-1: never)."""
+    diverged = ~finite.all(axis=-1)
+    first = np.where(diverged, np.argmin(finite, axis=-1), -1)
+    return {"diverged": diverged, "diverged_at": first.astype(np.int32)}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent, timeout=10,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Dataset:
+    """Assemble the program's (condition, seed[, iteration]) arrays into the Dataset."""
+    coords = {
+        "condition": study.condition_names,
+        "seed": np.array(study.seeds, np.int32),
+        "iteration": np.arange(study.spec.n_iterations + 1, dtype=np.int32),
+    }
+    for knob, spec in KNOBS.items():
+        dtype = {float: np.float64, int: np.int64, bool: np.bool_}[spec.kind]
+        coords[knob] = ("condition", np.array([study.conditions[c][knob] for c in study.condition_names], dtype))
+    data = {}
+    for metric in METRICS:
+        data[metric] = (("condition", "seed", "iteration"), arrays[metric], {"units": UNITS[metric], "long_name": metric.replace("_", " ")})
+    run_level = {
+        **ceiling_summary(arrays["policy_quality"]),
+        **divergence(arrays["finite"]),
+        "pretrain_steps": arrays["pretrain_steps"],
+        "pretrain_alignment": arrays["pretrain_alignment"],
+    }
+    target = np.array([[study.conditions[c]["judge_init_alignment"]] for c in study.condition_names])
+    run_level["pretrain_reached"] = arrays["pretrain_alignment"] >= target
+    for name, values in run_level.items():
+        data[name] = (("condition", "seed"), values)
+    attrs = {
+        "study_name": study.name,
+        "study": study.to_json(),
+        "engine_version": ENGINE_VERSION,
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "git_commit": git_commit(),
+        "devices": ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()})) + f" x{jax.device_count()}",
+        **{key: float(value) for key, value in timings.items()},
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def save(ds: xr.Dataset, path, *, force: bool = False) -> Path:
+    """Write netCDF atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        ds.to_netcdf(temporary, engine="netcdf4")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def load(path) -> xr.Dataset:
+    """Read a results file fully into memory (the file is closed afterwards)."""
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return ds.load()
+
+
+def study_of(ds: xr.Dataset) -> dict:
+    """The study dict a Dataset was produced from (to rerun it)."""
+    return json.loads(ds.attrs["study"])

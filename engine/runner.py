@@ -1,0 +1,96 @@
+"""Run a study: resolve → layout → compile once → start + advance per chunk → Dataset."""
+
+import os
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from engine.program import gather_results, make_layout, make_program, program_inputs
+from engine.results import make_dataset
+from engine.study import ResolvedStudy, resolve
+
+DEFAULT_MAX_RUNS_PER_CHUNK = 1024
+
+
+def enable_compilation_cache(directory=None):
+    """Keep compiled programs on disk so a second run of the same shapes skips compilation.
+
+    COEVO_CACHE_DIR overrides the folder; COEVO_CACHE_DIR=off turns the cache off.
+    """
+    directory = directory or os.environ.get("COEVO_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
+    ) / "coevo" / "jax"
+    if str(directory) == "off":
+        return
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def seed_chunks(seeds, n_conditions: int, max_runs: int) -> list[list[int]]:
+    """Split seeds so each chunk has at most max_runs runs and all chunks have equal shapes.
+
+    The last chunk is padded with unused placeholder seeds (their runs are dropped), so
+    every chunk reuses one compiled program.
+    """
+    per_chunk = max(1, min(len(seeds), max_runs // n_conditions))
+    chunks = [list(seeds[i : i + per_chunk]) for i in range(0, len(seeds), per_chunk)]
+    placeholder = max(seeds) + 1
+    while len(chunks[-1]) < per_chunk:
+        chunks[-1].append(placeholder)
+        placeholder += 1
+    return chunks
+
+
+def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progress=False) -> "xr.Dataset":  # noqa: F821
+    """Run every condition × seed of a study dict; returns the results Dataset.
+
+    The study is checked before anything is compiled. Runs are sharded over `devices`
+    (default: every device JAX sees) and split into chunks of at most
+    `max_runs_per_chunk` runs (bounded memory; results identical to one call).
+    """
+    resolved = study if isinstance(study, ResolvedStudy) else resolve(study, seeds)
+    devices = list(devices or jax.devices())
+    max_runs = max_runs_per_chunk or DEFAULT_MAX_RUNS_PER_CHUNK
+    chunks = seed_chunks(resolved.seeds, len(resolved.conditions), max_runs)
+    layouts = [make_layout(resolved, chunk) for chunk in chunks]
+
+    program = make_program(tuple(g.shape for g in layouts[0].groups), resolved.spec, devices)
+    n_runs = sum(len(g.condition_index) for g in layouts[0].groups)
+    total = len(chunks) * n_runs * (resolved.spec.n_iterations + 1)
+    compile_seconds = 0.0
+    start = advance = None
+    per_chunk = []
+    t_begin = time.perf_counter()
+    with tqdm(total=total, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0) as bar:
+        for layout in layouts:
+            inputs = program_inputs(layout, len(devices))
+            if start is None:
+                t0 = time.perf_counter()
+                start = program.start.lower(*inputs).compile()
+                compile_seconds += time.perf_counter() - t0
+            pretrain, runs, states, metrics = start(*inputs)
+            history = [jax.device_get(metrics)]
+            bar.update(n_runs)
+            for outer in range(resolved.spec.n_iterations):
+                if advance is None:
+                    t0 = time.perf_counter()
+                    advance = program.advance.lower(states, runs, np.int32(outer)).compile()
+                    compile_seconds += time.perf_counter() - t0
+                states, metrics = advance(states, runs, np.int32(outer))
+                history.append(jax.device_get(metrics))
+                bar.update(n_runs)
+            stacked = [
+                {name: np.stack([step[g][name] for step in history], axis=1) for name in history[0][g]}
+                for g in range(len(layout.groups))
+            ]
+            per_chunk.append(gather_results(layout, len(resolved.conditions), pretrain, stacked))
+    run_seconds = time.perf_counter() - t_begin - compile_seconds
+
+    n_seeds = len(resolved.seeds)
+    arrays = {name: np.concatenate([c[name] for c in per_chunk], axis=1)[:, :n_seeds] for name in per_chunk[0]}
+    timings = {"compile_seconds": compile_seconds, "run_seconds": run_seconds}
+    return make_dataset(resolved, arrays, timings)

@@ -1,0 +1,185 @@
+"""A study dict, checked and resolved into runs before anything is compiled.
+
+A study is `{"name", "seeds", "base", "conditions"}` (plus an optional "description").
+`resolve` merges base and condition knobs over the defaults, checks every value, and
+fails with a `StudyError` (a ValueError) that names the study, the condition and the
+field. Nothing is traced until a study passes.
+"""
+
+import difflib
+import json
+import numbers
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.knobs import DEFAULTS, KNOBS, STUDY_WIDE, Shape, Spec, shape_of, spec_of
+from engine.world import N_SEQUENCES
+
+TOP_LEVEL_KEYS = ("name", "seeds", "base", "conditions", "description")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+MAX_NAME_LENGTH = 64
+
+
+class StudyError(ValueError):
+    """A study that cannot run, with a message naming where the problem is."""
+
+
+@dataclass(frozen=True)
+class ResolvedStudy:
+    """A checked study: resolved knobs per condition, seeds, static spec."""
+
+    name: str
+    seeds: tuple[int, ...]
+    conditions: dict  # condition name -> full knob dict (defaults filled in)
+    spec: Spec
+    source: dict  # the study dict as given, JSON-safe
+
+    @property
+    def condition_names(self) -> list[str]:
+        return list(self.conditions)
+
+    def shape(self, condition: str) -> Shape:
+        return shape_of(self.conditions[condition])
+
+    def to_json(self) -> str:
+        return json.dumps(self.source, sort_keys=True)
+
+
+def _where(study: str, condition: str | None, field: str) -> str:
+    place = f"study {study!r}"
+    if condition is not None:
+        place += f", condition {condition!r}"
+    return f"{place}, field {field!r}"
+
+
+def _check_value(name: str, value, where: str):
+    """Type and range of one knob value; returns it as a plain Python scalar."""
+    knob = KNOBS[name]
+    if knob.kind is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise StudyError(f"{where}: expected true/false (bool), got {value!r} ({type(value).__name__})")
+        return bool(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise StudyError(f"{where}: expected {knob.kind.__name__}, got {value!r} ({type(value).__name__})")
+    if knob.kind is int:
+        if not isinstance(value, numbers.Integral):
+            raise StudyError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+        value = int(value)
+    else:
+        value = float(value)
+        if not np.isfinite(value):
+            raise StudyError(f"{where}: must be finite, got {value!r}")
+    if knob.positive and value <= 0:
+        raise StudyError(f"{where}: must be > 0, got {value!r}")
+    if knob.low is not None and value < knob.low:
+        raise StudyError(f"{where}: must be >= {knob.low}, got {value!r}")
+    if knob.high is not None and value > knob.high:
+        raise StudyError(f"{where}: must be <= {knob.high}, got {value!r}")
+    return value
+
+
+def _check_knobs(study: str, condition: str | None, knobs, field: str) -> dict:
+    if not isinstance(knobs, dict):
+        raise StudyError(f"{_where(study, condition, field)}: expected a dict of knobs, got {type(knobs).__name__}")
+    checked = {}
+    for name, value in knobs.items():
+        if name not in KNOBS:
+            close = difflib.get_close_matches(str(name), KNOBS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid knobs: {', '.join(sorted(KNOBS))}"
+            raise StudyError(f"{_where(study, condition, name)}: unknown knob{hint}")
+        checked[name] = _check_value(name, value, _where(study, condition, name))
+    return checked
+
+
+def _check_condition_name(study: str, name) -> str:
+    where = f"study {study!r}, condition {name!r}"
+    if not isinstance(name, str):
+        raise StudyError(f"{where}: condition names must be strings, got {type(name).__name__}")
+    if not name or len(name) > MAX_NAME_LENGTH or not _NAME_PATTERN.match(name):
+        raise StudyError(
+            f"{where}: a condition name must be 1-{MAX_NAME_LENGTH} characters of letters, digits, '_', '.', '+', '-' "
+            "(it becomes a netCDF coordinate value)"
+        )
+    return name
+
+
+def _check_seeds(study: str, seeds) -> tuple[int, ...]:
+    where = _where(study, None, "seeds")
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise StudyError(f"{where}: expected a list of non-negative integers, got {seeds!r}")
+    seeds = list(seeds)
+    if not seeds:
+        raise StudyError(f"{where}: the seed list is empty")
+    for seed in seeds:
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+            raise StudyError(f"{where}: seeds must be integers, got {seed!r} ({type(seed).__name__})")
+        if not 0 <= seed < 2**31:
+            raise StudyError(f"{where}: seeds must be in [0, 2**31), got {seed!r}")
+    duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+    if duplicates:
+        raise StudyError(f"{where}: duplicate seeds {duplicates}")
+    return tuple(int(s) for s in seeds)
+
+
+def resolve(study: dict, seeds=None) -> ResolvedStudy:
+    """Check a study dict and fill in defaults; `seeds` overrides the study's seeds."""
+    if not isinstance(study, dict):
+        raise StudyError(f"a study must be a dict, got {type(study).__name__}")
+    name = study.get("name")
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name or ""):
+        raise StudyError(f"study {name!r}, field 'name': expected a name of letters, digits, '_', '.', '+', '-'")
+    unknown = [key for key in study if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), TOP_LEVEL_KEYS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(TOP_LEVEL_KEYS)}"
+        raise StudyError(f"{_where(name, None, unknown[0])}: unknown top-level key{hint}")
+    for key in ("seeds", "conditions"):
+        if key not in study:
+            raise StudyError(f"{_where(name, None, key)}: missing")
+    seeds = _check_seeds(name, study["seeds"] if seeds is None else seeds)
+    base = _check_knobs(name, None, study.get("base", {}), "base")
+
+    conditions_in = study["conditions"]
+    if not isinstance(conditions_in, dict):
+        raise StudyError(f"{_where(name, None, 'conditions')}: expected a dict of condition name -> knobs")
+    if not conditions_in:
+        raise StudyError(f"{_where(name, None, 'conditions')}: no conditions")
+    conditions, normalised = {}, {}
+    for condition, overrides in conditions_in.items():
+        condition = _check_condition_name(name, condition)
+        key = condition.casefold()
+        if key in normalised:
+            raise StudyError(
+                f"study {name!r}, condition {condition!r}: duplicates condition {normalised[key]!r} "
+                "(names are compared case-insensitively)"
+            )
+        normalised[key] = condition
+        knobs = {**DEFAULTS, **base, **_check_knobs(name, condition, overrides if overrides is not None else {}, condition)}
+        _check_combination(name, condition, knobs)
+        conditions[condition] = knobs
+
+    for knob in STUDY_WIDE:
+        values = {c: k[knob] for c, k in conditions.items()}
+        if len(set(values.values())) > 1:
+            raise StudyError(
+                f"{_where(name, None, knob)}: fixes the program's shapes, so it must be equal in every condition "
+                f"(set it in 'base'); got {values}"
+            )
+    source = {key: study[key] for key in TOP_LEVEL_KEYS if key in study}
+    source["seeds"] = list(seeds)
+    try:
+        json.dumps(source)
+    except TypeError as error:
+        raise StudyError(f"study {name!r}: not JSON-serialisable ({error})") from None
+    return ResolvedStudy(name, seeds, conditions, spec_of(next(iter(conditions.values()))), source)
+
+
+def _check_combination(study: str, condition: str, knobs: dict):
+    fraction = knobs["meta_holdout_fraction"]
+    if knobs["meta_update_every"] > 0 and int(N_SEQUENCES * fraction) == 0:
+        raise StudyError(
+            f"{_where(study, condition, 'meta_holdout_fraction')}: meta_update_every > 0 needs at least one "
+            f"held-out pair, but int(4096 * {fraction}) = 0"
+        )
