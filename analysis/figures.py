@@ -36,7 +36,7 @@ def _runs(values: xr.DataArray, condition: str) -> np.ndarray:
 
 def _line(ax, x, runs, color, label, linestyle="-", band_alpha=0.2):
     mean, low, high = t_band(runs, axis=0)
-    ax.plot(x, mean, color=color, linestyle=linestyle, linewidth=2, label=label)
+    ax.plot(x, mean, color=color, linestyle=linestyle, linewidth=2.5 if linestyle == ":" else 2, label=label)
     ax.fill_between(x, low, high, color=color, alpha=band_alpha, linewidth=0)
 
 
@@ -44,7 +44,7 @@ def _axes_2x2(title: str):
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
     fig.suptitle(title, fontsize=13)
-    for ax, label in zip(axes.flat, PANELS.values()):
+    for ax, label in zip(axes.flat, PANELS.values(), strict=True):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -67,9 +67,10 @@ def headline(ds: xr.Dataset, path, condition: str = "baseline"):
     """The four diagnostics of one condition: every seed thinly, their mean and its band."""
     masked = mask_diverged(ds)
     x = ds["iteration"].values
-    fig, axes = _axes_2x2(f"{condition}: judge–policy co-evolution, {_n_kept(ds, condition)} seeds"
-                          f"{diverged_note(ds, [condition])}")
-    for ax, var in zip(axes.flat, PANELS):
+    fig, axes = _axes_2x2(
+        f"{condition}: judge–policy co-evolution, {_n_kept(ds, condition)} seeds{diverged_note(ds, [condition])}"
+    )
+    for ax, var in zip(axes.flat, PANELS, strict=True):
         runs = _runs(masked[var], condition)
         ax.plot(x, runs.T, color="grey", alpha=0.45, linewidth=0.8)[0].set_label("individual seeds")
         _line(ax, x, runs, "C0", "mean over seeds")
@@ -87,15 +88,27 @@ def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS):
     masked = mask_diverged(ds)
     x = ds["iteration"].values
     fig, axes = _axes_2x2(f"Mitigations compared: mean over seeds{diverged_note(ds, solid + bounds)}")
-    for ax, var in zip(axes.flat, PANELS):
+    for ax, var in zip(axes.flat, PANELS, strict=True):
         for i, condition in enumerate(solid + bounds):
             dotted = condition in bounds
-            _line(ax, x, _runs(masked[var], condition), f"C{i}",
-                  f"{condition} (n={_n_kept(ds, condition)}){'  — bound' if dotted else ''}",
-                  linestyle=":" if dotted else "-", band_alpha=0.08 if dotted else 0.15)
+            _line(
+                ax,
+                x,
+                _runs(masked[var], condition),
+                f"C{i}",
+                f"{condition} (n={_n_kept(ds, condition)}){'  — bound' if dotted else ''}",
+                linestyle=":" if dotted else "-",
+                band_alpha=0.08 if dotted else 0.15,
+            )
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)),
-               title=f"{BAND}; dotted: bounds (frozen judge, q*-anchor oracle)", frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=min(4, len(labels)),
+        title=f"{BAND}; dotted: bounds (frozen judge, q*-anchor oracle)",
+        frameon=False,
+    )
     return _save(fig, path)
 
 
@@ -109,14 +122,14 @@ def small_multiples(ds: xr.Dataset, path, metric: str = "policy_quality", baseli
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     reference = t_band(_runs(masked[metric], baseline))[0] if baseline in conditions else None
-    for ax, condition in zip(axes.flat, conditions):
+    for ax, condition in zip(axes.flat[: len(conditions)], conditions, strict=True):
         if reference is not None:
             ax.plot(x, reference, color="grey", linewidth=1.5, label=f"{baseline} mean")
         _line(ax, x, _runs(masked[metric], condition), "C0", "mean over seeds")
         ax.set_title(f"{condition}{diverged_note(ds, [condition])}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in axes.flat[len(conditions):]:
+    for ax in axes.flat[len(conditions) :]:
         ax.set_axis_off()
     fig.supxlabel(XLABEL)
     fig.supylabel(PANELS.get(metric, metric))
@@ -145,12 +158,22 @@ def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS):
     ax.axhline(0, color="black", linewidth=0.8)
     for i, condition in enumerate(conditions):
         dotted = condition in bounds
-        _line(ax, x, _runs(gap, condition), f"C{i}", f"{condition} (n={_n_kept(ds, condition)})",
-              linestyle=":" if dotted else "-", band_alpha=0.08 if dotted else 0.15)
+        _line(
+            ax,
+            x,
+            _runs(gap, condition),
+            f"C{i}",
+            f"{condition} (n={_n_kept(ds, condition)})",
+            linestyle=":" if dotted else "-",
+            band_alpha=0.08 if dotted else 0.15,
+        )
     ax.set_xlabel(XLABEL)
     ax.set_ylabel("perceived − real quality  [Σπ J − Σπ q*]")
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"Perception gap: judge-perceived minus real quality{diverged_note(ds, conditions)}", fontsize=13)
-    fig.legend(loc="outside right upper", title=f"{BAND}\ndotted: bounds", frameon=False)
+    fig.suptitle(f"Perception gap: judge-perceived minus real quality{diverged_note(ds, conditions)}", fontsize=13)
+    shown = "" if len(conditions) == len(held) else f"; {len(conditions)} of {len(held)} conditions shown"
+    fig.legend(
+        loc="outside lower center", ncol=min(4, len(conditions)), frameon=False, title=f"{BAND}; dotted: bounds{shown}"
+    )
     return _save(fig, path)

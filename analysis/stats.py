@@ -32,8 +32,12 @@ def _bootstrap_ci(values: np.ndarray, confidence: float) -> tuple:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ci = stats.bootstrap(
-                (values,), np.mean, n_resamples=N_RESAMPLES, confidence_level=confidence,
-                method=method, rng=np.random.default_rng(BOOTSTRAP_SEED),
+                (values,),
+                np.mean,
+                n_resamples=N_RESAMPLES,
+                confidence_level=confidence,
+                method=method,
+                rng=np.random.default_rng(BOOTSTRAP_SEED),
             ).confidence_interval
         if np.isfinite(ci.low) and np.isfinite(ci.high):
             return float(ci.low), float(ci.high)

@@ -27,18 +27,28 @@ def condition_table(ds: xr.Dataset, baseline: str = "baseline", confidence: floa
         values = {name: final[var].sel(condition=condition).values for name, var in FINALS.items()}
         for name in FINALS:
             summary = seed_summary(values[name], confidence)
-            row |= {f"final_{name}_mean": summary.mean, f"final_{name}_std": summary.std,
-                    f"final_{name}_ci_low": summary.ci_low, f"final_{name}_ci_high": summary.ci_high}
+            row |= {
+                f"final_{name}_mean": summary.mean,
+                f"final_{name}_std": summary.std,
+                f"final_{name}_ci_low": summary.ci_low,
+                f"final_{name}_ci_high": summary.ci_high,
+            }
         peaks = masked["peak_iteration"].sel(condition=condition).values
         row["peak_iteration_mean"] = float(np.nanmean(peaks)) if np.isfinite(peaks).any() else np.nan
         for name, var in FINALS.items():
             delta = paired_difference(values[name], reference[var].values, confidence)
-            row |= {f"delta_{name}_mean": delta.mean, f"delta_{name}_ci_low": delta.ci_low,
-                    f"delta_{name}_ci_high": delta.ci_high}
+            row |= {
+                f"delta_{name}_mean": delta.mean,
+                f"delta_{name}_ci_low": delta.ci_low,
+                f"delta_{name}_ci_high": delta.ci_high,
+            }
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.attrs |= {"baseline": baseline if has_baseline else None, "confidence": confidence,
-                    "n_diverged": n_diverged(ds)}
+    table.attrs |= {
+        "baseline": baseline if has_baseline else None,
+        "confidence": confidence,
+        "n_diverged": n_diverged(ds),
+    }
     return table
 
 
@@ -60,25 +70,39 @@ def write_markdown(table: pd.DataFrame, path) -> str:
     """A human-readable table with a caption that says what the intervals are and what was left out."""
     percent = round(100 * table.attrs.get("confidence", 0.95))
     baseline = table.attrs.get("baseline")
-    header = ["condition", "n", "left out", "final quality mean ± sd", f"{percent}% CI",
-              "final alignment mean ± sd", f"{percent}% CI", "peak iter (mean)",
-              f"Δ quality vs {baseline or 'baseline'}", f"{percent}% CI",
-              f"Δ alignment vs {baseline or 'baseline'}", f"{percent}% CI"]
+    header = [
+        "condition",
+        "n",
+        "left out",
+        "final quality mean ± sd",
+        f"{percent}% CI",
+        "final alignment mean ± sd",
+        f"{percent}% CI",
+        "peak iter (mean)",
+        f"Δ quality vs {baseline or 'baseline'}",
+        f"{percent}% CI",
+        f"Δ alignment vs {baseline or 'baseline'}",
+        f"{percent}% CI",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.to_dict("records"):
         cells = [row["condition"], str(row["n_seeds"]), str(row["n_diverged"])]
         for name in FINALS:
-            cells += [f"{_num(row[f'final_{name}_mean'])} ± {_num(row[f'final_{name}_std'])}",
-                      _ci(row[f"final_{name}_ci_low"], row[f"final_{name}_ci_high"])]
+            cells += [
+                f"{_num(row[f'final_{name}_mean'])} ± {_num(row[f'final_{name}_std'])}",
+                _ci(row[f"final_{name}_ci_low"], row[f"final_{name}_ci_high"]),
+            ]
         cells.append("–" if not np.isfinite(row["peak_iteration_mean"]) else f"{row['peak_iteration_mean']:.1f}")
         for name in FINALS:
             cells += [_num(row[f"delta_{name}_mean"]), _ci(row[f"delta_{name}_ci_low"], row[f"delta_{name}_ci_high"])]
         lines.append("| " + " | ".join(cells) + " |")
     k = table.attrs.get("n_diverged", int(table["n_diverged"].sum()))
-    caption = (f"Final = last outer iteration. Intervals: {percent}% bootstrap CI of the mean over seeds "
-               f"(BCa, {N_RESAMPLES} resamples). Δ = paired by seed (condition − {baseline or 'baseline'})"
-               f"{'' if baseline else ', not computed: no baseline condition'}. "
-               f"{k} diverged run{'s' if k != 1 else ''} left out.")
+    caption = (
+        f"Final = last outer iteration. Intervals: {percent}% bootstrap CI of the mean over seeds "
+        f"(BCa, {N_RESAMPLES} resamples). Δ = paired by seed (condition − {baseline or 'baseline'})"
+        f"{'' if baseline else ', not computed: no baseline condition'}. "
+        f"{k} diverged run{'s' if k != 1 else ''} left out."
+    )
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n\n" + caption + "\n")
     return str(path)

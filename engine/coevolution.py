@@ -23,7 +23,7 @@ import optax
 
 from engine.diagnostics import exact_metrics, judge_scores_all, spearman
 from engine.knobs import Condition, Shape, Spec
-from engine.models import Judge, Policy, ensemble_scores, make_judges
+from engine.models import Judge, Policy, ensemble_scores
 from engine.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences, reference_q_star, transition_term
 
 PRETRAIN_TARGET_NOISE = 0.1
@@ -32,7 +32,7 @@ HOLDOUT_KEY = 0
 
 def adam(learning_rate):
     """Adam with its learning rate in the optimiser state, so it can differ per run."""
-    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+    return optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))(learning_rate)
 
 
 def run_keys(seed):

@@ -31,11 +31,13 @@ def exact_metrics(policy: Policy, judges: Judge, q_star) -> dict:
     log_probs = policy_log_probs_all(policy)
     probs = jnp.exp(log_probs)
     scores = judge_scores_all(judges)
+    # Elementwise product then sum, not a dot: a vmapped dot may pick a different kernel
+    # for a different number of runs, and the last bit would then depend on the batch.
     return {
-        "policy_quality": probs @ q_star,
+        "policy_quality": jnp.sum(probs * q_star),
         "judge_alignment": spearman(scores, q_star),
-        "policy_entropy": -(probs @ log_probs),
-        "judge_perceived_quality": probs @ scores,
+        "policy_entropy": -jnp.sum(probs * log_probs),
+        "judge_perceived_quality": jnp.sum(probs * scores),
     }
 
 

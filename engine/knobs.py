@@ -43,8 +43,12 @@ PER_RUN = {
 
 SHAPE = {
     "n_judges": Knob(int, 1, low=1, doc="judges in the ensemble; reward is their mean score"),
-    "anchor_fraction": Knob(float, 0.0, low=0.0, high=1.0, doc="q*-labelled anchor pairs per judge step, as a fraction of the batch"),
-    "meta_holdout_fraction": Knob(float, 0.0, low=0.0, high=1.0, doc="held-out q*-labelled pairs, as a fraction of 4096"),
+    "anchor_fraction": Knob(
+        float, 0.0, low=0.0, high=1.0, doc="q*-labelled anchor pairs per judge step, as a fraction of the batch"
+    ),
+    "meta_holdout_fraction": Knob(
+        float, 0.0, low=0.0, high=1.0, doc="held-out q*-labelled pairs, as a fraction of 4096"
+    ),
 }
 
 STUDY_WIDE = {

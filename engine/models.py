@@ -89,9 +89,7 @@ def make_judges(key, n_judges: int) -> Judge:
     Member m is built from fold_in(key, m), so member 0 of any ensemble is the same
     judge a single-judge condition of that seed gets (paired design).
     """
-    return eqx.filter_vmap(lambda member: Judge(key=jax.random.fold_in(key, member)))(
-        jnp.arange(n_judges)
-    )
+    return eqx.filter_vmap(lambda member: Judge(key=jax.random.fold_in(key, member)))(jnp.arange(n_judges))
 
 
 def ensemble_scores(judges: Judge, tokens):

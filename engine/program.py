@@ -56,7 +56,9 @@ def make_layout(study: ResolvedStudy, seeds) -> Layout:
         knobs = study.conditions[name]
         for s, seed in enumerate(seeds):
             settings = tuple(knobs[k] for k in PRETRAIN_KNOBS)
-            members = [pretrain_rows.setdefault((seed, m, settings), len(pretrain_rows)) for m in range(knobs["n_judges"])]
+            members = [
+                pretrain_rows.setdefault((seed, m, settings), len(pretrain_rows)) for m in range(knobs["n_judges"])
+            ]
             by_shape.setdefault(study.shape(name), []).append((c, s, seed, members, knobs))
 
     pretrain_inputs = {
@@ -87,9 +89,18 @@ def _as_array(knob: str, values) -> np.ndarray:
     return np.asarray(values, dtype)
 
 
-def pad_runs(array: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad the leading axis to a multiple by repeating the last row (dropped afterwards)."""
-    missing = -len(array) % multiple
+MIN_RUNS_PER_DEVICE = 2
+
+
+def pad_runs(array: np.ndarray, n_devices: int) -> np.ndarray:
+    """Pad the leading axis (repeating the last row; dropped afterwards) to equal device shares.
+
+    Every device gets at least MIN_RUNS_PER_DEVICE runs: XLA compiles a batch of one
+    into different kernels than a larger batch, which would change the last bits of a
+    run's results with the size of the study it sits in.
+    """
+    target = max(-(-len(array) // n_devices), MIN_RUNS_PER_DEVICE) * n_devices
+    missing = target - len(array)
     return np.concatenate([array, np.repeat(array[-1:], missing, axis=0)]) if missing else array
 
 
@@ -101,6 +112,11 @@ def program_inputs(layout: Layout, n_devices: int):
         for g in layout.groups
     ]
     return pretrain, groups
+
+
+def take_rows(tree, index):
+    """Rows `index` of every leaf: each run's judges out of the pretraining table."""
+    return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
 class StudyProgram(NamedTuple):
@@ -127,9 +143,13 @@ def make_program(shapes: tuple[Shape, ...], spec: Spec, devices) -> StudyProgram
 
     @sharded
     def pretrain_all(inputs):
-        return jax.vmap(
-            lambda seed, member, lr, target, alpha: pretrain_judge(seed, member, lr, target, alpha, spec)
-        )(inputs["seed"], inputs["member"], inputs["lr_judge"], inputs["judge_init_alignment"], inputs["transition_alpha"])
+        return jax.vmap(lambda seed, member, lr, target, alpha: pretrain_judge(seed, member, lr, target, alpha, spec))(
+            inputs["seed"],
+            inputs["member"],
+            inputs["lr_judge"],
+            inputs["judge_init_alignment"],
+            inputs["transition_alpha"],
+        )
 
     batch_runs = [make_batch_run(shape, spec) for shape in shapes]
     group_starts = [sharded(batch.start) for batch in batch_runs]
@@ -142,7 +162,7 @@ def make_program(shapes: tuple[Shape, ...], spec: Spec, devices) -> StudyProgram
             runs = RunInputs(
                 condition=Condition(**{knob: inputs[knob] for knob in PER_RUN}),
                 seed=inputs["seed"],
-                pretrained=jax.tree.map(lambda table: table[pretrain_index], pretrained.judge),
+                pretrained=take_rows(pretrained.judge, pretrain_index),
             )
             states, metrics = group_start(runs)
             all_runs.append(runs)
@@ -152,7 +172,10 @@ def make_program(shapes: tuple[Shape, ...], spec: Spec, devices) -> StudyProgram
         return pretrain_summary, all_runs, all_states, all_metrics
 
     def advance(all_states, all_runs, outer):
-        results = [group_advance(states, runs, outer) for group_advance, states, runs in zip(group_advances, all_states, all_runs)]
+        results = [
+            group_advance(states, runs, outer)
+            for group_advance, states, runs in zip(group_advances, all_states, all_runs)
+        ]
         return [states for states, _ in results], [metrics for _, metrics in results]
 
     return StudyProgram(jax.jit(start), jax.jit(advance, donate_argnums=0))

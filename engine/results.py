@@ -48,8 +48,12 @@ def divergence(finite: np.ndarray) -> dict:
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).resolve().parent, timeout=10,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -68,7 +72,11 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
         coords[knob] = ("condition", np.array([study.conditions[c][knob] for c in study.condition_names], dtype))
     data = {}
     for metric in METRICS:
-        data[metric] = (("condition", "seed", "iteration"), arrays[metric], {"units": UNITS[metric], "long_name": metric.replace("_", " ")})
+        data[metric] = (
+            ("condition", "seed", "iteration"),
+            arrays[metric],
+            {"units": UNITS[metric], "long_name": metric.replace("_", " ")},
+        )
     run_level = {
         **ceiling_summary(arrays["policy_quality"]),
         **divergence(arrays["finite"]),
@@ -86,7 +94,8 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
         "jax_version": jax.__version__,
         "jaxlib_version": jaxlib.__version__,
         "git_commit": git_commit(),
-        "devices": ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()})) + f" x{jax.device_count()}",
+        "devices": ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()}))
+        + f" x{jax.device_count()}",
         **{key: float(value) for key, value in timings.items()},
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -20,9 +20,11 @@ def enable_compilation_cache(directory=None):
 
     COEVO_CACHE_DIR overrides the folder; COEVO_CACHE_DIR=off turns the cache off.
     """
-    directory = directory or os.environ.get("COEVO_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
-    ) / "coevo" / "jax"
+    directory = (
+        directory
+        or os.environ.get("COEVO_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "coevo" / "jax"
+    )
     if str(directory) == "off":
         return
     jax.config.update("jax_compilation_cache_dir", str(directory))
@@ -53,6 +55,7 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     `max_runs_per_chunk` runs (bounded memory; results identical to one call).
     """
     resolved = study if isinstance(study, ResolvedStudy) else resolve(study, seeds)
+    enable_compilation_cache()
     devices = list(devices or jax.devices())
     max_runs = max_runs_per_chunk or DEFAULT_MAX_RUNS_PER_CHUNK
     chunks = seed_chunks(resolved.seeds, len(resolved.conditions), max_runs)

@@ -18,8 +18,10 @@ from engine.knobs import DEFAULTS, KNOBS, STUDY_WIDE, Shape, Spec, shape_of, spe
 from engine.world import N_SEQUENCES
 
 TOP_LEVEL_KEYS = ("name", "seeds", "base", "conditions", "description")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.+\-]+")  # used with fullmatch
 MAX_NAME_LENGTH = 64
+MAX_INT = 2**31 - 1  # int knobs and seeds become int32 arrays
+_NAME_RULE = f"1-{MAX_NAME_LENGTH} characters of letters, digits, '_', '.', '+', '-'"
 
 
 class StudyError(ValueError):
@@ -34,7 +36,7 @@ class ResolvedStudy:
     seeds: tuple[int, ...]
     conditions: dict  # condition name -> full knob dict (defaults filled in)
     spec: Spec
-    source: dict  # the study dict as given, JSON-safe
+    source: dict  # the study dict with checked values (plain Python scalars), JSON-safe
 
     @property
     def condition_names(self) -> list[str]:
@@ -67,8 +69,13 @@ def _check_value(name: str, value, where: str):
         if not isinstance(value, numbers.Integral):
             raise StudyError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
         value = int(value)
+        if value > MAX_INT:
+            raise StudyError(f"{where}: must be <= 2**31 - 1, got {value!r}")
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise StudyError(f"{where}: must be finite, got {value!r}") from None
         if not np.isfinite(value):
             raise StudyError(f"{where}: must be finite, got {value!r}")
     if knob.positive and value <= 0:
@@ -94,28 +101,25 @@ def _check_knobs(study: str, condition: str | None, knobs, field: str) -> dict:
 
 
 def _check_condition_name(study: str, name) -> str:
-    where = f"study {study!r}, condition {name!r}"
+    where = _where(study, name, "conditions")
     if not isinstance(name, str):
         raise StudyError(f"{where}: condition names must be strings, got {type(name).__name__}")
-    if not name or len(name) > MAX_NAME_LENGTH or not _NAME_PATTERN.match(name):
-        raise StudyError(
-            f"{where}: a condition name must be 1-{MAX_NAME_LENGTH} characters of letters, digits, '_', '.', '+', '-' "
-            "(it becomes a netCDF coordinate value)"
-        )
+    if len(name) > MAX_NAME_LENGTH or not _NAME_PATTERN.fullmatch(name):
+        raise StudyError(f"{where}: a condition name must be {_NAME_RULE} (it becomes a netCDF coordinate value)")
     return name
 
 
 def _check_seeds(study: str, seeds) -> tuple[int, ...]:
     where = _where(study, None, "seeds")
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise StudyError(f"{where}: expected a list of non-negative integers, got {seeds!r}")
+    if not isinstance(seeds, (list, tuple, range, np.ndarray)):
+        raise StudyError(f"{where}: expected a list of non-negative integers, got {seeds!r} ({type(seeds).__name__})")
     seeds = list(seeds)
     if not seeds:
         raise StudyError(f"{where}: the seed list is empty")
     for seed in seeds:
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
             raise StudyError(f"{where}: seeds must be integers, got {seed!r} ({type(seed).__name__})")
-        if not 0 <= seed < 2**31:
+        if not 0 <= seed <= MAX_INT:
             raise StudyError(f"{where}: seeds must be in [0, 2**31), got {seed!r}")
     duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
     if duplicates:
@@ -128,8 +132,8 @@ def resolve(study: dict, seeds=None) -> ResolvedStudy:
     if not isinstance(study, dict):
         raise StudyError(f"a study must be a dict, got {type(study).__name__}")
     name = study.get("name")
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name or ""):
-        raise StudyError(f"study {name!r}, field 'name': expected a name of letters, digits, '_', '.', '+', '-'")
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _NAME_PATTERN.fullmatch(name):
+        raise StudyError(f"study {name!r}, field 'name': expected {_NAME_RULE}")
     unknown = [key for key in study if key not in TOP_LEVEL_KEYS]
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), TOP_LEVEL_KEYS, n=1)
@@ -138,6 +142,9 @@ def resolve(study: dict, seeds=None) -> ResolvedStudy:
     for key in ("seeds", "conditions"):
         if key not in study:
             raise StudyError(f"{_where(name, None, key)}: missing")
+    description = study.get("description", "")
+    if not isinstance(description, str):
+        raise StudyError(f"{_where(name, None, 'description')}: expected a string, got {type(description).__name__}")
     seeds = _check_seeds(name, study["seeds"] if seeds is None else seeds)
     base = _check_knobs(name, None, study.get("base", {}), "base")
 
@@ -146,34 +153,38 @@ def resolve(study: dict, seeds=None) -> ResolvedStudy:
         raise StudyError(f"{_where(name, None, 'conditions')}: expected a dict of condition name -> knobs")
     if not conditions_in:
         raise StudyError(f"{_where(name, None, 'conditions')}: no conditions")
-    conditions, normalised = {}, {}
+    conditions, normalised, given = {}, {}, {}
     for condition, overrides in conditions_in.items():
         condition = _check_condition_name(name, condition)
         key = condition.casefold()
         if key in normalised:
             raise StudyError(
-                f"study {name!r}, condition {condition!r}: duplicates condition {normalised[key]!r} "
+                f"{_where(name, condition, 'conditions')}: duplicates condition {normalised[key]!r} "
                 "(names are compared case-insensitively)"
             )
         normalised[key] = condition
-        knobs = {**DEFAULTS, **base, **_check_knobs(name, condition, overrides if overrides is not None else {}, condition)}
+        given[condition] = _check_knobs(name, condition, overrides if overrides is not None else {}, "conditions")
+        knobs = {**DEFAULTS, **base, **given[condition]}
         _check_combination(name, condition, knobs)
         conditions[condition] = knobs
 
+    _check_study_wide(name, conditions)
+    source = {key: study[key] for key in ("name", "description") if key in study}
+    source.update(seeds=list(seeds), base=base, conditions=given)  # checked values: plain Python scalars
+    return ResolvedStudy(name, seeds, conditions, spec_of(next(iter(conditions.values()))), source)
+
+
+def _check_study_wide(study: str, conditions: dict):
+    """Study-wide knobs fix the program's shapes: one value across all conditions."""
+    first = next(iter(conditions))
     for knob in STUDY_WIDE:
         values = {c: k[knob] for c, k in conditions.items()}
-        if len(set(values.values())) > 1:
+        odd = [c for c, value in values.items() if value != values[first]]
+        if odd:
             raise StudyError(
-                f"{_where(name, None, knob)}: fixes the program's shapes, so it must be equal in every condition "
+                f"{_where(study, odd[0], knob)}: fixes the program's shapes, so it must be equal in every condition "
                 f"(set it in 'base'); got {values}"
             )
-    source = {key: study[key] for key in TOP_LEVEL_KEYS if key in study}
-    source["seeds"] = list(seeds)
-    try:
-        json.dumps(source)
-    except TypeError as error:
-        raise StudyError(f"study {name!r}: not JSON-serialisable ({error})") from None
-    return ResolvedStudy(name, seeds, conditions, spec_of(next(iter(conditions.values()))), source)
 
 
 def _check_combination(study: str, condition: str, knobs: dict):

@@ -1,0 +1,1 @@
+"""Studies: plain dicts, one module each, named STUDY. `coevo run NAME` finds them here."""
