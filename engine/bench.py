@@ -1,9 +1,160 @@
-"""`coevo bench`: compile and run seconds, throughput and achieved FLOP/s (filled in later)."""
+"""`coevo bench`: what a study costs, compile and run time apart, against the machine's peak.
+
+Each measurement runs in a fresh subprocess with the compilation cache off, so compile
+seconds are real and peak RSS belongs to that measurement alone.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_SIZES = (1, 17, 85, 340)
+SEQUENTIAL_MAX = 17
 
 
 def add_arguments(parser):
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--study", default="blog", help="study measured end to end (default: blog)")
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="baseline run counts")
+    parser.add_argument("--steps-per-iter", type=int, default=None, help="shorten runs (default: the study's)")
+    parser.add_argument("--iterations", type=int, default=None, help="shorten runs (default: the study's)")
+    parser.add_argument("--no-sequential", action="store_true", help="skip the one-run-at-a-time comparison")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--measure", help=argparse.SUPPRESS, default=None)  # one measurement, as JSON
+
+
+def baseline_study(n_runs: int, base: dict) -> dict:
+    return {"name": f"baseline_x{n_runs}", "seeds": list(range(n_runs)), "base": base, "conditions": {"baseline": {}}}
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matmul throughput of this machine (every core), GFLOP/s."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size))
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a = matmul(a) / jnp.float32(size)
+    a.block_until_ready()
+    return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def flops_per_inner_step(study: dict) -> float:
+    """XLA's cost analysis of one outer iteration of one inner step, divided by run count."""
+    import jax
+    import numpy as np
+
+    from engine.program import make_layout, make_program, program_inputs
+    from engine.study import resolve
+
+    one_step = {**study, "base": {**study.get("base", {}), "steps_per_iter": 1, "n_iterations": 1}}
+    resolved = resolve(one_step)
+    layout = make_layout(resolved, resolved.seeds)
+    devices = jax.devices()[:1]
+    program = make_program(tuple(g.shape for g in layout.groups), resolved.spec, devices)
+    inputs = program_inputs(layout, 1)
+    _, runs, states, _ = program.start(*inputs)
+    cost = program.advance.lower(states, runs, np.int32(0)).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    n_padded = sum(len(group[1]) for group in inputs[1])
+    return float(cost["flops"]) / n_padded
+
+
+def measure(spec: dict) -> dict:
+    """Run one measurement in this process (called in a subprocess)."""
+    import jax
+
+    import engine
+
+    study = spec["study"]
+    t0 = time.perf_counter()
+    ds = engine.run_study(study)
+    with tempfile.TemporaryDirectory() as folder:
+        engine.save(ds, Path(folder) / "bench.nc")
+    wall = time.perf_counter() - t0
+    resolved = engine.resolve(study)
+    n_runs = len(resolved.conditions) * len(resolved.seeds)
+    steps = resolved.spec.steps_per_iter * resolved.spec.n_iterations
+    return {
+        "runs": n_runs,
+        "inner_steps_per_run": steps,
+        "compile_s": ds.attrs["compile_seconds"],
+        "run_s": ds.attrs["run_seconds"],
+        "wall_s": wall,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "devices": len(jax.devices()),
+    }
+
+
+def in_subprocess(spec: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "bench", "--measure", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COEVO_CACHE_DIR": "off"},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"measurement failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(args) -> int:
-    raise NotImplementedError("coevo bench is not written yet")
+    if args.measure:
+        print(json.dumps(measure(json.loads(args.measure))))
+        return 0
+    from engine.cli import load_study
+
+    base = {}
+    if args.steps_per_iter:
+        base["steps_per_iter"] = args.steps_per_iter
+    if args.iterations:
+        base["n_iterations"] = args.iterations
+    study = load_study(args.study)
+    study = {**study, "base": {**study.get("base", {}), **base}}
+    report = {"matmul_peak_gflops": matmul_peak_gflops(), "study": {"name": study["name"], **in_subprocess({"study": study})}}
+    rows = []
+    for n_runs in [int(s) for s in args.sizes.split(",")]:
+        row = in_subprocess({"study": baseline_study(n_runs, base)})
+        if n_runs <= SEQUENTIAL_MAX and not args.no_sequential:
+            sequential = [in_subprocess({"study": baseline_study(1, base) | {"seeds": [seed]}}) for seed in range(n_runs)]
+            row["sequential_run_s"] = sum(m["run_s"] for m in sequential)
+            row["sequential_wall_s"] = sum(m["wall_s"] for m in sequential)
+            row["speedup_vs_sequential"] = row["sequential_wall_s"] / row["wall_s"]
+        rows.append(row)
+    flops = flops_per_inner_step(baseline_study(2, base))
+    for row in rows:
+        row["gflops_achieved"] = flops * row["runs"] * row["inner_steps_per_run"] / row["run_s"] / 1e9
+        row["runs_per_s"] = row["runs"] / row["run_s"]
+        row["inner_steps_per_s"] = row["runs"] * row["inner_steps_per_run"] / row["run_s"]
+    report["baseline"] = rows
+    report["flops_per_inner_step"] = flops
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def format_report(report: dict) -> str:
+    s = report["study"]
+    lines = [
+        f"machine: float32 2048² matmul {report['matmul_peak_gflops']:.0f} GFLOP/s; "
+        f"one baseline inner step = {report['flops_per_inner_step'] / 1e6:.1f} MFLOP (XLA cost analysis)",
+        f"study {s['name']}: {s['runs']} runs, compile {s['compile_s']:.1f} s + run {s['run_s']:.1f} s "
+        f"= {s['wall_s']:.1f} s wall (netCDF included), peak RSS {s['peak_rss_mib']:.0f} MiB",
+        f"{'runs':>5} {'compile s':>10} {'run s':>8} {'runs/s':>8} {'steps/s':>9} {'RSS MiB':>8} "
+        f"{'GFLOP/s':>8} {'% peak':>7} {'one-at-a-time s':>16} {'speedup':>8}",
+    ]
+    for r in report["baseline"]:
+        sequential = f"{r['sequential_wall_s']:>16.1f} {r['speedup_vs_sequential']:>7.1f}x" if "sequential_wall_s" in r else ""
+        lines.append(
+            f"{r['runs']:>5} {r['compile_s']:>10.1f} {r['run_s']:>8.1f} {r['runs_per_s']:>8.2f} "
+            f"{r['inner_steps_per_s']:>9.0f} {r['peak_rss_mib']:>8.0f} {r['gflops_achieved']:>8.1f} "
+            f"{100 * r['gflops_achieved'] / report['matmul_peak_gflops']:>6.1f}% {sequential}"
+        )
+    return "\n".join(lines)
