@@ -52,14 +52,14 @@ def flops_per_inner_step(study: dict) -> float:
     import jax
     import numpy as np
 
-    from engine.program import make_layout, make_program, program_inputs
+    from engine.program import make_layout, make_program, program_inputs, sub_batch_size
     from engine.study import resolve
 
     one_step = {**study, "base": {**study.get("base", {}), "steps_per_iter": 1, "n_iterations": 1}}
     resolved = resolve(one_step)
     layout = make_layout(resolved, resolved.seeds)
     devices = jax.devices()[:1]
-    program = make_program(tuple(g.shape for g in layout.groups), resolved.spec, devices)
+    program = make_program(tuple(g.shape for g in layout.groups), resolved.spec, devices, sub_batch_size(layout, 1))
     inputs = program_inputs(layout, 1)
     _, runs, states, _ = program.start(*inputs)
     cost = program.advance.lower(states, runs, np.int32(0)).compile().cost_analysis()

@@ -89,28 +89,48 @@ def _as_array(knob: str, values) -> np.ndarray:
     return np.asarray(values, dtype)
 
 
-MIN_RUNS_PER_DEVICE = 2
+MIN_BATCH = 2
+MAX_SUB_BATCH = 32
 
 
 def pad_runs(array: np.ndarray, n_devices: int) -> np.ndarray:
     """Pad the leading axis (repeating the last row; dropped afterwards) to equal device shares.
 
-    Every device gets at least MIN_RUNS_PER_DEVICE runs: XLA compiles a batch of one
-    into different kernels than a larger batch, which would change the last bits of a
-    run's results with the size of the study it sits in.
+    Every vmapped batch has at least MIN_BATCH runs: XLA compiles a batch of one into
+    different kernels than a larger batch, which would change the last bits of a run's
+    results with the size of the study it sits in.
     """
-    target = max(-(-len(array) // n_devices), MIN_RUNS_PER_DEVICE) * n_devices
-    missing = target - len(array)
-    return np.concatenate([array, np.repeat(array[-1:], missing, axis=0)]) if missing else array
+    target = max(-(-len(array) // n_devices), MIN_BATCH) * n_devices
+    return array[np.minimum(np.arange(target), len(array) - 1)]
+
+
+def sub_batch_size(layout: Layout, n_devices: int) -> int:
+    """Runs per sub-batch: one condition's seeds where possible (groups list runs condition by
+    condition), so a sub-batch usually shares its cadences and skips what none of it needs."""
+    largest = max(len(g.condition_index) for g in layout.groups)
+    return max(MIN_BATCH, min(len(layout.seeds), -(-largest // n_devices), MAX_SUB_BATCH))
+
+
+def run_order(n_runs: int, n_devices: int, sub_batch: int) -> np.ndarray:
+    """Run index at each position of the program's run axis (padding repeats the last run).
+
+    Consecutive runs form sub-batches; sub-batches are dealt round-robin to the devices,
+    so each device gets a similar mix of cheap and expensive conditions.
+    """
+    n_sub = -(-n_runs // sub_batch)
+    n_sub += -n_sub % n_devices
+    sub_batches = np.minimum(np.arange(n_sub * sub_batch), n_runs - 1).reshape(n_sub, sub_batch)
+    return np.concatenate([sub_batches[device::n_devices] for device in range(n_devices)]).reshape(-1)
 
 
 def program_inputs(layout: Layout, n_devices: int):
-    """The arrays the compiled program takes, padded so every device gets equal shares."""
+    """The arrays the compiled program takes: runs placed in device-dealt sub-batches."""
     pretrain = {k: pad_runs(v, n_devices) for k, v in layout.pretrain_inputs.items()}
-    groups = [
-        ({k: pad_runs(v, n_devices) for k, v in g.inputs.items()}, pad_runs(g.pretrain_index, n_devices))
-        for g in layout.groups
-    ]
+    sub_batch = sub_batch_size(layout, n_devices)
+    groups = []
+    for group in layout.groups:
+        order = run_order(len(group.condition_index), n_devices, sub_batch)
+        groups.append(({k: v[order] for k, v in group.inputs.items()}, group.pretrain_index[order]))
     return pretrain, groups
 
 
@@ -133,8 +153,28 @@ class StudyProgram(NamedTuple):
     advance: Callable
 
 
-def make_program(shapes: tuple[Shape, ...], spec: Spec, devices) -> StudyProgram:
-    """Pretraining and each shape group vmapped over runs and sharded over `devices`."""
+def in_sub_batches(batch_fn, sub_batch: int, n_batched: int = 1):
+    """Apply a batch function to consecutive sub-batches of the run axis, one after another.
+
+    A `lax.cond(any(due))` inside then sees one sub-batch (usually one condition), so a
+    sub-batch whose runs need no judge or meta step this inner step skips it.
+    """
+
+    def split(tree):
+        return jax.tree.map(lambda leaf: leaf.reshape((-1, sub_batch) + leaf.shape[1:]), tree)
+
+    def merge(tree):
+        return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:]), tree)
+
+    def mapped(*args):
+        batched, shared = args[:n_batched], args[n_batched:]
+        return merge(jax.lax.map(lambda xs: batch_fn(*xs, *shared), split(batched)))
+
+    return mapped
+
+
+def make_program(shapes: tuple[Shape, ...], spec: Spec, devices, sub_batch: int) -> StudyProgram:
+    """Pretraining and each shape group vmapped over sub-batches of runs and sharded over `devices`."""
     mesh = jax.sharding.Mesh(np.asarray(devices), (RUN_AXIS,))
     runs_axis, replicated = PartitionSpec(RUN_AXIS), PartitionSpec()
 
@@ -152,8 +192,11 @@ def make_program(shapes: tuple[Shape, ...], spec: Spec, devices) -> StudyProgram
         )
 
     batch_runs = [make_batch_run(shape, spec) for shape in shapes]
-    group_starts = [sharded(batch.start) for batch in batch_runs]
-    group_advances = [sharded(batch.advance, (runs_axis, runs_axis, replicated)) for batch in batch_runs]
+    group_starts = [sharded(in_sub_batches(batch.start, sub_batch)) for batch in batch_runs]
+    group_advances = [
+        sharded(in_sub_batches(batch.advance, sub_batch, n_batched=2), (runs_axis, runs_axis, replicated))
+        for batch in batch_runs
+    ]
 
     def start(pretrain_inputs, group_inputs):
         pretrained = pretrain_all(pretrain_inputs)
@@ -181,17 +224,19 @@ def make_program(shapes: tuple[Shape, ...], spec: Spec, devices) -> StudyProgram
     return StudyProgram(jax.jit(start), jax.jit(advance, donate_argnums=0))
 
 
-def gather_results(layout: Layout, n_conditions: int, pretrain_out, metrics_out) -> dict:
+def gather_results(layout: Layout, n_conditions: int, n_devices: int, pretrain_out, metrics_out) -> dict:
     """Scatter the program's outputs back to (condition, seed[, iteration]) numpy arrays."""
     n_seeds = len(layout.seeds)
     pretrain_out = jax.device_get(pretrain_out)
     metrics_out = jax.device_get(metrics_out)
+    sub_batch = sub_batch_size(layout, n_devices)
     arrays = {}
     for group, metrics in zip(layout.groups, metrics_out):
-        n = len(group.condition_index)
+        order = run_order(len(group.condition_index), n_devices, sub_batch)
+        position_of_run = np.unique(order, return_index=True)[1]
         where = (group.condition_index, group.seed_index)
         for name, values in metrics.items():
-            values = np.asarray(values)[:n]
+            values = np.asarray(values)[position_of_run]
             if name not in arrays:
                 arrays[name] = np.empty((n_conditions, n_seeds) + values.shape[1:], values.dtype)
             arrays[name][where] = values

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from engine.program import gather_results, make_layout, make_program, program_inputs
+from engine.program import gather_results, make_layout, make_program, program_inputs, sub_batch_size
 from engine.results import make_dataset
 from engine.study import ResolvedStudy, resolve
 
@@ -61,7 +61,8 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     chunks = seed_chunks(resolved.seeds, len(resolved.conditions), max_runs)
     layouts = [make_layout(resolved, chunk) for chunk in chunks]
 
-    program = make_program(tuple(g.shape for g in layouts[0].groups), resolved.spec, devices)
+    sub_batch = sub_batch_size(layouts[0], len(devices))
+    program = make_program(tuple(g.shape for g in layouts[0].groups), resolved.spec, devices, sub_batch)
     n_runs = sum(len(g.condition_index) for g in layouts[0].groups)
     total = len(chunks) * n_runs * (resolved.spec.n_iterations + 1)
     compile_seconds = 0.0
@@ -90,7 +91,7 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
                 {name: np.stack([step[g][name] for step in history], axis=1) for name in history[0][g]}
                 for g in range(len(layout.groups))
             ]
-            per_chunk.append(gather_results(layout, len(resolved.conditions), pretrain, stacked))
+            per_chunk.append(gather_results(layout, len(resolved.conditions), len(devices), pretrain, stacked))
     run_seconds = time.perf_counter() - t_begin - compile_seconds
 
     n_seeds = len(resolved.seeds)

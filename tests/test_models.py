@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from engine.diagnostics import exact_metrics, policy_log_probs_all
-from engine.models import Judge, Policy, ensemble_scores, make_judges
+from engine.models import Judge, Policy, ensemble_scores, gru_step, make_judges, token_gates
 from engine.world import all_sequences
 
 
@@ -52,3 +52,12 @@ def test_uniform_policy_has_entropy_ln_4096_and_mean_quality():
     metrics = exact_metrics(policy, judges, q)
     np.testing.assert_allclose(metrics["policy_entropy"], np.log(4096), rtol=1e-6)
     np.testing.assert_allclose(metrics["policy_quality"], np.asarray(q).mean(), atol=1e-6)
+
+
+def test_gru_step_with_token_gates_equals_the_equinox_cell():
+    policy = Policy(key=jax.random.PRNGKey(8))
+    gates = token_gates(policy.embedding, policy.cell)
+    hidden = jax.random.normal(jax.random.PRNGKey(9), (32,))
+    for token in range(9):
+        expected = policy.cell(policy.embedding(jnp.array(token)), hidden)
+        np.testing.assert_allclose(gru_step(policy.cell, gates[token], hidden), expected, rtol=1e-6, atol=1e-6)
