@@ -3,6 +3,7 @@
 Every summary is over seeds, diverged runs are left out everywhere and counted.
 """
 
+from analysis.claims import Claim, claims_markdown, evaluate_claims, write_claims
 from analysis.data import diverged_note, mask_diverged, n_diverged
 from analysis.figures import comparison, headline, perception_gap, small_multiples
 from analysis.report import write_all
@@ -10,10 +11,13 @@ from analysis.stats import Summary, paired_difference, seed_summary, t_band
 from analysis.tables import condition_table, write_csv, write_markdown
 
 __all__ = [
+    "Claim",
     "Summary",
+    "claims_markdown",
     "comparison",
     "condition_table",
     "diverged_note",
+    "evaluate_claims",
     "headline",
     "mask_diverged",
     "n_diverged",
@@ -23,6 +27,7 @@ __all__ = [
     "small_multiples",
     "t_band",
     "write_all",
+    "write_claims",
     "write_csv",
     "write_markdown",
 ]

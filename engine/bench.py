@@ -48,24 +48,32 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
 
 
 def flops_per_inner_step(study: dict) -> float:
-    """XLA's cost analysis of one outer iteration of one inner step, divided by run count."""
+    """XLA's cost analysis of one inner step of a study's first shape group, per run."""
     import jax
-    import numpy as np
+    import jax.numpy as jnp
 
-    from engine.program import make_layout, make_program, program_inputs, sub_batch_size
+    from engine.coevolution import RunInputs, init_run, make_batch_run, q_star_of
+    from engine.knobs import PER_RUN, Condition
+    from engine.models import make_judges
+    from engine.program import make_layout
     from engine.study import resolve
 
-    one_step = {**study, "base": {**study.get("base", {}), "steps_per_iter": 1, "n_iterations": 1}}
-    resolved = resolve(one_step)
-    layout = make_layout(resolved, resolved.seeds)
-    devices = jax.devices()[:1]
-    program = make_program(tuple(g.shape for g in layout.groups), resolved.spec, devices, sub_batch_size(layout, 1))
-    inputs = program_inputs(layout, 1)
-    _, runs, states, _ = program.start(*inputs)
-    cost = program.advance.lower(states, runs, np.int32(0)).compile().cost_analysis()
+    resolved = resolve(study)
+    group = make_layout(resolved, resolved.seeds).groups[0]
+    n_runs = len(group.condition_index)
+    runs = RunInputs(
+        condition=Condition(**{knob: jnp.asarray(group.inputs[knob]) for knob in PER_RUN}),
+        seed=jnp.asarray(group.inputs["seed"]),
+        pretrained=jax.vmap(lambda key: make_judges(key, group.shape.n_judges))(
+            jax.random.split(jax.random.PRNGKey(0), n_runs)
+        ),
+    )
+    states = jax.vmap(init_run)(runs)
+    q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    step = make_batch_run(group.shape, resolved.spec).step
+    cost = jax.jit(step).lower(states, runs, q_stars, 0, 0).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    n_padded = sum(len(group[1]) for group in inputs[1])
-    return float(cost["flops"]) / n_padded
+    return float(cost["flops"]) / n_runs
 
 
 def measure(spec: dict) -> dict:
@@ -75,32 +83,36 @@ def measure(spec: dict) -> dict:
     import engine
 
     study = spec["study"]
+    studies = [{**study, "seeds": [seed]} for seed in study["seeds"]] if spec.get("one_at_a_time") else [study]
+    compile_s = run_s = 0.0
     t0 = time.perf_counter()
-    ds = engine.run_study(study)
     with tempfile.TemporaryDirectory() as folder:
-        engine.save(ds, Path(folder) / "bench.nc")
-    wall = time.perf_counter() - t0
+        for one in studies:
+            ds = engine.run_study(one)  # later runs of the same shapes hit the compilation cache
+            engine.save(ds, Path(folder) / "bench.nc", force=True)
+            compile_s += ds.attrs["compile_seconds"]
+            run_s += ds.attrs["run_seconds"]
     resolved = engine.resolve(study)
-    n_runs = len(resolved.conditions) * len(resolved.seeds)
-    steps = resolved.spec.steps_per_iter * resolved.spec.n_iterations
     return {
-        "runs": n_runs,
-        "inner_steps_per_run": steps,
-        "compile_s": ds.attrs["compile_seconds"],
-        "run_s": ds.attrs["run_seconds"],
-        "wall_s": wall,
+        "runs": len(resolved.conditions) * len(resolved.seeds),
+        "inner_steps_per_run": resolved.spec.steps_per_iter * resolved.spec.n_iterations,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "wall_s": time.perf_counter() - t0,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "devices": len(jax.devices()),
     }
 
 
 def in_subprocess(spec: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "bench", "--measure", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COEVO_CACHE_DIR": "off"},
-    )
+    """One measurement in a fresh process: cold compilation (a private, empty cache), own peak RSS."""
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "bench", "--measure", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COEVO_CACHE_DIR": cache},
+        )
     if out.returncode != 0:
         raise RuntimeError(f"measurement failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -119,15 +131,18 @@ def main(args) -> int:
         base["n_iterations"] = args.iterations
     study = load_study(args.study)
     study = {**study, "base": {**study.get("base", {}), **base}}
-    report = {"matmul_peak_gflops": matmul_peak_gflops(), "study": {"name": study["name"], **in_subprocess({"study": study})}}
+    report = {
+        "matmul_peak_gflops": matmul_peak_gflops(),
+        "study": {"name": study["name"], **in_subprocess({"study": study})},
+    }
     rows = []
     for n_runs in [int(s) for s in args.sizes.split(",")]:
         row = in_subprocess({"study": baseline_study(n_runs, base)})
         if n_runs <= SEQUENTIAL_MAX and not args.no_sequential:
-            sequential = [in_subprocess({"study": baseline_study(1, base) | {"seeds": [seed]}}) for seed in range(n_runs)]
-            row["sequential_run_s"] = sum(m["run_s"] for m in sequential)
-            row["sequential_wall_s"] = sum(m["wall_s"] for m in sequential)
-            row["speedup_vs_sequential"] = row["sequential_wall_s"] / row["wall_s"]
+            sequential = in_subprocess({"study": baseline_study(n_runs, base), "one_at_a_time": True})
+            row["sequential_run_s"] = sequential["run_s"]
+            row["sequential_wall_s"] = sequential["wall_s"]
+            row["speedup_vs_sequential"] = sequential["wall_s"] / row["wall_s"]
         rows.append(row)
     flops = flops_per_inner_step(baseline_study(2, base))
     for row in rows:
@@ -151,7 +166,9 @@ def format_report(report: dict) -> str:
         f"{'GFLOP/s':>8} {'% peak':>7} {'one-at-a-time s':>16} {'speedup':>8}",
     ]
     for r in report["baseline"]:
-        sequential = f"{r['sequential_wall_s']:>16.1f} {r['speedup_vs_sequential']:>7.1f}x" if "sequential_wall_s" in r else ""
+        sequential = (
+            f"{r['sequential_wall_s']:>16.1f} {r['speedup_vs_sequential']:>7.1f}x" if "sequential_wall_s" in r else ""
+        )
         lines.append(
             f"{r['runs']:>5} {r['compile_s']:>10.1f} {r['run_s']:>8.1f} {r['runs_per_s']:>8.2f} "
             f"{r['inner_steps_per_s']:>9.0f} {r['peak_rss_mib']:>8.0f} {r['gflops_achieved']:>8.1f} "

@@ -129,6 +129,28 @@ def command_figures(args) -> int:
     return 0
 
 
+def command_claims(args) -> int:
+    import engine
+    from analysis.claims import claims_markdown, write_claims
+
+    paths = [Path(p) for p in args.paths]
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path} does not exist")
+    if args.out and not Path(args.out).parent.is_dir():
+        raise InputError(f"--out {args.out}: directory {Path(args.out).parent} does not exist")
+    loaded = [engine.load(path) for path in paths]
+    counts = [ds.sizes["seed"] for ds in loaded]
+    labels = [f"{n} seeds" if counts.count(n) == 1 else path.stem for n, path in zip(counts, paths)]
+    if len(set(labels)) < len(labels):
+        raise InputError("two results files would get the same label; rename one")
+    datasets = dict(zip(labels, loaded))
+    print(claims_markdown(datasets), end="")
+    if args.out:
+        print(f"wrote {write_claims(datasets, args.out)}")
+    return 0
+
+
 def command_bench(args) -> int:
     from engine.bench import main as bench_main
 
@@ -151,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     figures = commands.add_parser("figures", help="figures and tables next to a results file")
     figures.add_argument("path", help="a results file written by 'coevo run'")
     figures.set_defaults(handler=command_figures)
+
+    claims = commands.add_parser("claims", help="test the published study's claims on results files")
+    claims.add_argument("paths", nargs="+", metavar="FILE", help="results files written by 'coevo run'")
+    claims.add_argument("--out", help="also write the markdown table here")
+    claims.set_defaults(handler=command_claims)
 
     bench = commands.add_parser("bench", help="measure compile and run time")
     from engine.bench import add_arguments

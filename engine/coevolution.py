@@ -292,14 +292,16 @@ def run_metrics(state: RunState, q_star) -> dict:
 
 
 class BatchRun(NamedTuple):
-    """The two pure functions of one shape group; both take and return a batch of runs.
+    """The pure functions of one shape group; each takes and returns a batch of runs.
 
     start(runs) -> (states, metrics at iteration 0, right after pretraining)
+    step(states, runs, q_stars, outer, inner) -> states after one inner step
     advance(states, runs, outer) -> (states, metrics after outer iteration `outer`)
     Metrics are dicts of (runs,) arrays.
     """
 
     start: Callable
+    step: Callable
     advance: Callable
 
 
@@ -359,4 +361,4 @@ def make_batch_run(shape: Shape, spec: Spec) -> BatchRun:
         states = jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
         return states, jax.vmap(run_metrics)(states, q_stars)
 
-    return BatchRun(start, advance)
+    return BatchRun(start, batch_inner_step, advance)

@@ -9,6 +9,7 @@ study with equal shapes reuse the same compiled program.
 """
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -221,7 +222,27 @@ def make_program(shapes: tuple[Shape, ...], spec: Spec, devices, sub_batch: int)
         ]
         return [states for states, _ in results], [metrics for _, metrics in results]
 
-    return StudyProgram(jax.jit(start), jax.jit(advance, donate_argnums=0))
+    # Explicit shardings let `advance` be compiled from abstract shapes, alongside `start`.
+    by_run = jax.sharding.NamedSharding(mesh, runs_axis)
+    return StudyProgram(
+        jax.jit(start, out_shardings=by_run),
+        jax.jit(
+            advance,
+            in_shardings=(by_run, by_run, jax.sharding.NamedSharding(mesh, replicated)),
+            out_shardings=by_run,
+            donate_argnums=0,
+        ),
+    )
+
+
+def compile_program(program: StudyProgram, inputs):
+    """Lower both functions, then compile them concurrently (XLA compiles outside the GIL)."""
+    lowered_start = program.start.lower(*inputs)
+    _, runs, states, _ = lowered_start.out_info
+    lowered_advance = program.advance.lower(states, runs, jax.ShapeDtypeStruct((), np.int32))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        start, advance = pool.map(lambda lowered: lowered.compile(), (lowered_start, lowered_advance))
+    return StudyProgram(start, advance)
 
 
 def gather_results(layout: Layout, n_conditions: int, n_devices: int, pretrain_out, metrics_out) -> dict:

@@ -8,7 +8,14 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from engine.program import gather_results, make_layout, make_program, program_inputs, sub_batch_size
+from engine.program import (
+    compile_program,
+    gather_results,
+    make_layout,
+    make_program,
+    program_inputs,
+    sub_batch_size,
+)
 from engine.results import make_dataset
 from engine.study import ResolvedStudy, resolve
 
@@ -65,26 +72,19 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     program = make_program(tuple(g.shape for g in layouts[0].groups), resolved.spec, devices, sub_batch)
     n_runs = sum(len(g.condition_index) for g in layouts[0].groups)
     total = len(chunks) * n_runs * (resolved.spec.n_iterations + 1)
-    compile_seconds = 0.0
-    start = advance = None
+    t0 = time.perf_counter()
+    compiled = compile_program(program, program_inputs(layouts[0], len(devices)))
+    compile_seconds = time.perf_counter() - t0
+
     per_chunk = []
-    t_begin = time.perf_counter()
+    t0 = time.perf_counter()
     with tqdm(total=total, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0) as bar:
         for layout in layouts:
-            inputs = program_inputs(layout, len(devices))
-            if start is None:
-                t0 = time.perf_counter()
-                start = program.start.lower(*inputs).compile()
-                compile_seconds += time.perf_counter() - t0
-            pretrain, runs, states, metrics = start(*inputs)
+            pretrain, runs, states, metrics = compiled.start(*program_inputs(layout, len(devices)))
             history = [jax.device_get(metrics)]
             bar.update(n_runs)
             for outer in range(resolved.spec.n_iterations):
-                if advance is None:
-                    t0 = time.perf_counter()
-                    advance = program.advance.lower(states, runs, np.int32(outer)).compile()
-                    compile_seconds += time.perf_counter() - t0
-                states, metrics = advance(states, runs, np.int32(outer))
+                states, metrics = compiled.advance(states, runs, np.int32(outer))
                 history.append(jax.device_get(metrics))
                 bar.update(n_runs)
             stacked = [
@@ -92,7 +92,7 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
                 for g in range(len(layout.groups))
             ]
             per_chunk.append(gather_results(layout, len(resolved.conditions), len(devices), pretrain, stacked))
-    run_seconds = time.perf_counter() - t_begin - compile_seconds
+    run_seconds = time.perf_counter() - t0
 
     n_seeds = len(resolved.seeds)
     arrays = {name: np.concatenate([c[name] for c in per_chunk], axis=1)[:, :n_seeds] for name in per_chunk[0]}

@@ -1,0 +1,462 @@
+"""The published study's qualitative claims, each turned into a test on a results Dataset.
+
+One function per claim returns (measurement text, verdict). A verdict is computed from the
+numbers by the rule in the claim's `rule` text, never written by hand:
+
+- "holds": every part of the rule is met; "partly": some part; "does not hold": none
+  (or the claim's core part fails, where the rule says so); "n/a": the Dataset lacks a
+  condition or iteration the claim needs.
+- Intervals are 95% bootstrap CIs over seeds (`analysis.stats`); condition comparisons are
+  paired by seed (same seed = same pretrained judge and policy initialisation).
+  "CI > 0" means the interval's lower bound is above TOLERANCE (float32 residue of collapsed
+  policies); a material Δ quality is ≥ MATERIAL.
+- "Final" is the last outer iteration; iteration 0 is the state right after judge pretraining.
+- Diverged runs are left out (`mask_diverged`); a left-out run removes its pairs.
+"""
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+from analysis.data import mask_diverged, n_diverged
+from analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES, Summary, paired_difference, seed_summary
+
+MATERIAL = 0.1  # smallest Δ final quality (q* units; q* over all outputs has sd ≈ 1.31) called material
+LN_OUTPUTS = float(np.log(8**4))  # entropy of the uniform policy over the 4096 outputs, nats
+COLLAPSED = 0.05  # entropy below this share of ln 4096 counts as collapsed
+ALIGNMENT_KEPT = 0.05  # an alignment change whose CI stays above −this counts as kept
+WORSE_MODE_SHARE = 0.2  # published: one of five seeds in the worse mode
+ASYMMETRIC = ["asymmetric_2", "asymmetric_5", "asymmetric_10"]
+META_ALONE = ["meta_1", "meta_10", "meta_200"]
+ENSEMBLES = ["ensemble_3", "ensemble_5"]
+RESETS = ["reinit_3", "reinit_5"]
+VERDICTS = ("holds", "partly", "does not hold", "n/a")
+TOLERANCE = 5e-4  # bounds within this of 0 count as 0: float32 residue of collapsed policies, below display
+LESS_SPREAD = 0.9  # an sd ratio at or below this (≥ 10% smaller sd) is a material reduction
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    statement: str  # what the published study said
+    rule: str  # how it is tested and how the verdict follows from the numbers
+    measurement: str  # our numbers
+    verdict: str  # one of VERDICTS
+
+
+class _Missing(LookupError):
+    """The Dataset lacks something a claim needs: its verdict is n/a."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _curve(ds: xr.Dataset, condition: str, var: str = "policy_quality") -> np.ndarray:
+    """(seed, iteration) values of one condition; NaN rows for diverged runs."""
+    if condition not in ds["condition"].values:
+        raise _Missing(f"needs condition {condition} (not in this dataset)")
+    return np.asarray(ds[var].sel(condition=condition).values, dtype=float)
+
+
+def _at(ds: xr.Dataset, condition: str, var: str = "policy_quality", iteration: int = -1) -> np.ndarray:
+    """Per-seed values at an iteration label (−1: final)."""
+    if iteration >= 0 and iteration not in ds["iteration"].values:
+        raise _Missing(f"needs iteration {iteration} (not in this dataset)")
+    curve = _curve(ds, condition, var)
+    return curve[:, -1] if iteration < 0 else curve[:, list(ds["iteration"].values).index(iteration)]
+
+
+def _num(x: float, signed: bool = False) -> str:
+    if not np.isfinite(x):
+        return "–"
+    x = round(float(x), 3) + 0.0  # no "-0.000"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _ci(s: Summary, signed: bool = False) -> str:
+    return f"{_num(s.mean, signed)} [{_num(s.ci_low, signed)}, {_num(s.ci_high, signed)}]"
+
+
+def _delta(ds: xr.Dataset, condition: str, reference: str = "baseline", var: str = "policy_quality") -> Summary:
+    """Paired Δ of the final value, condition − reference, over seeds."""
+    return paired_difference(_at(ds, condition, var), _at(ds, reference, var))
+
+
+def _positive(s: Summary) -> bool:
+    return bool(s.ci_low > TOLERANCE)
+
+
+def _grade(parts: list[bool]) -> str:
+    return "holds" if all(parts) else "partly" if any(parts) else "does not hold"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _std_ratio(x, y, confidence: float = 0.95) -> tuple:
+    """sd(x)/sd(y) over seeds with a paired percentile bootstrap CI (resampling seeds)."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = np.asarray(x, float)[keep], np.asarray(y, float)[keep]
+
+    def ratio(a, b, axis=-1):
+        sa, sb = np.std(a, ddof=1, axis=axis), np.std(b, ddof=1, axis=axis)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((sa == 0) & (sb == 0), 1.0, sa / sb)
+
+    if x.size < 3:
+        return np.nan, np.nan, np.nan
+    point = float(ratio(x, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ci = stats.bootstrap(
+            (x, y),
+            ratio,
+            paired=True,
+            vectorized=True,
+            n_resamples=N_RESAMPLES,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(BOOTSTRAP_SEED),
+        ).confidence_interval
+    return point, float(ci.low), float(ci.high)
+
+
+def _ratio_text(r: tuple) -> str:
+    return f"{_num(r[0])} [{_num(r[1])}, {_num(r[2])}]"
+
+
+# ---------------------------------------------------------------- one function per claim
+
+
+def jump_then_plateau(ds):
+    q = _curve(ds, "baseline")
+    q0, q1, q2, qf = (_at(ds, "baseline", iteration=i) for i in (0, 1, 2, -1))
+    total = paired_difference(qf, q0)
+    jump, after = paired_difference(q1, q0), paired_difference(qf, q2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share1, share2 = (np.nanmean(qi - q0) / total.mean for qi in (q1, q2))
+    bound = 0.1 * total.mean
+    jumps = _positive(jump) and share1 >= 0.5
+    plateaus = bool(after.ci_high < bound)
+    text = (
+        f"gain 0→1 {_ci(jump, True)}; gain 0→final {_ci(total, True)}; share of it by iteration 1: "
+        f"{share1:.0%}, by 2: {share2:.0%}; gain 2→final {_ci(after, True)} (plateau bound {bound:.3f}, "
+        f"{q.shape[1] - 1} iterations). Jump: {_yes(jumps)}; plateau: {_yes(plateaus)}"
+    )
+    return text, _grade([jumps, plateaus])
+
+
+def alignment_falls(ds):
+    a = _curve(ds, "baseline", "judge_alignment")
+    if a.shape[1] < 4:
+        raise _Missing("needs at least 3 outer iterations")
+    start, change = seed_summary(a[:, 0]), paired_difference(a[:, -1], a[:, 0])
+    drops = a[:, :-1] - a[:, 1:]  # drops[:, t-1] = a[t-1] − a[t]
+    later = 1 + int(np.nanargmax(np.nanmean(drops[:, 1:], axis=0)))
+    first_vs_later = paired_difference(drops[:, 0], drops[:, later])
+    trough = np.nanmin(a[:, 1:], axis=1)
+    recovery = np.nanmean(a[:, -1] - trough) / np.nanmean(a[:, 0] - trough)
+    falls, sharpest, stays = change.ci_high < -TOLERANCE, _positive(first_vs_later), recovery <= 0.25
+    text = (
+        f"alignment at 0 {_ci(start)} → final {_ci(seed_summary(a[:, -1]))}, paired change {_ci(change, True)}; "
+        f"drop 0→1 minus the largest later mean drop ({later}→{later + 1}) {_ci(first_vs_later, True)}; "
+        f"recovery from the trough {recovery:.0%} of the fall. Falls: {_yes(falls)}; sharpest first: "
+        f"{_yes(sharpest)}; stays low: {_yes(stays)}"
+    )
+    return text, ("does not hold" if not falls else _grade([sharpest, stays]))
+
+
+def entropy_collapses(ds):
+    e = _curve(ds, "baseline", "policy_entropy")
+    e3 = seed_summary(_at(ds, "baseline", "policy_entropy", 3))
+    threshold = COLLAPSED * LN_OUTPUTS
+    iterations = ds["iteration"].values
+    first = next((int(t) for i, t in enumerate(iterations) if seed_summary(e[:, i]).ci_high < threshold), None)
+    text = (
+        f"entropy at iteration 3 {_ci(e3)} nats = {e3.mean / LN_OUTPUTS:.1%} of ln 4096 = {LN_OUTPUTS:.3f}; "
+        f"final {_ci(seed_summary(e[:, -1]))}; first iteration whose CI upper bound is below "
+        f"{COLLAPSED:.0%} of ln 4096 ({threshold:.3f} nats): {first if first is not None else 'none'}"
+    )
+    return text, ("does not hold" if first is None else "holds" if first <= 4 else "partly")
+
+
+def perceived_keeps_rising(ds):
+    p3, pf = _at(ds, "baseline", "judge_perceived_quality", 3), _at(ds, "baseline", "judge_perceived_quality")
+    q3, qf = _at(ds, "baseline", iteration=3), _at(ds, "baseline")
+    rise, real, gap = paired_difference(pf, p3), paired_difference(qf, q3), paired_difference(pf, qf)
+    text = (
+        f"perceived final − perceived at 3 {_ci(rise, True)} (real quality over the same span "
+        f"{_ci(real, True)}); perceived − real at final {_ci(gap, True)}. Still rising: {_yes(_positive(rise))}; "
+        f"judge overrates: {_yes(_positive(gap))}"
+    )
+    return text, _grade([_positive(rise), _positive(gap)])
+
+
+def worse_mode(ds):
+    q0, qf = _at(ds, "baseline", iteration=0), _at(ds, "baseline")
+    finals = np.sort(qf[np.isfinite(qf)])
+    n = finals.size
+    if n < 3:
+        raise _Missing("needs at least 3 baseline seeds")
+    k = 1 + int(np.argmax(np.diff(finals)[: n // 2]))  # lower group: at most half of the seeds
+    lower, upper = finals[:k], finals[k:]
+    gap, spread = upper.mean() - lower.mean(), np.sqrt(lower.var() + upper.var())
+    ashman = np.inf if spread == 0 and gap > 0 else np.sqrt(2) * gap / spread if spread > 0 else 0.0
+    given_up = gap / (upper.mean() - np.nanmean(q0))
+    ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    separate = ashman > 2 and given_up >= 0.25
+    d_text = "> 100" if ashman > 100 else f"{ashman:.1f}"
+    text = (
+        f"baseline finals split at the largest gap between sorted values (lower group ≤ half the seeds): "
+        f"lower mode {k}/{n} = {k / n:.0%} [Wilson {ci.low:.0%}, {ci.high:.0%}], mean {lower.mean():.3f} vs "
+        f"{upper.mean():.3f}; Ashman's D {d_text}; it gives up {given_up:.0%} of the upper mode's gain over "
+        f"iteration 0. Separate, much worse mode: {_yes(separate)}"
+    )
+    if not separate:
+        return text, "does not hold"
+    return text, ("holds" if ci.low <= WORSE_MODE_SHARE <= ci.high else "partly")
+
+
+def slower_judge_helps(ds):
+    d10 = _delta(ds, "asymmetric_10")
+    held = [c for c in ASYMMETRIC if c in ds["condition"].values]
+    deltas = {c: _delta(ds, c) for c in held}
+    means = [deltas[c].mean for c in held]
+    trend = ", ".join(f"{c} {_ci(deltas[c], True)}" for c in held)
+    text = f"Δ final quality vs baseline: {trend}"
+    if len(held) > 1:
+        text += f"; mean Δ rises with the update interval: {_yes(bool(np.all(np.diff(means) > 0)))}"
+    return text, ("does not hold" if not _positive(d10) else "holds" if d10.mean >= MATERIAL else "partly")
+
+
+def meta_with_slow_updates(ds):
+    metas = [c for c in META_ALONE if c in ds["condition"].values]
+    if not metas:
+        raise _Missing("needs a meta_* condition (none in this dataset)")
+    combined, alone = _delta(ds, "asym_meta_10"), {c: _delta(ds, c) for c in metas}
+    best = max(metas, key=lambda c: alone[c].mean)
+    vs_meta, on_top = _delta(ds, "asym_meta_10", best), _delta(ds, "asym_meta_10", "asymmetric_10")
+    text = (
+        f"Δ vs baseline: {', '.join(f'{c} {_ci(alone[c], True)}' for c in metas)}; asym_meta_10 "
+        f"{_ci(combined, True)}. asym_meta_10 − {best} (best meta alone) {_ci(vs_meta, True)}; "
+        f"asym_meta_10 − asymmetric_10 (meta on top of slow updates) {_ci(on_top, True)}"
+    )
+    return text, _grade([_positive(vs_meta), _positive(on_top)])
+
+
+def ensembles_reduce_variance(ds):
+    held = [c for c in ENSEMBLES if c in ds["condition"].values]
+    if not held:
+        raise _Missing("needs an ensemble_* condition (none in this dataset)")
+    deltas = {c: _delta(ds, c) for c in held}
+    ratio = _std_ratio(_at(ds, held[-1]), _at(ds, "baseline"))
+    no_lift = all(d.ci_high < MATERIAL for d in deltas.values())
+    less_spread = bool(ratio[2] < 1 and ratio[0] <= LESS_SPREAD)
+    text = (
+        f"Δ final quality vs baseline: {', '.join(f'{c} {_ci(d, True)}' for c, d in deltas.items())}; "
+        f"sd of final quality {held[-1]}/baseline {_ratio_text(ratio)}. No material lift: {_yes(no_lift)}; "
+        f"less spread: {_yes(less_spread)}"
+    )
+    return text, _grade([less_spread, no_lift])
+
+
+def resets_help_a_little(ds):
+    held = [c for c in RESETS if c in ds["condition"].values]
+    if not held:
+        raise _Missing("needs a reinit_* condition (none in this dataset)")
+    base = _at(ds, "baseline")
+    parts, helping, noisy = [], [], []
+    reference = _delta(ds, "asymmetric_10").mean if "asymmetric_10" in ds["condition"].values else np.inf
+    for c in held:
+        d, per_seed = _delta(ds, c), _at(ds, c) - base
+        share = np.mean(per_seed[np.isfinite(per_seed)] > 0)
+        parts.append(
+            f"{c}: Δ {_ci(d, True)}, sd of per-seed Δ {_num(d.std)}, better in {share:.0%} of seeds, "
+            f"sd ratio vs baseline {_ratio_text(_std_ratio(_at(ds, c), base))}"
+        )
+        if _positive(d):
+            helping.append(d.mean)
+            noisy.append(d.std > d.mean)
+    little = all(m < reference for m in helping)
+    text = "; ".join(parts) + f". Helps (CI > 0): {_yes(bool(helping))}; noisy: {_yes(any(noisy))}"
+    if np.isfinite(reference):
+        text += f"; less than asymmetric_10 (Δ {reference:+.3f}): {_yes(little)}"
+    if helping:
+        return text, ("holds" if any(noisy) and little else "partly")
+    means = [_delta(ds, c).mean for c in held]
+    return text, ("partly" if max(means) > 0 else "does not hold")
+
+
+def frozen_keeps_alignment(ds):
+    change = paired_difference(_at(ds, "frozen", "judge_alignment"), _at(ds, "frozen", "judge_alignment", 0))
+    gain = paired_difference(_at(ds, "frozen"), _at(ds, "frozen", iteration=0))
+    vs_base = _delta(ds, "frozen")
+    kept, little = change.ci_low >= -ALIGNMENT_KEPT, vs_base.ci_high < MATERIAL
+    text = (
+        f"frozen alignment final − 0 {_ci(change, True)}; quality gain 0→final {_ci(gain, True)}; "
+        f"Δ vs baseline {_ci(vs_base, True)}"
+    )
+    if "asymmetric_10" in ds["condition"].values:
+        text += f"; Δ vs asymmetric_10 {_ci(_delta(ds, 'frozen', 'asymmetric_10'), True)}"
+    text += f". Alignment kept: {_yes(kept)}; no material gain over baseline: {_yes(little)}"
+    return text, _grade([kept, little])
+
+
+def anchor_upper_bound(ds):
+    anchor = _at(ds, "anchor_0.1")
+    others = [c for c in ds["condition"].values.tolist() if not c.startswith("anchor")]
+    if not others:
+        raise _Missing("needs a non-oracle condition")
+    finals = {c: np.nanmean(_at(ds, c)) for c in others}
+    best = max(others, key=finals.get)
+    deltas = {c: paired_difference(anchor, _at(ds, c)) for c in others}
+    beaten = sum(_positive(d) for d in deltas.values())
+    text = (
+        f"anchor_0.1 final quality {_ci(seed_summary(anchor))}; best non-oracle {best} {finals[best]:.3f}; "
+        f"paired Δ anchor_0.1 − {best} {_ci(deltas[best], True)}; beats {beaten}/{len(others)} non-oracle "
+        "conditions with CI > 0"
+    )
+    if beaten == len(others):
+        return text, "holds"
+    return text, ("partly" if all(d.mean > 0 for d in deltas.values()) else "does not hold")
+
+
+# ---------------------------------------------------------------- registry
+
+REGISTRY = [
+    (
+        "1. Quality jumps, then plateaus",
+        "Baseline: real quality jumps in the first outer iteration, then plateaus.",
+        "Jump: gain 0→1 CI > 0 and ≥ 50% of the mean 0→final gain. Plateau: CI upper bound of the gain "
+        "2→final < 10% of the 0→final gain. Both: holds; one: partly.",
+        jump_then_plateau,
+    ),
+    (
+        "2. Alignment falls, sharpest first, stays low",
+        "Baseline: judge alignment falls from ≈0.7 (sharpest drop first) and stays low.",
+        "Falls: paired change final − 0 CI < 0 (else does not hold). Sharpest first: paired (drop 0→1 − the "
+        "largest later mean drop) CI > 0. Stays low: mean recovery from the per-seed trough ≤ 25% of the fall. "
+        "Falls and both: holds; falls: partly.",
+        alignment_falls,
+    ),
+    (
+        "3. Entropy collapses by ≈3",
+        "Baseline: policy entropy collapses to near zero by iteration ≈3.",
+        f"Collapsed: CI upper bound of the mean entropy < {COLLAPSED:.0%} of ln 4096. First collapsed "
+        "iteration ≤ 4: holds; later: partly; never: does not hold.",
+        entropy_collapses,
+    ),
+    (
+        "4. Perceived quality keeps rising",
+        "Baseline: judge-perceived quality keeps rising.",
+        "Rising: paired perceived final − perceived at 3 CI > 0. Overrating: paired perceived − real at final "
+        "CI > 0. Both: holds; one: partly.",
+        perceived_keeps_rising,
+    ),
+    (
+        "5. A much worse mode",
+        "Baseline: one of five seeds settles in a much worse mode.",
+        "Split the sorted baseline finals at their largest gap with ≤ half the seeds below. A separate, much "
+        "worse mode: Ashman's D > 2 and it gives up ≥ 25% of the upper mode's gain over iteration 0 (else "
+        "does not hold). Wilson 95% CI of its share contains 1/5: holds; else partly.",
+        worse_mode,
+    ),
+    (
+        "6. Slower judge updates help",
+        "Slower judge updates (every 10 policy steps) help materially.",
+        f"Paired Δ final quality asymmetric_10 − baseline: CI > 0 and mean ≥ {MATERIAL} (material): holds; "
+        "CI > 0 but smaller: partly; else does not hold.",
+        slower_judge_helps,
+    ),
+    (
+        "7. Meta helps mainly with slow updates",
+        "Meta-correction helps mainly when combined with slower updates.",
+        "Paired asym_meta_10 − the best meta-alone condition CI > 0; paired asym_meta_10 − asymmetric_10 "
+        "CI > 0 (meta adds to slow updates). Both: holds; one: partly.",
+        meta_with_slow_updates,
+    ),
+    (
+        "8. Ensembles: less variance, same ceiling",
+        "Ensembles reduce variance but do not lift the ceiling.",
+        f"Less variance: sd(ensemble_5)/sd(baseline) of final quality ≤ {LESS_SPREAD} with paired-bootstrap "
+        "CI < 1. Same "
+        f"ceiling: CI upper bound of every ensemble's paired Δ final quality < {MATERIAL}. Both: holds; "
+        "one: partly.",
+        ensembles_reduce_variance,
+    ),
+    (
+        "9. Resets help a little, noisily",
+        "Periodic resets help a little and noisily.",
+        "Helps: some reinit's paired Δ final quality CI > 0; noisily: its per-seed Δ sd > its mean Δ; a "
+        "little: mean Δ below asymmetric_10's. All three: holds; helps, or mean Δ > 0 without CI > 0: "
+        "partly; else does not hold.",
+        resets_help_a_little,
+    ),
+    (
+        "10. Frozen judge: alignment kept, little quality",
+        "The frozen judge keeps alignment but gains little quality.",
+        f"Kept: paired alignment change final − 0 has CI lower bound ≥ −{ALIGNMENT_KEPT}. Little: CI upper "
+        f"bound of paired Δ final quality frozen − baseline < {MATERIAL}. Both: holds; one: partly.",
+        frozen_keeps_alignment,
+    ),
+    (
+        "11. The q*-anchor is an upper bound",
+        "The q*-anchor (oracle) is an upper bound, not a practical method.",
+        "Paired Δ final quality anchor_0.1 − each non-oracle condition: all CI > 0: holds; all means > 0: "
+        "partly; else does not hold.",
+        anchor_upper_bound,
+    ),
+]
+
+
+def evaluate_claims(ds: xr.Dataset) -> list[Claim]:
+    """One Claim per published observation; claims whose conditions are missing get verdict n/a."""
+    masked = mask_diverged(ds)
+    claims = []
+    for name, statement, rule, test in REGISTRY:
+        try:
+            measurement, verdict = test(masked)
+        except _Missing as missing:
+            measurement, verdict = str(missing), "n/a"
+        claims.append(Claim(name, statement, rule, measurement, verdict))
+    return claims
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def claims_markdown(datasets: dict) -> str:
+    """One table: claim, published statement, test, then measurement and verdict per labelled Dataset."""
+    evaluated = {label: evaluate_claims(ds) for label, ds in datasets.items()}
+    header = ["claim", "published statement", "test and verdict rule"]
+    for label in datasets:
+        header += [f"measurement ({label})", f"verdict ({label})"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, (name, statement, rule, _) in enumerate(REGISTRY):
+        cells = [name, statement, rule]
+        for claims in evaluated.values():
+            cells += [claims[i].measurement, f"**{claims[i].verdict}**"]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    left_out = ", ".join(f"{label}: {n_diverged(ds)}" for label, ds in datasets.items())
+    footer = (
+        "Intervals: 95% bootstrap CIs over seeds (scipy.stats.bootstrap, BCa, percentile where BCa degenerates, "
+        f"{N_RESAMPLES} resamples, fixed generator); Δ = paired by seed (same pretrained judge and policy "
+        "initialisation); sd ratios: paired percentile bootstrap; mode share: Wilson score interval. "
+        f'"CI > 0" = lower bound above {TOLERANCE} (float32 residue). Final = last outer iteration; '
+        f"iteration 0 = right after judge pretraining. Material Δ quality: "
+        f"≥ {MATERIAL} (q* over all 4096 outputs has sd ≈ 1.31). "
+        f"Diverged runs left out ({left_out})."
+    )
+    return "\n".join(lines) + "\n\n" + footer + "\n"
+
+
+def write_claims(datasets: dict, path) -> str:
+    """claims_markdown written to `path`."""
+    Path(path).write_text(claims_markdown(datasets))
+    return str(path)
