@@ -90,18 +90,19 @@ def _as_array(knob: str, values) -> np.ndarray:
     return np.asarray(values, dtype)
 
 
+# Every vmapped batch has at least MIN_BATCH runs: XLA compiles a batch of one into other
+# kernels than a larger batch, which would change the last bits of a run's results with
+# the size of the study it sits in.
 MIN_BATCH = 2
 MAX_SUB_BATCH = 32
+# Judges pretrain in sub-batches of this size: a vmapped while_loop runs until its slowest
+# member reaches the target, so small sub-batches stop early (and use little memory).
+PRETRAIN_SUB_BATCH = 8
 
 
-def pad_runs(array: np.ndarray, n_devices: int) -> np.ndarray:
-    """Pad the leading axis (repeating the last row; dropped afterwards) to equal device shares.
-
-    Every vmapped batch has at least MIN_BATCH runs: XLA compiles a batch of one into
-    different kernels than a larger batch, which would change the last bits of a run's
-    results with the size of the study it sits in.
-    """
-    target = max(-(-len(array) // n_devices), MIN_BATCH) * n_devices
+def pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad the leading axis to a multiple of `multiple` by repeating the last row (dropped afterwards)."""
+    target = -(-len(array) // multiple) * multiple
     return array[np.minimum(np.arange(target), len(array) - 1)]
 
 
@@ -126,7 +127,7 @@ def run_order(n_runs: int, n_devices: int, sub_batch: int) -> np.ndarray:
 
 def program_inputs(layout: Layout, n_devices: int):
     """The arrays the compiled program takes: runs placed in device-dealt sub-batches."""
-    pretrain = {k: pad_runs(v, n_devices) for k, v in layout.pretrain_inputs.items()}
+    pretrain = {k: pad_rows(v, PRETRAIN_SUB_BATCH * n_devices) for k, v in layout.pretrain_inputs.items()}
     sub_batch = sub_batch_size(layout, n_devices)
     groups = []
     for group in layout.groups:
@@ -182,8 +183,7 @@ def make_program(shapes: tuple[Shape, ...], spec: Spec, devices, sub_batch: int)
     def sharded(fn, in_specs=runs_axis):
         return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=runs_axis, check_vma=False)
 
-    @sharded
-    def pretrain_all(inputs):
+    def pretrain_batch(inputs):
         return jax.vmap(lambda seed, member, lr, target, alpha: pretrain_judge(seed, member, lr, target, alpha, spec))(
             inputs["seed"],
             inputs["member"],
@@ -191,6 +191,8 @@ def make_program(shapes: tuple[Shape, ...], spec: Spec, devices, sub_batch: int)
             inputs["judge_init_alignment"],
             inputs["transition_alpha"],
         )
+
+    pretrain_all = sharded(in_sub_batches(pretrain_batch, PRETRAIN_SUB_BATCH))
 
     batch_runs = [make_batch_run(shape, spec) for shape in shapes]
     group_starts = [sharded(in_sub_batches(batch.start, sub_batch)) for batch in batch_runs]

@@ -19,7 +19,7 @@ from engine.program import (
 from engine.results import make_dataset
 from engine.study import ResolvedStudy, resolve
 
-DEFAULT_MAX_RUNS_PER_CHUNK = 1024
+DEFAULT_MAX_RUNS_PER_CHUNK = 256
 
 
 def enable_compilation_cache(directory=None):
