@@ -12,7 +12,9 @@ import signal
 import sys
 from pathlib import Path
 
-from engine.devices import use_all_cpu_cores
+import jax
+
+from engine.devices import join_cluster, use_all_cpu_cores
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 EXIT_BAD_INPUT = 2
@@ -107,6 +109,8 @@ def command_run(args) -> int:
     print(f"{resolved.name}: {len(resolved.conditions)} conditions x {len(resolved.seeds)} seeds = {n_runs} runs")
     try:
         ds = engine.run_study(resolved, progress=not args.quiet, max_runs_per_chunk=args.max_runs_per_chunk)
+        if jax.process_index() != 0:  # multi-host: every process holds the whole Dataset; one writes it
+            return 0
         engine.save(ds, out, force=args.force)
     except KeyboardInterrupt:
         print(f"\ninterrupted: nothing written to {out}; the {n_runs} runs in progress are lost", file=sys.stderr)
@@ -168,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="overwrite an existing output file")
     run.add_argument("--max-runs-per-chunk", type=int, default=None, help="split larger studies into chunks")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0 (see README)")
+    run.add_argument("--num-processes", type=int, default=1, help="multi-host: number of processes")
+    run.add_argument("--process-id", type=int, default=0, help="multi-host: this process's index")
     run.set_defaults(handler=command_run)
 
     figures = commands.add_parser("figures", help="figures and tables next to a results file")
@@ -194,6 +201,8 @@ def _terminate(signum, frame):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     use_all_cpu_cores()
+    if getattr(args, "coordinator", None):
+        join_cluster(args.coordinator, args.num_processes, args.process_id)
     signal.signal(signal.SIGTERM, _terminate)
     from engine.study import StudyError
 

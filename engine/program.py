@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from engine.coevolution import RunInputs, make_batch_run, pretrain_judge
+from engine.devices import fetch
 from engine.knobs import PER_RUN, PRETRAIN_KNOBS, Condition, Shape, Spec
 from engine.study import ResolvedStudy
 
@@ -250,8 +251,7 @@ def compile_program(program: StudyProgram, inputs):
 def gather_results(layout: Layout, n_conditions: int, n_devices: int, pretrain_out, metrics_out) -> dict:
     """Scatter the program's outputs back to (condition, seed[, iteration]) numpy arrays."""
     n_seeds = len(layout.seeds)
-    pretrain_out = jax.device_get(pretrain_out)
-    metrics_out = jax.device_get(metrics_out)
+    pretrain_out = fetch(pretrain_out)
     sub_batch = sub_batch_size(layout, n_devices)
     arrays = {}
     for group, metrics in zip(layout.groups, metrics_out):

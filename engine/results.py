@@ -46,16 +46,15 @@ def divergence(finite: np.ndarray) -> dict:
 
 
 def git_commit() -> str:
+    """The engine's git commit, with '-dirty' when its working tree has uncommitted changes."""
+
+    def git(*args):
+        folder = Path(__file__).resolve().parent
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=folder, timeout=10).stdout
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-            timeout=10,
-        )
-        return out.stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "HEAD").strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from engine.devices import fetch
 from engine.program import (
     compile_program,
     gather_results,
@@ -40,12 +41,14 @@ def enable_compilation_cache(directory=None):
 
 
 def seed_chunks(seeds, n_conditions: int, max_runs: int) -> list[list[int]]:
-    """Split seeds so each chunk has at most max_runs runs and all chunks have equal shapes.
+    """Split seeds into as few equal chunks as keep each near max_runs runs (a chunk holds at
+    least one seed of every condition).
 
     The last chunk is padded with unused placeholder seeds (their runs are dropped), so
-    every chunk reuses one compiled program.
+    every chunk has the same shapes and reuses one compiled program.
     """
-    per_chunk = max(1, min(len(seeds), max_runs // n_conditions))
+    n_chunks = -(-len(seeds) * n_conditions // max_runs)
+    per_chunk = -(-len(seeds) // n_chunks)
     chunks = [list(seeds[i : i + per_chunk]) for i in range(0, len(seeds), per_chunk)]
     placeholder = max(seeds) + 1
     while len(chunks[-1]) < per_chunk:
@@ -81,11 +84,11 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     with tqdm(total=total, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0) as bar:
         for layout in layouts:
             pretrain, runs, states, metrics = compiled.start(*program_inputs(layout, len(devices)))
-            history = [jax.device_get(metrics)]
+            history = [fetch(metrics)]
             bar.update(n_runs)
             for outer in range(resolved.spec.n_iterations):
                 states, metrics = compiled.advance(states, runs, np.int32(outer))
-                history.append(jax.device_get(metrics))
+                history.append(fetch(metrics))
                 bar.update(n_runs)
             stacked = [
                 {name: np.stack([step[g][name] for step in history], axis=1) for name in history[0][g]}
