@@ -24,8 +24,10 @@ def use_all_cpu_cores(n_devices: int | None = None):
 def join_cluster(coordinator: str, num_processes: int, process_id: int):
     """Join a multi-host run: every process runs the same command with its own process_id.
 
-    Devices of all hosts then form one mesh, and the run axis is sharded across them.
+    Devices of all hosts then form one mesh, and the run axis is sharded across them. CPU
+    hosts exchange arrays through gloo collectives.
     """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 

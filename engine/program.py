@@ -108,10 +108,13 @@ def pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def sub_batch_size(layout: Layout, n_devices: int) -> int:
-    """Runs per sub-batch: one condition's seeds where possible (groups list runs condition by
-    condition), so a sub-batch usually shares its cadences and skips what none of it needs."""
-    largest = max(len(g.condition_index) for g in layout.groups)
-    return max(MIN_BATCH, min(len(layout.seeds), -(-largest // n_devices), MAX_SUB_BATCH))
+    """Runs per sub-batch: one condition's seeds where they fit (groups list runs condition by
+    condition, so a sub-batch then shares its cadences and skips what none of it needs), else
+    a device's share split into near-equal sub-batches of at most MAX_SUB_BATCH (little padding)."""
+    per_device = -(-max(len(g.condition_index) for g in layout.groups) // n_devices)
+    target = min(len(layout.seeds), per_device)
+    n_sub_batches = -(-target // MAX_SUB_BATCH)
+    return max(MIN_BATCH, -(-target // n_sub_batches))
 
 
 def run_order(n_runs: int, n_devices: int, sub_batch: int) -> np.ndarray:

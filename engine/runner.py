@@ -20,7 +20,9 @@ from engine.program import (
 from engine.results import make_dataset
 from engine.study import ResolvedStudy, resolve
 
-DEFAULT_MAX_RUNS_PER_CHUNK = 256
+# Runs per chunk by default: bounds host memory on CPU; accelerators take much larger chunks.
+CPU_MAX_RUNS_PER_CHUNK = 256
+ACCELERATOR_MAX_RUNS_PER_CHUNK = 4096
 
 
 def enable_compilation_cache(directory=None):
@@ -67,7 +69,8 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     resolved = study if isinstance(study, ResolvedStudy) else resolve(study, seeds)
     enable_compilation_cache()
     devices = list(devices or jax.devices())
-    max_runs = max_runs_per_chunk or DEFAULT_MAX_RUNS_PER_CHUNK
+    on_cpu = devices[0].platform == "cpu"
+    max_runs = max_runs_per_chunk or (CPU_MAX_RUNS_PER_CHUNK if on_cpu else ACCELERATOR_MAX_RUNS_PER_CHUNK)
     chunks = seed_chunks(resolved.seeds, len(resolved.conditions), max_runs)
     layouts = [make_layout(resolved, chunk) for chunk in chunks]
 
