@@ -1,4 +1,4 @@
-"""`coevo run | figures | bench`: the lab's command line.
+"""`coevo run | figures | claims | bench`: the lab's command line.
 
 Every input is checked before JAX compiles anything; a bad study exits with status 2
 and writes nothing. Results are written atomically, and an existing file is kept

@@ -6,10 +6,10 @@ Levels, innermost first:
   update, anchor, meta) run under `lax.cond(any(due))` *outside* the vmap, so a step on
   which no run of the batch needs them costs nothing (inside a vmap, cond runs both
   branches);
-- `make_batch_run`: `start` (fresh policy, pretrained judges, iteration-0 diagnostics)
-  and `advance` (a `lax.scan` over one outer iteration's inner steps, the reset, exact
-  diagnostics), both over a batch of runs;
-- `pretrain_judges`: vmapped `lax.while_loop` with a per-judge early stop.
+- `make_batch_run`: `start` (fresh policy, pretrained judges, iteration-0 diagnostics),
+  `step` (the batch inner step above) and `advance` (a `lax.scan` of `step` over one outer
+  iteration, the reset, exact diagnostics), all over a batch of runs;
+- `pretrain_judge`: a `lax.while_loop` with an early stop, vmapped over judges.
 `engine.program` stitches groups of runs into one jitted, sharded program.
 """
 

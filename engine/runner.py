@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import xarray as xr
 from tqdm.auto import tqdm
 
 from engine.devices import fetch
@@ -59,7 +60,7 @@ def seed_chunks(seeds, n_conditions: int, max_runs: int) -> list[list[int]]:
     return chunks
 
 
-def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progress=False) -> "xr.Dataset":  # noqa: F821
+def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progress=False) -> xr.Dataset:
     """Run every condition × seed of a study dict; returns the results Dataset.
 
     The study is checked before anything is compiled. Runs are sharded over `devices`
