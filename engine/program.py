@@ -44,11 +44,6 @@ class Layout:
     pretrain_inputs: dict  # (U,) arrays: seed, member and every PRETRAIN_KNOBS value
     groups: tuple[Group, ...]
 
-    @property
-    def structure(self):
-        """Everything that fixes the compiled program's shapes."""
-        return (len(self.pretrain_inputs["seed"]),) + tuple((g.shape, len(g.condition_index)) for g in self.groups)
-
 
 def make_layout(study: ResolvedStudy, seeds) -> Layout:
     """Group runs by shape; list each judge to pretrain once."""
