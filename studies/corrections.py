@@ -8,6 +8,7 @@ STUDY = {
     "conditions": {
         "baseline": {},
         "entropy_reg_0.05": {"entropy_regulariser": 0.05},
+        "entropy_reg_0.5": {"entropy_regulariser": 0.5},
         "transition_world": {"transition_alpha": 0.5},
         "transition_world_asym_10": {"transition_alpha": 0.5, "judge_update_every": 10},
     },
