@@ -324,7 +324,7 @@ def test_seeds_with_a_negative_or_a_duplicate_are_refused(seeds):
         ("blog", 17, 5),
         ("headline", 1, 5),
         ("blog100", 17, 100),
-        ("corrections", 4, 5),
+        ("corrections", 5, 5),
     ],
 )
 def test_shipped_studies_resolve(module, n_conditions, n_seeds):
