@@ -226,22 +226,20 @@ def self_labelled_update(state: RunState, run: RunInputs, key, due, spec: Spec) 
 
 def anchor_update(state: RunState, run: RunInputs, key, due, q_star, n_anchor: int) -> RunState:
     """One judge step on n_anchor uniform pairs labelled by q* (the oracle anchor)."""
-    index_a, index_b = jax.random.randint(key, (2, n_anchor), 0, N_SEQUENCES)
-    sequences = jnp.asarray(all_sequences())
-    labels = q_star[index_a] > q_star[index_b]
+    tokens_a, tokens_b, labels = labelled_pairs(q_star, *jax.random.randint(key, (2, n_anchor), 0, N_SEQUENCES))
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return ensemble_pair_step(state, run, sequences[index_a], sequences[index_b], labels, mask)
+    return ensemble_pair_step(state, run, tokens_a, tokens_b, labels, mask)
 
 
-def holdout_pairs_with_labels(q_star, holdout):
-    index_a, index_b = holdout
+def labelled_pairs(q_star, index_a, index_b):
+    """Sequence pairs (by index into the 4096) with their q* labels [q*(a) > q*(b)]."""
     sequences = jnp.asarray(all_sequences())
     return sequences[index_a], sequences[index_b], q_star[index_a] > q_star[index_b]
 
 
 def holdout_accuracy(judges: Judge, q_star, holdout):
     """Mean over the ensemble of each judge's pairwise accuracy on the held-out pairs."""
-    tokens_a, tokens_b, labels = holdout_pairs_with_labels(q_star, holdout)
+    tokens_a, tokens_b, labels = labelled_pairs(q_star, *holdout)
     return jax.vmap(lambda judge: pair_loss(judge, tokens_a, tokens_b, labels)[1])(judges).mean()
 
 
@@ -250,7 +248,7 @@ def meta_update(state: RunState, run: RunInputs, due, q_star, holdout) -> RunSta
 
     The accuracy and the step's gradient come from one forward pass over the holdout.
     """
-    tokens_a, tokens_b, labels = holdout_pairs_with_labels(q_star, holdout)
+    tokens_a, tokens_b, labels = labelled_pairs(q_star, *holdout)
     condition = run.condition
 
     def one_judge(judge, opt_state):
@@ -266,8 +264,7 @@ def meta_update(state: RunState, run: RunInputs, due, q_star, holdout) -> RunSta
 
 def reset_judges(state: RunState, run: RunInputs, outer) -> RunState:
     """Back to the pretrained judges and a fresh optimiser at the end of every k-th iteration."""
-    every = run.condition.reset_every
-    due = (every > 0) & ((outer + 1) % jnp.maximum(every, 1) == 0)
+    due = is_due(run.condition.reset_every, outer)
     fresh = (run.pretrained, fresh_judge_opt(run.pretrained, run.condition.lr_judge))
     judges, judge_opt = tree_select(due, fresh, (state.judges, state.judge_opt))
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
