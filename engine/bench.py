@@ -51,46 +51,40 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
 
 
 def flops_per_inner_step(study: dict) -> float:
-    """XLA's cost analysis of one inner step of a study's first shape group, per run."""
+    """XLA's cost analysis of one inner step of a study's first group of runs, per run."""
     import jax
-    import jax.numpy as jnp
 
-    from engine.coevolution import RunInputs, init_run, make_batch_run, q_star_of
-    from engine.knobs import PER_RUN, Condition
+    from engine.coevolution import init_run, make_batch_run, make_run_inputs, q_star_of
     from engine.models import make_judges
-    from engine.program import make_layout
+    from engine.plan import make_plan
     from engine.study import resolve
 
     resolved = resolve(study)
-    group = make_layout(resolved, resolved.seeds).groups[0]
-    n_runs = len(group.condition_index)
-    runs = RunInputs(
-        condition=Condition(**{knob: jnp.asarray(group.inputs[knob]) for knob in PER_RUN}),
-        seed=jnp.asarray(group.inputs["seed"]),
-        pretrained=jax.vmap(lambda key: make_judges(key, group.shape.n_judges))(
-            jax.random.split(jax.random.PRNGKey(0), n_runs)
-        ),
-    )
+    plan = make_plan(resolved, resolved.seeds, n_devices=1)
+    group, inputs = plan.groups[0], plan.groups[0].inputs
+    table = make_judges(jax.random.PRNGKey(0), len(plan.pretrain.seed))  # untrained judges stand in for pretraining
+    runs = make_run_inputs(inputs.condition, inputs.seed, table, inputs.pretrain_index)
     states = jax.vmap(init_run)(runs)
     q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
-    step = make_batch_run(group.shape, resolved.spec).step
+    step = make_batch_run(group.variant, resolved.sizes).step
     cost = jax.jit(step).lower(states, runs, q_stars, 0, 0).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost["flops"]) / n_runs
+    return float(cost["flops"]) / len(inputs.seed)
 
 
-def measure(spec: dict) -> dict:
+def measure(measurement: dict) -> dict:
     """Run one measurement in this process (called in a subprocess, so that no two hold a GPU)."""
     import jax
 
     import engine
 
-    if spec.get("kind") == "machine":
+    if measurement.get("kind") == "machine":
         return {"matmul_peak_gflops": matmul_peak_gflops(), "device": str(jax.devices()[0].device_kind)}
-    if spec.get("kind") == "flops":
-        return {"flops_per_inner_step": flops_per_inner_step(spec["study"])}
-    study = spec["study"]
-    studies = [{**study, "seeds": [seed]} for seed in study["seeds"]] if spec.get("one_at_a_time") else [study]
+    if measurement.get("kind") == "flops":
+        return {"flops_per_inner_step": flops_per_inner_step(measurement["study"])}
+    study = measurement["study"]
+    one_at_a_time = measurement.get("one_at_a_time")
+    studies = [{**study, "seeds": [seed]} for seed in study["seeds"]] if one_at_a_time else [study]
     compile_s = run_s = 0.0
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
@@ -102,7 +96,7 @@ def measure(spec: dict) -> dict:
     resolved = engine.resolve(study)
     return {
         "runs": len(resolved.conditions) * len(resolved.seeds),
-        "inner_steps_per_run": resolved.spec.steps_per_iter * resolved.spec.n_iterations,
+        "inner_steps_per_run": resolved.sizes.steps_per_iter * resolved.sizes.n_iterations,
         "compile_s": compile_s,
         "run_s": run_s,
         "wall_s": time.perf_counter() - t0,
@@ -111,11 +105,11 @@ def measure(spec: dict) -> dict:
     }
 
 
-def in_subprocess(spec: dict) -> dict:
+def in_subprocess(measurement: dict) -> dict:
     """One measurement in a fresh process: cold compilation (a private, empty cache), own peak RSS."""
     with tempfile.TemporaryDirectory() as cache:
         out = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "bench", "--measure", json.dumps(spec)],
+            [sys.executable, "-m", "engine.cli", "bench", "--measure", json.dumps(measurement)],
             capture_output=True,
             text=True,
             env={**os.environ, "COEVO_CACHE_DIR": cache},

@@ -155,6 +155,20 @@ def command_claims(args) -> int:
     return 0
 
 
+def command_knobs(args) -> int:
+    from engine.knobs import knob_table, with_knob_table
+
+    if not args.write:
+        print(knob_table())
+        return 0
+    path = Path(args.write)
+    if not path.is_file():
+        raise InputError(f"--write {path}: no such file")
+    path.write_text(with_knob_table(path.read_text()))
+    print(f"rewrote the knob table in {path}")
+    return 0
+
+
 def command_bench(args) -> int:
     from engine.bench import main as bench_main
 
@@ -185,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("paths", nargs="+", metavar="FILE", help="results files written by 'coevo run'")
     claims.add_argument("--out", help="also write the markdown table here")
     claims.set_defaults(handler=command_claims)
+
+    knobs = commands.add_parser("knobs", help="print every knob as a markdown table")
+    knobs.add_argument("--write", metavar="FILE", help="rewrite the table between the knob markers in FILE")
+    knobs.set_defaults(handler=command_knobs)
 
     bench = commands.add_parser("bench", help="measure compile and run time")
     from engine.bench import add_arguments

@@ -8,9 +8,10 @@ Levels, innermost first:
   branches);
 - `make_batch_run`: `start` (fresh policy, pretrained judges, iteration-0 diagnostics),
   `step` (the batch inner step above) and `advance` (a `lax.scan` of `step` over one outer
-  iteration, the reset, exact diagnostics), all over a batch of runs;
+  iteration, the reset, exact diagnostics), all over a batch of runs sharing a `Variant`;
 - `pretrain_judge`: a `lax.while_loop` with an early stop, vmapped over judges.
-`engine.program` stitches groups of runs into one jitted, sharded program.
+`engine.plan` places runs on the program's run axis; `engine.program` stitches the groups
+of runs into one jitted, sharded program.
 """
 
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from engine.diagnostics import exact_metrics, judge_scores_all, spearman
-from engine.knobs import Condition, Shape, Spec
+from engine.knobs import Condition, Sizes, Variant
 from engine.models import Judge, Policy, ensemble_scores
 from engine.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences, reference_q_star, transition_term
 
@@ -30,9 +31,17 @@ PRETRAIN_TARGET_NOISE = 0.1
 HOLDOUT_KEY = 0
 
 
-def adam(learning_rate):
-    """Adam with its learning rate in the optimiser state, so it can differ per run."""
-    return optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))(learning_rate)
+# Adam with its learning rate in the optimiser state, so it can differ per run.
+ADAM = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))
+
+
+def adam_init(params, learning_rate):
+    return ADAM(learning_rate).init(params)
+
+
+def adam_update(grads, opt_state):
+    """One Adam update; the learning rate is read from `opt_state` (set by `adam_init`)."""
+    return ADAM(learning_rate=jnp.nan).update(grads, opt_state)
 
 
 def run_keys(seed):
@@ -78,41 +87,49 @@ class PretrainResult(eqx.Module):
     alignment: jax.Array
 
 
-def pretrain_judge(seed, member, lr_judge, target_alignment, transition_alpha, spec: Spec) -> PretrainResult:
-    """Pretrain member `member` of seed `seed`; stops at the first check >= target."""
-    keys = run_keys(seed)
-    judge = Judge(key=jax.random.fold_in(keys["judges"], member))
-    data_key = jax.random.fold_in(keys["pretrain"], member)
-    optimiser = adam(lr_judge)
+class PretrainInputs(eqx.Module):
+    """One judge to pretrain: its seed, its ensemble member index, and a condition that
+    uses it (only the knobs declared `pretrain=True` are read)."""
+
+    seed: jax.Array
+    member: jax.Array
+    condition: Condition
+
+
+def pretrain_judge(job: PretrainInputs, sizes: Sizes) -> PretrainResult:
+    """Pretrain member `job.member` of seed `job.seed`; stops at the first check >= target."""
+    keys = run_keys(job.seed)
+    judge = Judge(key=jax.random.fold_in(keys["judges"], job.member))
+    data_key = jax.random.fold_in(keys["pretrain"], job.member)
     sequences = jnp.asarray(all_sequences())
-    q_star = q_star_of(transition_alpha)
+    q_star = q_star_of(job.condition.transition_alpha)
 
     def train_step(carry, step):
         judge, opt_state = carry
         key_index, key_noise = jax.random.split(jax.random.fold_in(data_key, step))
-        index = jax.random.randint(key_index, (spec.batch_size,), 0, N_SEQUENCES)
-        targets = q_star[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (spec.batch_size,))
+        index = jax.random.randint(key_index, (sizes.batch_size,), 0, N_SEQUENCES)
+        targets = q_star[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (sizes.batch_size,))
 
         def loss_fn(judge):
             return jnp.mean((jax.vmap(judge)(sequences[index]) - targets) ** 2)
 
         grads = eqx.filter_grad(loss_fn)(judge)
-        updates, opt_state = optimiser.update(grads, opt_state)
+        updates, opt_state = adam_update(grads, opt_state)
         return (eqx.apply_updates(judge, updates), opt_state), None
 
     def train_until_check(carry):
         judge, opt_state, steps, _ = carry
         (judge, opt_state), _ = jax.lax.scan(
-            train_step, (judge, opt_state), steps + jnp.arange(spec.pretrain_check_every)
+            train_step, (judge, opt_state), steps + jnp.arange(sizes.pretrain_check_every)
         )
         alignment = spearman(judge_scores_all(jax.tree.map(lambda a: a[None], judge)), q_star)
-        return judge, opt_state, steps + spec.pretrain_check_every, alignment
+        return judge, opt_state, steps + sizes.pretrain_check_every, alignment
 
     def below_target(carry):
         _, _, steps, alignment = carry
-        return (alignment < target_alignment) & (steps < spec.pretrain_max_steps)
+        return (alignment < job.condition.judge_init_alignment) & (steps < sizes.pretrain_max_steps)
 
-    start = (judge, optimiser.init(_params(judge)), jnp.int32(0), jnp.float32(-jnp.inf))
+    start = (judge, adam_init(_params(judge), job.condition.lr_judge), jnp.int32(0), jnp.float32(-jnp.inf))
     judge, _, steps, alignment = jax.lax.while_loop(below_target, train_until_check, start)
     return PretrainResult(judge, steps, alignment)
 
@@ -129,6 +146,15 @@ class RunInputs(eqx.Module):
     pretrained: Judge  # stacked (n_judges, ...)
 
 
+def make_run_inputs(condition: Condition, seed, pretrained_table: Judge, pretrain_index) -> RunInputs:
+    """Runs' inputs with their judges taken out of the pretraining table.
+
+    pretrain_index: (runs, n_judges) rows of `pretrained_table` (stacked judges, one per
+    pretraining job); works the same for one run or a batch.
+    """
+    return RunInputs(condition, seed, jax.tree.map(lambda leaf: leaf[pretrain_index], pretrained_table))
+
+
 class RunState(eqx.Module):
     """Everything a run carries from step to step."""
 
@@ -143,7 +169,7 @@ def init_run(run: RunInputs) -> RunState:
     policy = Policy(key=run_keys(run.seed)["policy"])
     return RunState(
         policy=policy,
-        policy_opt=adam(run.condition.lr_policy).init(_params(policy)),
+        policy_opt=adam_init(_params(policy), run.condition.lr_policy),
         judges=run.pretrained,
         judge_opt=fresh_judge_opt(run.pretrained, run.condition.lr_judge),
         meta_accuracy=jnp.float32(jnp.nan),
@@ -151,10 +177,10 @@ def init_run(run: RunInputs) -> RunState:
 
 
 def fresh_judge_opt(judges: Judge, lr_judge):
-    return eqx.filter_vmap(lambda judge: adam(lr_judge).init(_params(judge)))(judges)
+    return eqx.filter_vmap(lambda judge: adam_init(_params(judge), lr_judge))(judges)
 
 
-def policy_update(state: RunState, run: RunInputs, key, spec: Spec) -> RunState:
+def policy_update(state: RunState, run: RunInputs, key, sizes: Sizes) -> RunState:
     """Sample a batch, reward it with the ensemble's mean score, take one REINFORCE step.
 
     loss = -mean((r - mean r) log π) + entropy_bonus mean(log π)   [reference; the second
@@ -163,7 +189,7 @@ def policy_update(state: RunState, run: RunInputs, key, spec: Spec) -> RunState:
     regulariser: its gradient estimates -∇H].
     """
     condition = run.condition
-    noise = jax.random.gumbel(key, (spec.batch_size, SEQ_LEN, VOCAB))
+    noise = jax.random.gumbel(key, (sizes.batch_size, SEQ_LEN, VOCAB))
 
     def loss_fn(policy):
         tokens, log_prob = jax.vmap(policy.sample)(noise)
@@ -177,7 +203,7 @@ def policy_update(state: RunState, run: RunInputs, key, spec: Spec) -> RunState:
         )
 
     grads = eqx.filter_grad(loss_fn)(state.policy)
-    updates, policy_opt = adam(condition.lr_policy).update(grads, state.policy_opt)
+    updates, policy_opt = adam_update(grads, state.policy_opt)
     return eqx.tree_at(
         lambda s: (s.policy, s.policy_opt), state, (eqx.apply_updates(state.policy, updates), policy_opt)
     )
@@ -198,37 +224,37 @@ def pair_loss(judge: Judge, tokens_a, tokens_b, labels=None):
     return loss, jnp.mean(prefers_a == labels)
 
 
-def judge_pair_step(judge, opt_state, lr_judge, tokens_a, tokens_b, labels=None):
+def judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels=None):
     """One Adam step of one judge on pairs; returns (judge, opt_state, accuracy before)."""
     (_, accuracy), grads = eqx.filter_value_and_grad(pair_loss, has_aux=True)(judge, tokens_a, tokens_b, labels)
-    updates, opt_state = adam(lr_judge).update(grads, opt_state)
+    updates, opt_state = adam_update(grads, opt_state)
     return eqx.apply_updates(judge, updates), opt_state, accuracy
 
 
-def ensemble_pair_step(state: RunState, run: RunInputs, tokens_a, tokens_b, labels, step_mask) -> RunState:
+def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask) -> RunState:
     """Every judge takes a pair step; judge m keeps it where step_mask[m] is true."""
 
     def one_judge(judge, opt_state, keep):
-        new_judge, new_opt, _ = judge_pair_step(judge, opt_state, run.condition.lr_judge, tokens_a, tokens_b, labels)
+        new_judge, new_opt, _ = judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels)
         return tree_select(keep, (new_judge, new_opt), (judge, opt_state))
 
     judges, judge_opt = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, step_mask)
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
 
 
-def self_labelled_update(state: RunState, run: RunInputs, key, due, spec: Spec) -> RunState:
+def self_labelled_update(state: RunState, key, due, sizes: Sizes) -> RunState:
     """Judges label and train on two fresh batches from the (updated) policy."""
-    noise = jax.random.gumbel(key, (2 * spec.batch_size, SEQ_LEN, VOCAB))
+    noise = jax.random.gumbel(key, (2 * sizes.batch_size, SEQ_LEN, VOCAB))
     tokens, _ = jax.vmap(state.policy.sample)(noise)
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return ensemble_pair_step(state, run, tokens[: spec.batch_size], tokens[spec.batch_size :], None, mask)
+    return ensemble_pair_step(state, tokens[: sizes.batch_size], tokens[sizes.batch_size :], None, mask)
 
 
-def anchor_update(state: RunState, run: RunInputs, key, due, q_star, n_anchor: int) -> RunState:
+def anchor_update(state: RunState, key, due, q_star, n_anchor: int) -> RunState:
     """One judge step on n_anchor uniform pairs labelled by q* (the oracle anchor)."""
     tokens_a, tokens_b, labels = labelled_pairs(q_star, *jax.random.randint(key, (2, n_anchor), 0, N_SEQUENCES))
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return ensemble_pair_step(state, run, tokens_a, tokens_b, labels, mask)
+    return ensemble_pair_step(state, tokens_a, tokens_b, labels, mask)
 
 
 def labelled_pairs(q_star, index_a, index_b):
@@ -252,14 +278,14 @@ def meta_update(state: RunState, run: RunInputs, due, q_star, holdout) -> RunSta
     condition = run.condition
 
     def one_judge(judge, opt_state):
-        new_judge, new_opt, accuracy = judge_pair_step(judge, opt_state, condition.lr_judge, tokens_a, tokens_b, labels)
+        new_judge, new_opt, accuracy = judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels)
         keep = due & (accuracy < condition.meta_accuracy_threshold) & ~condition.freeze_judge
         judge, opt_state = tree_select(keep, (new_judge, new_opt), (judge, opt_state))
         return judge, opt_state, accuracy
 
     judges, judge_opt, accuracy = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt)
     meta_accuracy = jnp.where(due, accuracy.mean(), state.meta_accuracy)
-    return RunState(state.policy, state.policy_opt, judges, judge_opt, meta_accuracy)
+    return eqx.tree_at(lambda s: (s.judges, s.judge_opt, s.meta_accuracy), state, (judges, judge_opt, meta_accuracy))
 
 
 def reset_judges(state: RunState, run: RunInputs, outer) -> RunState:
@@ -270,9 +296,9 @@ def reset_judges(state: RunState, run: RunInputs, outer) -> RunState:
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
 
 
-def is_due(every, inner):
-    """True on inner steps where (inner + 1) % every == 0; never when every == 0."""
-    return (every > 0) & ((inner + 1) % jnp.maximum(every, 1) == 0)
+def is_due(every, index):
+    """True at 0-based step or iteration `index` when (index + 1) % every == 0; never when every == 0."""
+    return (every > 0) & ((index + 1) % jnp.maximum(every, 1) == 0)
 
 
 def run_metrics(state: RunState, q_star) -> dict:
@@ -285,11 +311,11 @@ def run_metrics(state: RunState, q_star) -> dict:
 
 
 # ----------------------------------------------------------------------------------------
-# A batch of runs with the same shapes: one inner step, then scan, scan.
+# A batch of runs sharing one Variant: one inner step, then scan, scan.
 
 
 class BatchRun(NamedTuple):
-    """The pure functions of one shape group; each takes and returns a batch of runs.
+    """The pure functions of one group of runs; each takes and returns a batch of runs.
 
     start(runs) -> (states, metrics at iteration 0, right after pretraining)
     step(states, runs, q_stars, outer, inner) -> states after one inner step
@@ -302,34 +328,32 @@ class BatchRun(NamedTuple):
     advance: Callable
 
 
-def make_batch_run(shape: Shape, spec: Spec) -> BatchRun:
-    """Vmapped start and advance for a group of runs sharing `shape`."""
-    holdout = holdout_pairs(shape.n_holdout) if shape.n_holdout else None
+def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
+    """Vmapped start, step and advance for a group of runs sharing `variant`."""
+    holdout = holdout_pairs(variant.n_holdout) if variant.n_holdout else None
 
     def batch_inner_step(states, runs, q_stars, outer, inner):
-        global_step = outer * spec.steps_per_iter + inner
+        global_step = outer * sizes.steps_per_iter + inner
         loop_keys = jax.vmap(lambda seed: run_keys(seed)["loop"])(runs.seed)
         step_keys = jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, global_step), 3))(loop_keys)
         key_policy, key_judge, key_anchor = step_keys[:, 0], step_keys[:, 1], step_keys[:, 2]
         condition = runs.condition
 
-        states = jax.vmap(lambda s, r, k: policy_update(s, r, k, spec))(states, runs, key_policy)
+        states = jax.vmap(lambda s, r, k: policy_update(s, r, k, sizes))(states, runs, key_policy)
 
         judge_due = is_due(condition.judge_update_every, inner) & ~condition.freeze_judge
 
         def judge_steps(states):
-            states = jax.vmap(lambda s, r, k, d: self_labelled_update(s, r, k, d, spec))(
-                states, runs, key_judge, judge_due
-            )
-            if shape.n_anchor:
-                states = jax.vmap(lambda s, r, k, d, q: anchor_update(s, r, k, d, q, shape.n_anchor))(
-                    states, runs, key_anchor, judge_due, q_stars
+            states = jax.vmap(lambda s, k, d: self_labelled_update(s, k, d, sizes))(states, key_judge, judge_due)
+            if variant.n_anchor:
+                states = jax.vmap(lambda s, k, d, q: anchor_update(s, k, d, q, variant.n_anchor))(
+                    states, key_anchor, judge_due, q_stars
                 )
             return states
 
         states = jax.lax.cond(judge_due.any(), judge_steps, lambda s: s, states)
 
-        if shape.n_holdout:
+        if variant.n_holdout:
             meta_due = is_due(condition.meta_update_every, inner)
             states = jax.lax.cond(
                 meta_due.any(),
@@ -354,7 +378,7 @@ def make_batch_run(shape: Shape, spec: Spec) -> BatchRun:
         def inner_body(states, inner):
             return batch_inner_step(states, runs, q_stars, outer, inner), None
 
-        states, _ = jax.lax.scan(inner_body, states, jnp.arange(spec.steps_per_iter))
+        states, _ = jax.lax.scan(inner_body, states, jnp.arange(sizes.steps_per_iter))
         states = jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
         return states, jax.vmap(run_metrics)(states, q_stars)
 

@@ -64,11 +64,12 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
     coords = {
         "condition": study.condition_names,
         "seed": np.array(study.seeds, np.int32),
-        "iteration": np.arange(study.spec.n_iterations + 1, dtype=np.int32),
+        "iteration": np.arange(study.sizes.n_iterations + 1, dtype=np.int32),
     }
-    for knob, spec in KNOBS.items():
-        dtype = {float: np.float64, int: np.int64, bool: np.bool_}[spec.kind]
-        coords[knob] = ("condition", np.array([study.conditions[c][knob] for c in study.condition_names], dtype))
+    for name, knob in KNOBS.items():
+        values = [study.conditions[c][name] for c in study.condition_names]
+        attrs = {"description": knob.doc, **({"units": knob.unit} if knob.unit else {})}
+        coords[name] = ("condition", np.array(values, knob.coordinate_dtype), attrs)
     data = {}
     for metric in METRICS:
         data[metric] = (

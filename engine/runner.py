@@ -1,4 +1,4 @@
-"""Run a study: resolve → layout → compile once → start + advance per chunk → Dataset."""
+"""Run a study: resolve → plan each chunk → compile once → start + advance per chunk → Dataset."""
 
 import os
 import time
@@ -10,14 +10,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from engine.devices import fetch
-from engine.program import (
-    compile_program,
-    gather_results,
-    make_layout,
-    make_program,
-    program_inputs,
-    sub_batch_size,
-)
+from engine.plan import make_plan
+from engine.program import compile_program, make_program
 from engine.results import make_dataset
 from engine.study import ResolvedStudy, resolve
 
@@ -73,32 +67,32 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     on_cpu = devices[0].platform == "cpu"
     max_runs = max_runs_per_chunk or (CPU_MAX_RUNS_PER_CHUNK if on_cpu else ACCELERATOR_MAX_RUNS_PER_CHUNK)
     chunks = seed_chunks(resolved.seeds, len(resolved.conditions), max_runs)
-    layouts = [make_layout(resolved, chunk) for chunk in chunks]
+    plans = [make_plan(resolved, chunk, len(devices)) for chunk in chunks]
 
-    sub_batch = sub_batch_size(layouts[0], len(devices))
-    program = make_program(tuple(g.shape for g in layouts[0].groups), resolved.spec, devices, sub_batch)
-    n_runs = sum(len(g.condition_index) for g in layouts[0].groups)
-    total = len(chunks) * n_runs * (resolved.spec.n_iterations + 1)
+    program = make_program(plans[0].variants, resolved.sizes, devices, plans[0].sub_batch)
+    n_runs = plans[0].n_runs
+    total = len(plans) * n_runs * (resolved.sizes.n_iterations + 1)
     t0 = time.perf_counter()
-    compiled = compile_program(program, program_inputs(layouts[0], len(devices)))
+    compiled = compile_program(program, plans[0].program_inputs())
     compile_seconds = time.perf_counter() - t0
 
     per_chunk = []
     t0 = time.perf_counter()
     with tqdm(total=total, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0) as bar:
-        for layout in layouts:
-            pretrain, runs, states, metrics = compiled.start(*program_inputs(layout, len(devices)))
-            history = [fetch(metrics)]
+        for plan in plans:
+            started = compiled.start(*plan.program_inputs())
+            states, history = started.states, [fetch(started.metrics)]
             bar.update(n_runs)
-            for outer in range(resolved.spec.n_iterations):
-                states, metrics = compiled.advance(states, runs, np.int32(outer))
+            for outer in range(resolved.sizes.n_iterations):
+                states, metrics = compiled.advance(states, started.runs, np.int32(outer))
                 history.append(fetch(metrics))
                 bar.update(n_runs)
-            stacked = [
+            trajectories = [
                 {name: np.stack([step[g][name] for step in history], axis=1) for name in history[0][g]}
-                for g in range(len(layout.groups))
+                for g in range(len(plan.groups))
             ]
-            per_chunk.append(gather_results(layout, len(resolved.conditions), len(devices), pretrain, stacked))
+            pretrained = fetch((started.pretrain_steps, started.pretrain_alignment))
+            per_chunk.append({**plan.scatter(trajectories), **plan.pretrain_outcome(*pretrained)})
     run_seconds = time.perf_counter() - t0
 
     n_seeds = len(resolved.seeds)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.knobs import DEFAULTS, KNOBS, STUDY_WIDE, Shape, Spec, shape_of, spec_of
+from engine.knobs import DEFAULTS, KNOBS, STUDY_KNOBS, Sizes, Variant, sizes_of, variant_of
 from engine.world import N_SEQUENCES
 
 TOP_LEVEL_KEYS = ("name", "seeds", "base", "conditions", "description")
@@ -30,20 +30,20 @@ class StudyError(ValueError):
 
 @dataclass(frozen=True)
 class ResolvedStudy:
-    """A checked study: resolved knobs per condition, seeds, static spec."""
+    """A checked study: resolved knobs per condition, seeds, the loop's sizes."""
 
     name: str
     seeds: tuple[int, ...]
     conditions: dict  # condition name -> full knob dict (defaults filled in)
-    spec: Spec
+    sizes: Sizes
     source: dict  # the study dict with checked values (plain Python scalars), JSON-safe
 
     @property
     def condition_names(self) -> list[str]:
         return list(self.conditions)
 
-    def shape(self, condition: str) -> Shape:
-        return shape_of(self.conditions[condition])
+    def variant(self, condition: str) -> Variant:
+        return variant_of(self.conditions[condition])
 
     def to_json(self) -> str:
         return json.dumps(self.source, sort_keys=True)
@@ -59,6 +59,11 @@ def _where(study: str, condition: str | None, field: str) -> str:
 def _check_value(name: str, value, where: str):
     """Type and range of one knob value; returns it as a plain Python scalar."""
     knob = KNOBS[name]
+    if knob.choices:
+        if not isinstance(value, str) or value not in knob.choices:
+            choices = ", ".join(repr(c) for c in knob.choices)
+            raise StudyError(f"{where}: expected one of {choices}, got {value!r} ({type(value).__name__})")
+        return value
     if knob.kind is bool:
         if not isinstance(value, (bool, np.bool_)):
             raise StudyError(f"{where}: expected true/false (bool), got {value!r} ({type(value).__name__})")
@@ -171,13 +176,13 @@ def resolve(study: dict, seeds=None) -> ResolvedStudy:
     _check_study_wide(name, conditions)
     source = {key: study[key] for key in ("name", "description") if key in study}
     source.update(seeds=list(seeds), base=base, conditions=given)  # checked values: plain Python scalars
-    return ResolvedStudy(name, seeds, conditions, spec_of(next(iter(conditions.values()))), source)
+    return ResolvedStudy(name, seeds, conditions, sizes_of(next(iter(conditions.values()))), source)
 
 
 def _check_study_wide(study: str, conditions: dict):
     """Study-wide knobs fix the program's shapes: one value across all conditions."""
     first = next(iter(conditions))
-    for knob in STUDY_WIDE:
+    for knob in STUDY_KNOBS:
         values = {c: k[knob] for c, k in conditions.items()}
         odd = [c for c, value in values.items() if value != values[first]]
         if odd:

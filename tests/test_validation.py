@@ -19,7 +19,7 @@ import engine
 import engine.cli
 import engine.runner
 from engine.cli import main
-from engine.knobs import DEFAULTS, KNOBS, STUDY_WIDE
+from engine.knobs import DEFAULTS, KNOBS, STUDY_KNOBS
 from engine.study import MAX_NAME_LENGTH, StudyError, resolve
 
 NAME = "probe"
@@ -184,7 +184,7 @@ POSITIVE_FLOATS = sorted(name for name, knob in KNOBS.items() if knob.kind is fl
 
 def with_knob(name: str, value) -> tuple[dict, str | None]:
     """A probe study with one knob set where it may be set: study-wide knobs only in 'base'."""
-    if name in STUDY_WIDE:
+    if name in STUDY_KNOBS:
         return base(**{name: value}), None
     return treat(**{name: value}), "treat"
 
@@ -234,7 +234,7 @@ def test_any_non_positive_count_or_interval_is_refused(name, value):
 @given(name=st.sampled_from(POSITIVE_INTS), value=st.integers(min_value=1, max_value=2**31 - 1))
 def test_any_positive_count_is_accepted(name, value):
     study, _ = with_knob(name, value)
-    assert resolve(study).conditions["ctrl" if name in STUDY_WIDE else "treat"][name] == value
+    assert resolve(study).conditions["ctrl" if name in STUDY_KNOBS else "treat"][name] == value
 
 
 @QUICK
@@ -343,7 +343,7 @@ def test_defaults_are_filled_in_and_overrides_applied():
     assert resolved.conditions["ctrl"] == {**DEFAULTS, "steps_per_iter": 6}
     assert resolved.conditions["treat"] == {**DEFAULTS, "steps_per_iter": 6, "judge_update_every": 2, "n_judges": 3}
     assert type(resolved.conditions["treat"]["n_judges"]) is int
-    assert resolved.spec.steps_per_iter == 6 and resolved.shape("treat").n_judges == 3
+    assert resolved.sizes.steps_per_iter == 6 and resolved.variant("treat").n_judges == 3
 
 
 def test_numpy_values_resolve_to_plain_python_and_json():

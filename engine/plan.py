@@ -1,0 +1,172 @@
+"""The run plan of a chunk of a study: where each run sits on the program's run axis.
+
+`make_plan` groups a chunk's runs by `Variant`, lists each judge to pretrain once (per
+seed, ensemble member and pretraining knobs), orders each group's runs into sub-batches
+dealt round-robin to the devices, and keeps the inverse permutation. The compiled
+program takes `ChunkPlan.program_inputs()`; `ChunkPlan.scatter` puts its outputs back
+at (condition, seed). Nothing else re-derives the order.
+"""
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from engine.coevolution import PretrainInputs
+from engine.knobs import PRETRAIN_KNOBS, Condition, Variant, condition_arrays
+from engine.study import ResolvedStudy
+
+# Every vmapped batch has at least MIN_BATCH runs: XLA compiles a batch of one into other
+# kernels than a larger batch, which would change the last bits of a run's results with
+# the size of the study it sits in.
+MIN_BATCH = 2
+MAX_SUB_BATCH = 32
+# Judges pretrain in sub-batches of this size: a vmapped while_loop runs until its slowest
+# member reaches the target, so small sub-batches stop early (and use little memory).
+PRETRAIN_SUB_BATCH = 8
+
+
+class GroupInputs(NamedTuple):
+    """What the program takes for one group, in run-axis order (padding repeats the last run)."""
+
+    condition: Condition
+    seed: np.ndarray  # (positions,) int32
+    pretrain_index: np.ndarray  # (positions, n_judges) rows of the pretraining table
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """The runs of one Variant: program inputs in run-axis order, and where each run came from."""
+
+    variant: Variant
+    inputs: GroupInputs
+    condition_index: np.ndarray  # (runs,) into the study's conditions
+    seed_index: np.ndarray  # (runs,) into the chunk's seeds
+    position: np.ndarray  # (runs,) each run's position on the run axis
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    seeds: tuple[int, ...]
+    n_conditions: int
+    n_devices: int
+    sub_batch: int  # runs per vmapped sub-batch
+    pretrain: PretrainInputs  # host arrays, one row per judge to pretrain (padded)
+    groups: tuple[GroupPlan, ...]
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return tuple(group.variant for group in self.groups)
+
+    @property
+    def n_runs(self) -> int:
+        return sum(len(group.condition_index) for group in self.groups)
+
+    def program_inputs(self) -> tuple[PretrainInputs, tuple[GroupInputs, ...]]:
+        return self.pretrain, tuple(group.inputs for group in self.groups)
+
+    def scatter(self, per_group: list[dict]) -> dict:
+        """Per-group dicts of (positions, ...) arrays -> dicts of (condition, seed, ...) arrays."""
+        out = {}
+        for group, values in zip(self.groups, per_group, strict=True):
+            for name, array in values.items():
+                array = np.asarray(array)[group.position]
+                if name not in out:
+                    out[name] = np.empty((self.n_conditions, len(self.seeds)) + array.shape[1:], array.dtype)
+                out[name][group.condition_index, group.seed_index] = array
+        return out
+
+    def pretrain_outcome(self, steps, alignment) -> dict:
+        """Per run: the most steps any of its judges took, and the lowest alignment reached."""
+        per_group = []
+        for group in self.groups:
+            rows = group.inputs.pretrain_index
+            per_group.append(
+                {"pretrain_steps": steps[rows].max(axis=1), "pretrain_alignment": alignment[rows].min(axis=1)}
+            )
+        return self.scatter(per_group)
+
+
+@dataclass(frozen=True)
+class _Run:
+    condition_index: int
+    seed_index: int
+    seed: int
+    knobs: dict
+    pretrain_rows: tuple[int, ...]
+
+
+def make_plan(study: ResolvedStudy, seeds, n_devices: int) -> ChunkPlan:
+    """Place the runs of `seeds` × every condition of `study` on a run axis over `n_devices`."""
+    pretrain_rows: dict[tuple, int] = {}
+    pretrain_knobs: list[dict] = []
+    by_variant: dict[Variant, list[_Run]] = {}
+    for c, name in enumerate(study.condition_names):
+        knobs = study.conditions[name]
+        settings = tuple(knobs[k] for k in PRETRAIN_KNOBS)
+        for s, seed in enumerate(seeds):
+            rows = []
+            for member in range(knobs["n_judges"]):
+                key = (seed, member, settings)
+                if key not in pretrain_rows:
+                    pretrain_rows[key] = len(pretrain_rows)
+                    pretrain_knobs.append(knobs)
+                rows.append(pretrain_rows[key])
+            by_variant.setdefault(study.variant(name), []).append(_Run(c, s, seed, knobs, tuple(rows)))
+
+    pretrain = PretrainInputs(
+        seed=np.array([key[0] for key in pretrain_rows], np.int32),
+        member=np.array([key[1] for key in pretrain_rows], np.int32),
+        condition=condition_arrays(pretrain_knobs),
+    )
+    pretrain = jax.tree.map(lambda leaf: pad_rows(leaf, PRETRAIN_SUB_BATCH * n_devices), pretrain)
+
+    sub_batch = sub_batch_size(max(len(runs) for runs in by_variant.values()), len(seeds), n_devices)
+    groups = tuple(_group_plan(variant, runs, n_devices, sub_batch) for variant, runs in by_variant.items())
+    return ChunkPlan(tuple(seeds), len(study.condition_names), n_devices, sub_batch, pretrain, groups)
+
+
+def _group_plan(variant: Variant, runs: list[_Run], n_devices: int, sub_batch: int) -> GroupPlan:
+    order = run_order(len(runs), n_devices, sub_batch)
+    placed = [runs[i] for i in order]
+    inputs = GroupInputs(
+        condition=condition_arrays([run.knobs for run in placed]),
+        seed=np.array([run.seed for run in placed], np.int32),
+        pretrain_index=np.array([run.pretrain_rows for run in placed], np.int32),
+    )
+    return GroupPlan(
+        variant=variant,
+        inputs=inputs,
+        condition_index=np.array([run.condition_index for run in runs]),
+        seed_index=np.array([run.seed_index for run in runs]),
+        position=np.unique(order, return_index=True)[1],  # first position of each run
+    )
+
+
+def pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad the leading axis to a multiple of `multiple` by repeating the last row (dropped afterwards)."""
+    target = -(-len(array) // multiple) * multiple
+    return array[np.minimum(np.arange(target), len(array) - 1)]
+
+
+def sub_batch_size(largest_group: int, n_seeds: int, n_devices: int) -> int:
+    """Runs per sub-batch: one condition's seeds where they fit (groups list runs condition by
+    condition, so a sub-batch then shares its cadences and skips what none of it needs), else
+    a device's share split into near-equal sub-batches of at most MAX_SUB_BATCH (little padding)."""
+    per_device = -(-largest_group // n_devices)
+    target = min(n_seeds, per_device)
+    n_sub_batches = -(-target // MAX_SUB_BATCH)
+    return max(MIN_BATCH, -(-target // n_sub_batches))
+
+
+def run_order(n_runs: int, n_devices: int, sub_batch: int) -> np.ndarray:
+    """Run index at each position of the program's run axis (padding repeats the last run).
+
+    Consecutive runs form sub-batches; sub-batches are dealt round-robin to the devices,
+    so each device gets a similar mix of cheap and expensive conditions.
+    """
+    n_sub = -(-n_runs // sub_batch)
+    n_sub += -n_sub % n_devices
+    sub_batches = np.minimum(np.arange(n_sub * sub_batch), n_runs - 1).reshape(n_sub, sub_batch)
+    return np.concatenate([sub_batches[device::n_devices] for device in range(n_devices)]).reshape(-1)
