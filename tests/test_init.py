@@ -60,9 +60,9 @@ def truncated_lecun(fan_in):
 def test_recurrent_kernels_are_three_orthogonal_blocks(models):
     _, stacked = models
     blocks = np.asarray(stacked.cell.weight_hh, np.float64).reshape(N_KEYS, 3, HIDDEN, HIDDEN)
-    eye = np.eye(HIDDEN)
-    np.testing.assert_allclose(np.einsum("kgji,kgjl->kgil", blocks, blocks), np.broadcast_to(eye, blocks.shape), atol=1e-5)
-    np.testing.assert_allclose(np.einsum("kgij,kglj->kgil", blocks, blocks), np.broadcast_to(eye, blocks.shape), atol=1e-5)
+    eye = np.broadcast_to(np.eye(HIDDEN), blocks.shape)
+    np.testing.assert_allclose(np.einsum("kgji,kgjl->kgil", blocks, blocks), eye, atol=1e-5)  # QᵀQ = I
+    np.testing.assert_allclose(np.einsum("kgij,kglj->kgil", blocks, blocks), eye, atol=1e-5)  # QQᵀ = I
     # independent blocks: no two gates of one model share a block, up to sign
     for a, b in [(0, 1), (0, 2), (1, 2)]:
         assert np.abs(np.einsum("kij,kij->k", blocks[:, a], blocks[:, b])).max() < 0.5 * HIDDEN
@@ -124,8 +124,14 @@ def test_equinox_default_is_uniform_with_the_hidden_size_limit():
     # every weight and bias by 1/√hidden = 1/√32, its input kernel included; embedding N(0, 1).
     policies = eqx.filter_vmap(lambda seed: Policy(key=jax.random.PRNGKey(seed)))(jnp.arange(N_KEYS))
     limit = 1 / np.sqrt(HIDDEN)
-    for leaf in (policies.cell.weight_ih, policies.cell.weight_hh, policies.cell.bias, policies.cell.bias_n,
-                 policies.head.weight, policies.head.bias):
+    for leaf in (
+        policies.cell.weight_ih,
+        policies.cell.weight_hh,
+        policies.cell.bias,
+        policies.cell.bias_n,
+        policies.head.weight,
+        policies.head.bias,
+    ):
         leaf = np.asarray(leaf)
         assert np.abs(leaf).max() <= limit and np.abs(leaf).max() > 0.95 * limit
     assert_std(policies.embedding.weight, 1.0)
