@@ -200,9 +200,10 @@ def test_vmap_over_keys_and_flags_equals_one_run_at_a_time():
             np.testing.assert_allclose(leaf_b, leaf_s, rtol=1e-6, atol=1e-6)
 
 
-def test_reference_policy_starts_near_uniform():
-    # Smaller embeddings and no biases: the initial policy is much closer to uniform.
-    keys = jax.random.split(jax.random.PRNGKey(9), 8)
+def test_reference_policy_starts_closer_to_uniform_on_average():
+    # docs/initialisation.md: mean entropy 8.284 (reference) vs 8.269 (equinox) over 100 seeds,
+    # per-seed sd ≈ 0.01-0.015; over 32 seeds the gap is ≈ 4.5 standard errors.
+    keys = jax.random.split(jax.random.PRNGKey(9), 32)
 
     def entropy(key, reference):
         log_probs = policy_log_probs_all(build_run(key, reference))
