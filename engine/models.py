@@ -2,7 +2,11 @@
 
 Policy: embedding(K+1 tokens, 16) -> GRUCell(16, 32) -> Linear(32, K). Autoregressive,
 the first step reads the start token K. Judge: embedding(K, 16) -> GRUCell(16, 32) read
-over the 4 tokens -> Linear(32, 1) from the final hidden state. Library-default init.
+over the 4 tokens -> Linear(32, 1) from the final hidden state.
+
+`Policy(key=...)` and `Judge(key=...)` keep Equinox's default initialisation;
+`reference_init` re-draws every array the way the reference's Flax models start, and
+`select_init` picks one of the two per run (docs/initialisation.md compares them).
 """
 
 import equinox as eqx
@@ -104,6 +108,87 @@ class Judge(eqx.Module):
         for position in range(SEQ_LEN):
             hidden = gru_step(self.cell, gates[tokens[position]], hidden)
         return self.head(hidden)
+
+
+def _lecun_normal(key, shape, dtype):
+    """LeCun normal on Equinox's (out, in) layout: truncated normal, std 1/√in after truncation."""
+    return jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)(key, shape, dtype)
+
+
+def _orthogonal_gate_blocks(key, hidden: int, dtype):
+    """Three independent hidden×hidden orthogonal blocks stacked as (3·hidden, hidden).
+
+    Flax draws each recurrent kernel (hr, hz, hn) with `orthogonal()` in its (in, out)
+    layout; Equinox multiplies `weight_hh @ h`, so each block is that kernel transposed.
+    """
+    draw = jax.nn.initializers.orthogonal()
+    kernels = jax.vmap(lambda k: draw(k, (hidden, hidden), dtype))(jax.random.split(key, 3))
+    return jnp.swapaxes(kernels, 1, 2).reshape(3 * hidden, hidden)
+
+
+def reference_init(model: Policy | Judge, *, key) -> Policy | Judge:
+    """`model` with every array re-drawn as the reference's Flax defaults draw it.
+
+    Works for a single `Policy` or `Judge` (not a stacked ensemble: map it per member).
+    Pure and cheap (three 32×32 QRs), so it traces under jit/vmap with traced keys.
+
+    - embedding (n, 16): `nn.Embed`'s `variance_scaling(1, "fan_in", "normal", out_axis=0)`,
+      which for an (n, 16) table has fan-in 16: untruncated normal, std 1/4.
+    - GRU input kernels: `lecun_normal()`, truncated at ±2 of the underlying normal and
+      rescaled so the std is 1/√16 (so |w| ≤ 2·0.25/0.8796 ≈ 0.569); input biases zero.
+    - GRU recurrent kernels: `orthogonal()`, one independent 32×32 block per gate;
+      the new-gate recurrent bias zero.
+    - head: `lecun_normal()` kernel (std 1/√32), bias zero.
+
+    Flax's `GRUCell` and Equinox's are the same cell with the same parameters, so this
+    is a re-draw, not a re-parameterisation. Flax (kernels in (in, out) layout, x @ K):
+
+        r  = σ(x K_ir + b_ir + h K_hr)          z = σ(x K_iz + b_iz + h K_hz)
+        n  = tanh(x K_in + b_in + r ⊙ (h K_hn + b_hn))      h' = (1 − z) ⊙ n + z ⊙ h
+
+    Equinox (`weight @ x`, gates split in the order reset, update, new):
+
+        weight_ih = [K_ir; K_iz; K_in]ᵀ blocks (96, 16)   bias   = [b_ir; b_iz; b_in] (96,)
+        weight_hh = [K_hr; K_hz; K_hn]ᵀ blocks (96, 32)   bias_n = b_hn (32,)
+        h' = n + z ⊙ (h − n), the same as (1 − z) ⊙ n + z ⊙ h.
+
+    Flax's hr and hz have no bias and neither has Equinox's weight_hh, so both cells
+    have 3·(16·32 + 32) + 3·32·32 + 32 = 4736 parameters.
+    """
+    key_embed, key_input, key_recurrent, key_head = jax.random.split(key, 4)
+    embedding, cell, head = model.embedding.weight, model.cell, model.head
+    embed_init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
+    return eqx.tree_at(
+        lambda m: (
+            m.embedding.weight,
+            m.cell.weight_ih,
+            m.cell.bias,
+            m.cell.weight_hh,
+            m.cell.bias_n,
+            m.head.weight,
+            m.head.bias,
+        ),
+        model,
+        (
+            embed_init(key_embed, embedding.shape, embedding.dtype),
+            _lecun_normal(key_input, cell.weight_ih.shape, cell.weight_ih.dtype),
+            jnp.zeros_like(cell.bias),
+            _orthogonal_gate_blocks(key_recurrent, cell.hidden_size, cell.weight_hh.dtype),
+            jnp.zeros_like(cell.bias_n),
+            _lecun_normal(key_head, head.weight.shape, head.weight.dtype),
+            jnp.zeros_like(head.bias),
+        ),
+    )
+
+
+def select_init(model: Policy | Judge, *, key, reference) -> Policy | Judge:
+    """`reference_init(model, key=key)` where `reference` is true, else `model` unchanged.
+
+    `reference` is a bool, possibly traced (one per run under vmap). Both are computed and
+    chosen leaf by leaf, so the result is exactly one or the other, bit for bit.
+    """
+    redrawn = reference_init(model, key=key)
+    return jax.tree.map(lambda new, old: jnp.where(reference, new, old), redrawn, model)
 
 
 def make_judges(key, n_judges: int) -> Judge:
