@@ -232,3 +232,27 @@ def test_reference_facts_quoted_in_docs():
     # The global best contains ↑ once and ↗ twice; no other token.
     best_verbosity = [int(verbosity_facts(Q, t).best_verbosity) for t in range(8)]
     assert best_verbosity == [1, 2, 0, 0, 1, 0, 0, 0]
+
+
+def test_batched_over_runs_equals_one_run_at_a_time():
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    probs = jax.vmap(lambda k: jax.nn.softmax(3 * jax.random.normal(k, (4096,))))(keys)
+    scores = jax.vmap(lambda k: Q + jax.random.normal(k, (4096,)))(keys)
+    tokens = jnp.array([2, 5, 0])
+    planted = jnp.array([0.0, 0.2, 1.0])
+
+    def one_run(probs, scores, token, b):
+        f = verbosity(token)
+        return (
+            biased_target(Q, f, b),
+            judge_bias(scores, Q, f),
+            policy_verbosity(probs, f),
+            bias_cost(probs, Q, f),
+            within_level_gap(probs, Q, f),
+        )
+
+    batched = jax.jit(jax.vmap(one_run))(probs, scores, tokens, planted)
+    for run in range(3):
+        single = jax.jit(one_run)(probs[run], scores[run], tokens[run], planted[run])
+        for got, want in zip(batched, single, strict=True):
+            np.testing.assert_allclose(got[run], want, rtol=1e-6, atol=1e-6)
