@@ -1,0 +1,236 @@
+"""Bias amplification (issue 11): a surface feature, a planted bias, exact bias diagnostics,
+and the pure pieces of a meta-judge that never sees q*.
+
+Every function here is a per-run function of arrays (no models, no loop state), exact over
+all 4096 outputs where it is a diagnostic, jittable and vmappable with traced knobs
+(`bias_token`, `planted_bias`, `uncertain`). Definitions and the reference-world facts are in
+docs/bias.md; `python -m engine.bias` prints those facts.
+
+Shapes: "(4096,)" is over `engine.world.all_sequences()` in its lexicographic order;
+"(B,)" is over a batch of fresh policy samples.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from engine.diagnostics import spearman
+from engine.world import ARROWS, SEQ_LEN, VOCAB, all_sequences, reference_q_star, render
+
+DEFAULT_BIAS_TOKEN = 2  # `→`
+N_LEVELS = SEQ_LEN + 1  # verbosity takes the values 0..4
+
+
+# ----------------------------------------------------------------------------------------
+# The surface feature and the planted bias.
+
+
+def verbosity(bias_token) -> jax.Array:
+    """f(x) = how many positions of x hold `bias_token`, (4096,) float32 with values 0..4.
+
+    `bias_token` is a token id (0..7), possibly traced. Float so that it enters targets and
+    fits without casts; the values are small integers, exact in float32.
+    """
+    return jnp.sum(jnp.asarray(all_sequences()) == bias_token, axis=1).astype(jnp.float32)
+
+
+def biased_target(q_star, verbosity, planted_bias) -> jax.Array:
+    """The pretraining target q*(x) + b·σ(q*)·f(x), (4096,), dtype of q_star.
+
+    σ(q*) is the population standard deviation of q* over the 4096 outputs (ddof 0), so b is
+    in units of σ(q*) per filler token. With b = 0 the added term is exactly +0.0 (σ and f are
+    finite), and q + 0.0 == q bit for bit for every finite q, so b = 0 reproduces today's
+    targets exactly (tests check it eagerly, under jit and under vmap).
+    """
+    scale = jnp.asarray(planted_bias, q_star.dtype) * jnp.std(q_star)
+    return q_star + scale * verbosity.astype(q_star.dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# Exact bias diagnostics.
+
+
+class JudgeFit(NamedTuple):
+    """The least-squares fit J ≈ intercept + quality_weight·q* + bias·σ(q*)·f over all 4096.
+
+    intercept: in J units; quality_weight: J units per unit of q*; bias: J units per filler
+    token, divided by σ(q*) (so a judge that scores exactly q* + b·σ(q*)·f has bias b).
+    """
+
+    intercept: jax.Array
+    quality_weight: jax.Array
+    bias: jax.Array
+
+
+def judge_fit(scores, q_star, verbosity) -> JudgeFit:
+    """Least squares of J on [1, q*, f], exact over the 4096 outputs, in float32.
+
+    Computed by Frisch–Waugh–Lovell on centred data rather than by the raw 3×3 normal
+    equations: centre J, q*, f (this removes the intercept column, whose large cross terms
+    with f make the raw system ill-conditioned); residualise f on q*; the coefficient of f is
+    Σ r_f·J_c / Σ r_f², that of q* is Σ q_c·(J_c − β_f f_c) / Σ q_c². Every sum is over
+    centred, O(1) values, so float32 loses nothing that matters (≈1e-6 relative; tests check
+    1e-4 against float64 numpy). Needs f not constant and not collinear with q* (true for any
+    token: see docs/bias.md).
+    """
+    j_c = scores - scores.mean()
+    q_c = q_star - q_star.mean()
+    f_c = verbosity - verbosity.mean()
+    sum_qq = jnp.sum(q_c * q_c)
+    r_f = f_c - (jnp.sum(q_c * f_c) / sum_qq) * q_c  # f with its q*-explained part removed
+    beta_f = jnp.sum(r_f * j_c) / jnp.sum(r_f * r_f)
+    beta_q = jnp.sum(q_c * (j_c - beta_f * f_c)) / sum_qq
+    intercept = scores.mean() - beta_q * q_star.mean() - beta_f * verbosity.mean()
+    return JudgeFit(intercept, beta_q, beta_f / jnp.std(q_star))
+
+
+def judge_bias(scores, q_star, verbosity) -> jax.Array:
+    """The judge's preference for verbosity with true quality held fixed, scalar.
+
+    The coefficient of f in the least-squares fit of J on [1, q*, f] over all 4096 outputs,
+    divided by σ(q*). Invariant to adding a constant to J; proportional to J's scale (a judge
+    whose scores grow ×c shows ×c the bias — see `JudgeFit.quality_weight` and docs/bias.md).
+    """
+    return judge_fit(scores, q_star, verbosity).bias
+
+
+def policy_verbosity(probs, verbosity) -> jax.Array:
+    """E_π[f] = Σ_x π(x) f(x), scalar; 0.5 for the uniform policy (4 positions × 1/8)."""
+    return jnp.sum(probs * verbosity)  # elementwise then sum, as in engine.diagnostics
+
+
+def level_ceiling(q_star, verbosity) -> jax.Array:
+    """m(v) = max{q*(y) : f(y) = v} for v = 0..4, (5,). Every level is non-empty."""
+    return jax.ops.segment_max(q_star, verbosity.astype(jnp.int32), num_segments=N_LEVELS)
+
+
+def bias_cost(probs, q_star, verbosity) -> jax.Array:
+    """The quality ceiling the policy loses by the verbosity it chose, scalar, ≥ 0, q* units.
+
+    bias_cost = E_{x~π}[ max q* − m(f(x)) ], m(v) = the best q* among sequences of verbosity v.
+
+    Why this is the harm caused by verbosity: the regret max q* − E_π[q*] splits exactly into
+      bias_cost    = E_π[max q* − m(f(x))]   (what the chosen verbosity levels cap),
+      within_level = E_π[m(f(x)) − q*(x)]    (what the policy misses inside its levels),
+    both ≥ 0. The first depends on π only through its distribution over verbosity levels: it
+    is 0 whenever the policy sits at the level of the global best, however poor it is
+    otherwise, and it grows with every unit of mass moved to a level whose best sequence is
+    worse. The second ("the quality given up relative to the best sequence of its own
+    verbosity", the issue's first suggestion) is ordinary sub-optimality that a policy with
+    no verbosity at all also has, so it is not a harm of verbosity; `within_level_gap`
+    returns it.
+    """
+    levels = verbosity.astype(jnp.int32)
+    return jnp.sum(probs * (jnp.max(q_star) - level_ceiling(q_star, verbosity)[levels]))
+
+
+def within_level_gap(probs, q_star, verbosity) -> jax.Array:
+    """E_π[m(f(x)) − q*(x)], scalar ≥ 0: the regret left once verbosity is accounted for.
+
+    bias_cost + within_level_gap = max q* − policy_quality (exactly, up to rounding).
+    """
+    levels = verbosity.astype(jnp.int32)
+    return jnp.sum(probs * (level_ceiling(q_star, verbosity)[levels] - q_star))
+
+
+# ----------------------------------------------------------------------------------------
+# A meta-judge without ground truth: which pairs it labels, its labels, the agreement.
+
+
+def least_certain_pairs(scores_a, scores_b, n_pairs: int) -> jax.Array:
+    """Indices (n_pairs,) int32 of the pairs with the smallest |J(a) − J(b)|, smallest first.
+
+    scores_a, scores_b: (B,) judge scores of B fresh pairs; n_pairs ≤ B is static. Ties in
+    the gap go to the lower index (`lax.top_k`).
+    """
+    _, index = jax.lax.top_k(-jnp.abs(scores_a - scores_b), n_pairs)
+    return index
+
+
+def meta_select(scores_a, scores_b, n_pairs: int, uncertain) -> jax.Array:
+    """Indices (n_pairs,) int32 of the pairs the meta-judge labels.
+
+    uncertain (bool, possibly traced per run): true — `least_certain_pairs` (meta_select
+    `uncertain`); false — the first n_pairs (meta_select `random`: fresh policy pairs are
+    i.i.d., so the first n are a uniform random subset). Switched by `jnp.where`, so a vmap
+    over runs mixing both costs one top_k.
+    """
+    return jnp.where(uncertain, least_certain_pairs(scores_a, scores_b, n_pairs), jnp.arange(n_pairs))
+
+
+def meta_labels(meta_scores_a, meta_scores_b) -> jax.Array:
+    """The meta-judge's labels y = [M(a) > M(b)], (n,) bool (the judge's pair-loss labels)."""
+    return meta_scores_a > meta_scores_b
+
+
+def meta_agreement(scores_a, scores_b, meta_scores_a, meta_scores_b) -> jax.Array:
+    """Share of pairs on which judge and meta-judge prefer the same side, scalar in [0, 1].
+
+    A pair's preference is [score(a) > score(b)] for each; a tie counts as preferring b.
+    """
+    return jnp.mean((scores_a > scores_b) == meta_labels(meta_scores_a, meta_scores_b))
+
+
+class MetaPairs(NamedTuple):
+    """What one meta step hands to the judge: selected pairs, their labels, the agreement."""
+
+    tokens_a: jax.Array  # (n_pairs, 4)
+    tokens_b: jax.Array  # (n_pairs, 4)
+    labels: jax.Array  # (n_pairs,) bool, the meta-judge's
+    agreement: jax.Array  # scalar, judge vs meta-judge on the selected pairs
+
+
+def meta_pairs(tokens_a, tokens_b, scores_a, scores_b, meta_scores_a, meta_scores_b, n_pairs: int, uncertain):
+    """Select n_pairs of B fresh pairs, label them by the meta-judge, measure agreement.
+
+    tokens_*: (B, 4); scores_*: (B,) the judge's (ensemble mean) scores; meta_scores_*: (B,)
+    the meta-judge's. Returns `MetaPairs`; its tokens and labels go to the judge's pair step.
+    """
+    index = meta_select(scores_a, scores_b, n_pairs, uncertain)
+    agreement = meta_agreement(scores_a[index], scores_b[index], meta_scores_a[index], meta_scores_b[index])
+    labels = meta_labels(meta_scores_a[index], meta_scores_b[index])
+    return MetaPairs(tokens_a[index], tokens_b[index], labels, agreement)
+
+
+# ----------------------------------------------------------------------------------------
+# Reference-world facts (docs/bias.md quotes them; `python -m engine.bias` prints them).
+
+
+class VerbosityFacts(NamedTuple):
+    """How a filler token relates to q*: correlations, per-level ceilings, the best's verbosity."""
+
+    pearson: jax.Array  # corr(f, q*) over the 4096
+    spearman: jax.Array  # rank corr(f, q*), average ranks (f has five tied levels)
+    level_ceiling: jax.Array  # (5,) best q* at verbosity 0..4
+    best_verbosity: jax.Array  # f of the global best sequence
+
+
+def verbosity_facts(q_star, bias_token) -> VerbosityFacts:
+    f = verbosity(bias_token)
+    return VerbosityFacts(
+        pearson=jnp.corrcoef(f, q_star)[0, 1],
+        spearman=spearman(f, q_star),
+        level_ceiling=level_ceiling(q_star, f),
+        best_verbosity=f[jnp.argmax(q_star)],
+    )
+
+
+def main():
+    q_star = reference_q_star()
+    facts = jax.vmap(verbosity_facts, in_axes=(None, 0))(q_star, jnp.arange(VOCAB))
+    best = render(all_sequences()[int(jnp.argmax(q_star))])
+    print(f"reference world: σ(q*) = {float(jnp.std(q_star)):.4f}, global best {best} (q* {float(q_star.max()):.3f})")
+    print("| token | Pearson(f, q*) | Spearman(f, q*) | best q* at f = 0, 1, 2, 3, 4 | f(best) |")
+    print("|---|---|---|---|---|")
+    for token in range(VOCAB):
+        ceiling = ", ".join(f"{float(c):.3f}" for c in np.asarray(facts.level_ceiling[token]))
+        print(
+            f"| {token} `{ARROWS[token]}` | {float(facts.pearson[token]):+.4f} | {float(facts.spearman[token]):+.4f} "
+            f"| {ceiling} | {int(facts.best_verbosity[token])} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
