@@ -25,6 +25,8 @@ judge_update_every=10)` works and `stack_grid` turns it back into the original l
 """
 
 import itertools
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,29 +69,45 @@ def _modal(column: pd.Series):
     return counts.index[int(np.argmax(counts.to_numpy()))]
 
 
-def _cells(table: pd.DataFrame, knobs: tuple, varying: list) -> list | None:
-    """Conditions forming the complete product over `knobs`, or None when they do not."""
-    others = [k for k in varying if k not in knobs]
-    keep = np.ones(len(table), bool)
-    for knob in others:
-        keep &= (table[knob] == _modal(table[knob])).to_numpy()
-    members = table[keep]
-    members = members[~members.duplicated(subset=list(knobs), keep="first")]
-    while len(knobs) > 1:  # drop off-product values, the least complete first, until the rest is complete
-        worst = None
-        for knob in knobs:
-            rest = [k for k in knobs if k != knob]
-            seen = members.groupby(knob, sort=False)[rest].apply(lambda g: len(g.drop_duplicates()))
-            share = seen / len(members[rest].drop_duplicates())  # combinations of the others seen with it
-            if worst is None or share.min() < worst[0]:
-                worst = (share.min(), knob, share[share == share.min()].index)
-        if worst[0] == 1:
+def _complete(combos: set, n_knobs: int) -> set:
+    """Drop off-product values, the least complete first, until the rest is a complete product (or empty).
+
+    A value's completeness is the share of the other knobs' combinations (among `combos`) seen with it.
+    """
+    while n_knobs > 1 and combos:
+        worst = (1.0, None, set())
+        for i in range(n_knobs):
+            seen = defaultdict(set)
+            for combo in combos:
+                seen[combo[i]].add(combo[:i] + combo[i + 1 :])
+            others = len(set().union(*seen.values()))
+            shares = {value: len(rest) / others for value, rest in seen.items()}
+            low = min(shares.values())
+            if low < worst[0]:
+                worst = (low, i, {value for value, share in shares.items() if share == low})
+        if worst[1] is None:
             break
-        members = members[~members[worst[1]].isin(worst[2])]
-    sizes = [members[knob].nunique() for knob in knobs]
-    if min(sizes, default=0) < 2 or len(members) != int(np.prod(sizes)):
+        combos = {combo for combo in combos if combo[worst[1]] not in worst[2]}
+    return combos
+
+
+def _cells(table: pd.DataFrame, knobs: tuple, modal: dict) -> list | None:
+    """Conditions forming the complete product over `knobs`, or None when they do not.
+
+    modal: the most common value of every varying coordinate; the other knobs must take it.
+    """
+    others = [k for k in modal if k not in knobs]
+    first = {}  # combination of knob values -> first condition with it
+    rows = table[[*knobs, *others]].itertuples(index=False, name=None)
+    for name, row in zip(table.index, rows, strict=True):
+        combo, rest = row[: len(knobs)], row[len(knobs) :]
+        if combo not in first and all(value == modal[k] for k, value in zip(others, rest, strict=True)):
+            first[combo] = name
+    combos = _complete(set(first), len(knobs))
+    sizes = [len({combo[i] for combo in combos}) for i in range(len(knobs))]
+    if min(sizes, default=0) < 2 or len(combos) != math.prod(sizes):
         return None
-    return members.index.tolist()
+    return [first[combo] for combo in combos]
 
 
 def _slowest_first(cells: pd.DataFrame, knobs: tuple) -> tuple:
@@ -106,6 +124,7 @@ def find_grid(ds: xr.Dataset, knobs=None, n_knobs=None) -> GridLayout | None:
     """
     table = knob_table(ds)
     varying = varying_knobs(ds)
+    modal = {knob: _modal(table[knob]) for knob in varying}
     given = knobs
     if knobs is not None:
         knobs = tuple(knobs)
@@ -118,7 +137,7 @@ def find_grid(ds: xr.Dataset, knobs=None, n_knobs=None) -> GridLayout | None:
         candidates = [c for size in sizes for c in itertools.combinations(varying, size)]
     found = []
     for candidate in candidates:
-        cells = _cells(table, candidate, varying)
+        cells = _cells(table, candidate, modal)
         if cells is not None:
             found.append(((len(cells), len(candidate)), candidate, cells))
     if not found:
@@ -129,9 +148,10 @@ def find_grid(ds: xr.Dataset, knobs=None, n_knobs=None) -> GridLayout | None:
     _, knobs, cells = found[0]
     members = set(cells)
     order = table.index.tolist()
+    cells = [c for c in order if c in members]
     return GridLayout(
         knobs=_slowest_first(table.loc[cells], knobs) if given is None else knobs,
-        cells=tuple(c for c in order if c in members),
+        cells=tuple(cells),
         controls=tuple(c for c in order if c not in members),
     )
 

@@ -151,3 +151,18 @@ def test_incomplete_grid_is_refused():
     ds = _dataset(_study(conditions))
     with pytest.raises(ValueError, match="no complete grid"):
         unstack_grid(ds, ["judge_update_every", "lr_judge"])
+
+
+def test_a_three_knob_grid_is_found_whole():
+    conditions = grid(judge_update_every=[1, 10], lr_judge=[1e-4, 1e-3, 3e-3], n_judges=[1, 3])
+    ds = _dataset(_study(conditions))
+    layout = find_grid(ds)
+    assert layout.knobs == ("judge_update_every", "lr_judge", "n_judges") and not layout.controls
+    assert dict(unstack_grid(ds)["policy_quality"].sizes) == {
+        "judge_update_every": 2,
+        "lr_judge": 3,
+        "n_judges": 2,
+        "seed": 3,
+        "iteration": 4,
+    }
+    assert find_grid(ds, n_knobs=2) is None  # three 2-knob slices would tie in cell count: refused, not guessed
