@@ -96,16 +96,21 @@ def _first(values: xr.DataArray) -> xr.DataArray:
 def _reference_cell(ds: xr.Dataset, layout: GridLayout, baseline) -> dict:
     """The baseline cell {knob: value} (see the module doc)."""
     values = layout.values(ds)
-    if baseline is None and "study" in ds.attrs:
+
+    def on_grid(cell):
+        return all(np.any(values[knob] == value) for knob, value in cell.items())
+
+    if baseline is not None:
+        if set(baseline) != set(layout.knobs) or not on_grid(baseline):
+            raise ValueError(f"baseline must be a cell of the grid {values}, got {baseline}")
+        return {knob: baseline[knob] for knob in layout.knobs}
+    if "study" in ds.attrs:
         from engine.knobs import DEFAULTS  # the knob table is the engine's; imported only when needed
 
         base = json.loads(ds.attrs["study"]).get("base", {})
-        baseline = {knob: base.get(knob, DEFAULTS.get(knob)) for knob in layout.knobs}
-    if baseline is not None:
-        if set(baseline) != set(layout.knobs):
-            raise ValueError(f"baseline must give a value for each grid knob {layout.knobs}, got {baseline}")
-        if all(np.any(values[knob] == value) for knob, value in baseline.items()):
-            return {knob: baseline[knob] for knob in layout.knobs}
+        reference = {knob: base.get(knob, DEFAULTS.get(knob)) for knob in layout.knobs}
+        if on_grid(reference):
+            return reference
     first = ds.sel(condition=layout.cells[0])
     return {knob: first[knob].item() for knob in layout.knobs}
 

@@ -196,3 +196,8 @@ def test_half_change_interpolates_between_recorded_points():
     values = xr.DataArray([[1.0, 0.9, 0.3, 0.0]], dims=("seed", "step"), coords={"step": steps})
     # share of the change: 0, 0.1, 0.7, 1 -> crosses 0.5 between 10 and 20, at 10 + 10 * (0.4 / 0.6)
     assert half_change_step(values).item() == pytest.approx(10 + 10 * 0.4 / 0.6)
+
+
+def test_a_baseline_off_the_grid_is_refused():
+    with pytest.raises(ValueError, match="baseline must be a cell"):
+        phase_table(grid_dataset(), baseline={"judge_update_every": 2, "lr_judge": 1e-4})
