@@ -1,0 +1,109 @@
+"""Grid studies: the conditions of a study built from a product of knob values.
+
+    from engine.grid import grid
+
+    STUDY = {
+        "name": "phase",
+        "seeds": list(range(10)),
+        "base": {},
+        "conditions": grid(
+            judge_update_every=[1, 2, 5, 10, 20, 50, 100],
+            lr_judge=[1e-4, 3e-4, 1e-3, 3e-3],
+            controls={"frozen": {"freeze_judge": True}},
+        ),
+    }
+
+gives 28 grid conditions in product order (the first knob varies slowest, like
+`itertools.product`), then the controls.
+
+Naming. A grid condition is named `<knob>_<value>` per grid knob, joined by `+`, in the
+order the knobs were given: `judge_update_every_10+lr_judge_0.0003`. Values are written
+compactly but exactly: integers as digits, booleans as `true`/`false`, floats with `%g`
+when that reads back as the same float (`0.0003`, `1e-05`) and with `repr` otherwise, so
+two different cells never share a name. When any full name of a grid would exceed the
+64-character limit of condition names, every name of that grid uses the knobs'
+abbreviations instead (initials of their words, `ABBREVIATIONS`: `jue_10+lj_0.0003`).
+The names are only labels: analysis finds a cell by its knob coordinates
+(`analysis.grid.unstack_grid`), never by parsing its name.
+"""
+
+import itertools
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+from engine.knobs import KNOBS
+from engine.study import _NAME_PATTERN, MAX_NAME_LENGTH
+
+KNOB_SEPARATOR = "+"  # between the knobs of one name; never part of a knob name or a finite value < 1e16
+VALUE_SEPARATOR = "_"  # between a knob and its value; never part of a value
+ABBREVIATIONS = {name: "".join(word[0] for word in name.split("_")) for name in KNOBS}
+
+
+def format_value(value) -> str:
+    """A knob value as it appears in a condition name: compact, and read back exactly."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    raise TypeError(f"a grid knob value must be a bool, int or float, got {value!r} ({type(value).__name__})")
+
+
+def cell_name(cell: dict, abbreviate: bool = False) -> str:
+    """The name of one grid cell `{knob: value}` (knobs in the given order)."""
+    return KNOB_SEPARATOR.join(
+        f"{ABBREVIATIONS[knob] if abbreviate else knob}{VALUE_SEPARATOR}{format_value(value)}"
+        for knob, value in cell.items()
+    )
+
+
+def _check_axes(axes: dict) -> None:
+    if not axes:
+        raise ValueError("grid() needs at least one knob with a list of values, e.g. grid(lr_judge=[1e-4, 3e-4])")
+    for knob, values in axes.items():
+        if knob not in KNOBS:
+            raise ValueError(f"grid(): unknown knob {knob!r}; valid knobs: {', '.join(sorted(KNOBS))}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
+            raise ValueError(f"grid(): {knob} needs a non-empty list of values, got {values!r}")
+        names = [format_value(v) for v in values]
+        if len(set(names)) != len(names):
+            raise ValueError(f"grid(): {knob} has duplicate values {list(values)}")
+
+
+def grid(*, fixed: dict | None = None, controls: dict | None = None, **axes) -> dict:
+    """The conditions dict of a study: one condition per combination of the `axes` values.
+
+    axes: knob -> list of values (keyword order = name order; the first knob varies slowest).
+    fixed: knobs set in every grid condition (not in the controls); use the study's `base`
+        for knobs that every condition, controls included, shares.
+    controls: extra named conditions `{name: knobs}` appended after the grid as they are,
+        e.g. `{"frozen": {"freeze_judge": True}}`.
+    Returns `{name: knobs}`; values are checked later by `engine.resolve`, like any study.
+    """
+    _check_axes(axes)
+    fixed = dict(fixed or {})
+    controls = dict(controls or {})
+    overlap = sorted(set(fixed) & set(axes))
+    if overlap:
+        raise ValueError(f"grid(): {overlap} is both a grid axis and fixed")
+    cells = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    abbreviate = any(len(cell_name(cell)) > MAX_NAME_LENGTH for cell in cells)
+    conditions = {}
+    for cell in cells:
+        name = cell_name(cell, abbreviate)
+        if len(name) > MAX_NAME_LENGTH or not _NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"grid(): condition name {name!r} is not 1-{MAX_NAME_LENGTH} characters of letters, digits, "
+                "'_', '.', '+', '-' even abbreviated; use fewer knobs or build the conditions by hand"
+            )
+        conditions[name] = {**fixed, **cell}
+    taken = {name.casefold() for name in conditions}
+    clashes = [name for name in controls if name.casefold() in taken]
+    if clashes:
+        raise ValueError(f"grid(): control names {clashes} clash with grid condition names")
+    return {**conditions, **controls}
