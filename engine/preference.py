@@ -86,7 +86,9 @@ def best_worst_pairs(scores, n_candidates: int, score_grid=0.0) -> PairIndex:
     best, worst = jnp.argmax(grouped, axis=1), jnp.argmin(grouped, axis=1)
     best_score = jnp.take_along_axis(grouped, best[:, None], axis=1)[:, 0]
     worst_score = jnp.take_along_axis(grouped, worst[:, None], axis=1)[:, 0]
-    return PairIndex(_flat(best, n_candidates), _flat(worst, n_candidates), strictly_better(best_score, worst_score, score_grid))
+    return PairIndex(
+        _flat(best, n_candidates), _flat(worst, n_candidates), strictly_better(best_score, worst_score, score_grid)
+    )
 
 
 def length_controlled_pairs(scores, verbosity, n_candidates: int, rho, score_grid=0.0) -> PairIndex:
@@ -115,7 +117,9 @@ def length_controlled_pairs(scores, verbosity, n_candidates: int, rho, score_gri
     chosen_score = jnp.take_along_axis(grouped, chosen[:, None], axis=1)[:, 0]
     rejected_score = jnp.take_along_axis(grouped, rejected[:, None], axis=1)[:, 0]
     return PairIndex(
-        _flat(chosen, n_candidates), _flat(rejected, n_candidates), strictly_better(chosen_score, rejected_score, score_grid)
+        _flat(chosen, n_candidates),
+        _flat(rejected, n_candidates),
+        strictly_better(chosen_score, rejected_score, score_grid),
     )
 
 
@@ -123,7 +127,13 @@ def gather_pairs(tokens, scores, index: PairIndex) -> Pairs:
     """The pairs' tokens and scores from the batch (tokens (batch, 4), scores (batch,))."""
     source = jnp.full(index.keep.shape, POLICY, jnp.int32)
     return Pairs(
-        tokens[index.chosen], tokens[index.rejected], scores[index.chosen], scores[index.rejected], source, source, index.keep
+        tokens[index.chosen],
+        tokens[index.rejected],
+        scores[index.chosen],
+        scores[index.rejected],
+        source,
+        source,
+        index.keep,
     )
 
 
