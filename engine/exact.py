@@ -1,0 +1,187 @@
+"""The policy's whole distribution, exactly, and exact functionals of it.
+
+The world is enumerable, so π over all 4096 sequences costs one pass over the prefix
+tree: the hidden states of the 1 + 8 + 64 + 512 prefixes of length 0..3, each with its
+next-token log-softmax (585 GRU steps), instead of teacher-forcing 4096 sequences × 4
+steps. Everything here handles ONE run (one policy, one set of scores); batching over
+runs is vmap's job. Functions of log-probabilities take the (4096,) vector in the
+lexicographic order of `engine.world.all_sequences()` (position 0 varies slowest).
+
+- `policy_log_probs_tree`: log π of all 4096 sequences, differentiable;
+- `entropy`, `kl`: exact H(π) and KL(π‖π₀); their `jax.grad` is the exact gradient;
+- `k1_terms`, `k3_terms`, `kl_k1`, `kl_k3`: the sampled KL estimators (Schulman's k1, k3,
+  as TRL uses them) on a batch of samples x ~ π, for comparison with the exact KL;
+- `order_statistic_weights`, `best_worst_gap`: exact best-of-N / worst-of-N expectations;
+- `sequence_index`, `policy_mode`: tokens → index into the 4096, and the policy's mode.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from engine.models import HIDDEN, START_TOKEN, Policy, token_gates
+from engine.world import SEQ_LEN, VOCAB
+
+# ----------------------------------------------------------------------------------------
+# The distribution.
+
+
+def _children(cell, input_gates, parent_hidden):
+    """Hidden states of every (parent, token) child: (n, m, HIDDEN) from parents (n, HIDDEN).
+
+    input_gates: (m, 3·HIDDEN) rows of `token_gates`. `engine.models.gru_step`'s equations,
+    with the recurrent product W_hh·h computed once per parent and shared by its m
+    children: 74 recurrent products for the whole tree instead of 585.
+    """
+    input_reset, input_update, input_new = jnp.split(input_gates[None], 3, axis=-1)
+    hidden_reset, hidden_update, hidden_new = jnp.split((parent_hidden @ cell.weight_hh.T)[:, None], 3, axis=-1)
+    reset = jax.nn.sigmoid(input_reset + hidden_reset)
+    update = jax.nn.sigmoid(input_update + hidden_update)
+    new = jnp.tanh(input_new + reset * (hidden_new + cell.bias_n))
+    return new + update * (parent_hidden[:, None] - new)
+
+
+def policy_log_probs_tree(policy: Policy) -> jax.Array:
+    """log π(x) of all 4096 sequences, (4096,), by one pass over the prefix tree.
+
+    Level k holds the 8^k prefixes of length k in lexicographic order, their hidden states
+    and log-probabilities; every prefix gets its next-token log-softmax at once, and child
+    p·8 + t of prefix p reads token t. 1 + 8 + 64 + 512 GRU steps instead of 4096 × 4. The
+    equations, and the order of the four additions, are those of `Policy.log_prob`, so the
+    result equals the teacher-forced `engine.diagnostics.policy_log_probs_all` up to float
+    rounding (a few ulps of log π). Differentiable in the policy.
+    """
+    gates = token_gates(policy.embedding, policy.cell)
+    hidden = _children(policy.cell, gates[START_TOKEN][None], jnp.zeros((1, HIDDEN))).reshape(1, HIDDEN)
+    prefix_log_probs = jnp.zeros((1,))
+    for position in range(SEQ_LEN):
+        next_log_probs = jax.nn.log_softmax(hidden @ policy.head.weight.T + policy.head.bias, axis=-1)
+        prefix_log_probs = (prefix_log_probs[:, None] + next_log_probs).reshape(-1)  # (8^(k+1),)
+        if position < SEQ_LEN - 1:
+            hidden = _children(policy.cell, gates[:VOCAB], hidden).reshape(-1, HIDDEN)
+    return prefix_log_probs
+
+
+def sequence_index(tokens) -> jax.Array:
+    """Index into the 4096 (lexicographic) of sequences (..., 4) int -> (...,) int32."""
+    weights = VOCAB ** jnp.arange(SEQ_LEN - 1, -1, -1)
+    return (jnp.asarray(tokens) * weights).sum(axis=-1).astype(jnp.int32)
+
+
+def policy_mode(log_probs):
+    """The policy's most probable sequence: (index into the 4096, its probability π)."""
+    index = jnp.argmax(log_probs)
+    return index, jnp.exp(log_probs[index])
+
+
+# ----------------------------------------------------------------------------------------
+# Exact functionals. The reference is whatever the caller passes: to penalise toward a fixed
+# π₀, pass π₀'s log-probabilities computed outside the differentiated function.
+
+
+def entropy(log_probs):
+    """H(π) = −Σ π log π, nats (uniform over 4096: ln 4096 ≈ 8.318)."""
+    return -jnp.sum(jnp.exp(log_probs) * log_probs)
+
+
+def kl(log_probs, reference_log_probs):
+    """KL(π‖π₀) = Σ π (log π − log π₀), exact. KL(π‖π) is exactly 0 (the difference is 0)."""
+    return jnp.sum(jnp.exp(log_probs) * (log_probs - reference_log_probs))
+
+
+# ----------------------------------------------------------------------------------------
+# Sampled KL estimators, on a batch of samples x ~ π with their log-probabilities under π
+# (log_probs, differentiable) and under π₀ (reference_log_probs), as in Schulman's note
+# "Approximating KL divergence" (2020) and TRL. Both are unbiased for KL(π‖π₀) as values.
+# As *loss terms* (samples held fixed, gradient through log π only) they are not:
+#   E_π[∇k1] = E_π[∇ log π] = 0                       (k1 adds noise, no pull toward π₀);
+#   E_π[∇k3] = E_π[(1 − π₀/π) ∇ log π] = ∇ KL(π₀‖π)    (k3 pulls along the *forward* KL).
+# tests/test_exact.py checks both identities exactly over the 4096.
+
+
+def k1_terms(log_probs, reference_log_probs):
+    """Per-sample k1 = log π(x) − log π₀(x) = −log r, with r = π₀(x)/π(x)."""
+    return log_probs - reference_log_probs
+
+
+def k3_terms(log_probs, reference_log_probs):
+    """Per-sample k3 = (r − 1) − log r, r = π₀(x)/π(x); ≥ 0, computed with expm1."""
+    log_ratio = reference_log_probs - log_probs
+    return jnp.expm1(log_ratio) - log_ratio
+
+
+def kl_k1(log_probs, reference_log_probs):
+    """Batch mean of k1 over samples x ~ π: the `kl_estimator` = `k1` term."""
+    return jnp.mean(k1_terms(log_probs, reference_log_probs))
+
+
+def kl_k3(log_probs, reference_log_probs):
+    """Batch mean of k3 over samples x ~ π: the `kl_estimator` = `k3` term."""
+    return jnp.mean(k3_terms(log_probs, reference_log_probs))
+
+
+KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
+
+
+# ----------------------------------------------------------------------------------------
+# Order statistics: best and worst of N i.i.d. draws from π, exactly.
+
+
+def _power_difference_quotient(a, b, n):
+    """(a^n − b^n) / (a − b) = Σ_{k<n} a^k b^(n−1−k), summed without cancellation.
+
+    a ≥ b ≥ 0 elementwise; n a non-negative int (Python or traced). Recurrence
+    S_(m+1) = b·S_m + a^m from S_0 = 0.
+    """
+
+    def body(_, carry):
+        total, a_power = carry
+        return b * total + a_power, a_power * a
+
+    total, _ = jax.lax.fori_loop(0, n, body, (jnp.zeros_like(a), jnp.ones_like(a)))
+    return total
+
+
+def order_statistic_weights(scores, probs, n):
+    """P(best of n = x) and P(worst of n = x), each (4096,), for n i.i.d. draws x ~ probs.
+
+    Best and worst are by `scores` (the judge J). In score order with CDF F:
+    P(best ∈ block B) = F(B)^n − F(B⁻)^n, and P(worst ∈ B) = S(B)^n − S(B⁺)^n with S(B) =
+    P(score ≥ B), S(B⁺) = P(score > B).
+    Ties: sequences with exactly equal scores form one block. Within a block the best is
+    drawn in proportion to π — what argmax (first index) over i.i.d. draws does, since
+    each draw that lands in the block is a π|B draw, independent of its position. So
+    P(best = x) = π(x)·(F(B)^n − F(B⁻)^n)/π(B) = π(x)·Σ_{k<n} F(B)^k F(B⁻)^(n−1−k), which
+    needs no division, no cancellation, and no special case for zero-mass blocks.
+    n: int, static or traced (n = 0 gives zero weights).
+    """
+    order = jnp.argsort(scores)
+    sorted_scores = scores[order]
+    sorted_probs = probs[order]
+    below = jnp.concatenate([jnp.zeros(1, probs.dtype), jnp.cumsum(sorted_probs)[:-1]])  # P(score < x), by rank
+    above = jnp.concatenate([jnp.cumsum(sorted_probs[::-1])[::-1][1:], jnp.zeros(1, probs.dtype)])  # P(score > x)
+    starts_block = jnp.concatenate([jnp.array([True]), sorted_scores[1:] != sorted_scores[:-1]])
+    ends_block = jnp.concatenate([sorted_scores[1:] != sorted_scores[:-1], jnp.array([True])])
+    # Each rank gets the cumulative masses at its block's edges: F(B⁻) is `below` at the
+    # block's first rank (the running max over block starts, `below` rising), S(B⁺) is
+    # `above` at its last rank (a reverse running max over block ends).
+    cdf_before = jax.lax.cummax(jnp.where(starts_block, below, -jnp.inf))
+    survival_after = jax.lax.cummax(jnp.where(ends_block, above, -jnp.inf), reverse=True)
+    block_mass = jax.ops.segment_sum(sorted_probs, jnp.cumsum(starts_block) - 1, num_segments=len(scores))
+    mass_of_rank = block_mass[jnp.cumsum(starts_block) - 1]
+    cdf_through = cdf_before + mass_of_rank  # F(B)
+    survival_from = survival_after + mass_of_rank  # S(B)
+    best = sorted_probs * _power_difference_quotient(cdf_through, cdf_before, n)
+    worst = sorted_probs * _power_difference_quotient(survival_from, survival_after, n)
+    unsort = jnp.argsort(order)
+    return best[unsort], worst[unsort]
+
+
+def best_worst_gap(scores, values, probs, n):
+    """E[values(best of n) − values(worst of n)], best and worst by `scores`, exact.
+
+    For n i.i.d. draws from π (`probs` over the 4096). values = scores: the judge's gap
+    (`best_worst_gap_judge`); values = q*: the true gap (`best_worst_gap_true`). n = 1
+    gives exactly 0. Ties in score: see `order_statistic_weights`.
+    """
+    best, worst = order_statistic_weights(scores, probs, n)
+    return jnp.sum((best - worst) * values)
