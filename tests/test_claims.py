@@ -31,8 +31,14 @@ def baseline_curves(rng, n_seeds=N_SEEDS, worse_share=0.2) -> dict:
     }
 
 
-def dataset(conditions: dict) -> xr.Dataset:
-    """conditions: name -> dict of (seed, iteration) curves (missing variables copied from baseline)."""
+ANCHOR_FRACTIONS = {"anchor_0.1": 0.1, "anchor_0.05": 0.05}  # the oracle conditions of the published study
+
+
+def dataset(conditions: dict, anchor_fractions=ANCHOR_FRACTIONS) -> xr.Dataset:
+    """conditions: name -> dict of (seed, iteration) curves (missing variables copied from baseline).
+
+    Knob coordinates as `coevo run` writes them: here only anchor_fraction, which claims read.
+    """
     names = list(conditions)
     base = conditions["baseline"] if "baseline" in conditions else next(iter(conditions.values()))
     data = {
@@ -42,8 +48,14 @@ def dataset(conditions: dict) -> xr.Dataset:
     quality = data["policy_quality"][1]
     n_seeds = quality.shape[1]
     data["final_quality"] = (("condition", "seed"), quality[..., -1])
+    data["peak_iteration"] = (("condition", "seed"), quality.argmax(-1))
     data["diverged"] = (("condition", "seed"), np.zeros((len(names), n_seeds), bool))
-    coords = {"condition": names, "seed": np.arange(n_seeds), "iteration": np.arange(N_ITER + 1)}
+    coords = {
+        "condition": names,
+        "seed": np.arange(n_seeds),
+        "iteration": np.arange(N_ITER + 1),
+        "anchor_fraction": ("condition", [anchor_fractions.get(c, 0.0) for c in names]),
+    }
     return xr.Dataset(data, coords=coords)
 
 
