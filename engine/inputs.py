@@ -62,7 +62,7 @@ def parse_seeds(text: str) -> list[int]:
     The count is checked before any list is built, so '0-99999999' fails at once.
     """
     if not text.strip():
-        raise InputError(f"--seeds {text!r}: no seeds given ({_SEEDS_FORM})")
+        raise InputError(f"--seeds {text!r}: no seeds given; {_SEEDS_FORM}")
     ranges = []
     for part in text.split(","):
         match = _SEED_PART.fullmatch(part)
