@@ -122,8 +122,13 @@ def command_figures(args) -> int:
     ds = engine.load(path)
     for output in output_paths(path.parent, path.stem):
         check_output(output, force=args.force, inputs={path: "the results file"})
-    for written in write_all(ds, path.parent, path.stem, force=args.force):
-        print(f"wrote {written}")
+    try:
+        written = write_all(ds, path.parent, path.stem, force=args.force)
+    except KeyboardInterrupt as stop:
+        stop.add_note(f"some outputs next to {path} may be written (each complete, none half-written)")
+        raise
+    for output in written:
+        print(f"wrote {output}")
     return 0
 
 
