@@ -6,6 +6,10 @@ import sys
 import time
 
 import pytest
+from test_validation import results_file
+
+import analysis.report
+from engine.cli import main
 
 SLOW_IMPORT = (
     "import time\n"
@@ -58,18 +62,11 @@ def test_a_signal_during_the_study_import(tmp_path, signum, status, said):
 
 
 def test_ctrl_c_while_drawing_figures_says_what_may_be_written(tmp_path, monkeypatch, capsys):
-    import analysis.report
-    from engine.cli import main
-    from test_validation import results_file
-
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(analysis.report, "write_all", interrupted)
     results = results_file(tmp_path / "r.nc")
     assert main(["figures", str(results)]) == 130
-    err = capsys.readouterr().err
-    assert (
-        err
-        == f"coevo: interrupted (Ctrl-C): some outputs next to {results} may be written (each complete, none half-written)\n"
-    )
+    said = f"some outputs next to {results} may be written (each complete, none half-written)"
+    assert capsys.readouterr().err == f"coevo: interrupted (Ctrl-C): {said}\n"
