@@ -7,7 +7,7 @@ from analysis.claims import Claim, claims_markdown, evaluate_claims, write_claim
 from analysis.data import diverged_note, mask_diverged, n_diverged
 from analysis.figures import comparison, headline, perception_gap, small_multiples
 from analysis.report import write_all
-from analysis.stats import Summary, paired_difference, seed_summary, t_band
+from analysis.stats import Summary, paired_difference, sd_ratio, seed_summary, t_band
 from analysis.tables import condition_table, write_csv, write_markdown
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "n_diverged",
     "paired_difference",
     "perception_gap",
+    "sd_ratio",
     "seed_summary",
     "small_multiples",
     "t_band",

@@ -6,15 +6,17 @@ numbers by the rule in the claim's `rule` text, never written by hand:
 - "holds": every part of the rule is met; "partly": some part; "does not hold": none
   (or the claim's core part fails, where the rule says so); "n/a": the Dataset lacks a
   condition or iteration the claim needs.
-- Intervals are 95% bootstrap CIs over seeds (`analysis.stats`); condition comparisons are
-  paired by seed (same seed = same pretrained judge and policy initialisation).
+- Intervals are 95% Student-t CIs over seeds (`analysis.stats`, coverage checked by
+  simulation); condition comparisons are paired by seed (same seed = same pretrained judge
+  and policy initialisation).
+- A claim needs at least MIN_SEEDS seeds (WORSE_MODE_MIN_SEEDS for the worse mode) in every
+  condition and pair it reads; with fewer its verdict is "not enough seeds".
   "CI > 0" means the interval's lower bound is above TOLERANCE (float32 residue of collapsed
   policies); a material Δ quality is ≥ MATERIAL.
 - "Final" is the last outer iteration; iteration 0 is the state right after judge pretraining.
 - Diverged runs are left out (`mask_diverged`); a left-out run removes its pairs.
 """
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,8 @@ import xarray as xr
 from scipy import stats
 
 from analysis.data import mask_diverged, n_diverged
-from analysis.stats import BOOTSTRAP_SEED, N_RESAMPLES, Summary, paired_difference, seed_summary
+from analysis.stats import Summary, paired_difference, sd_ratio, seed_summary
+from engine.output import write_atomically
 
 MATERIAL = 0.1  # smallest Δ final quality (q* units; q* over all outputs has sd ≈ 1.31) called material
 LN_OUTPUTS = float(np.log(8**4))  # entropy of the uniform policy over the 4096 outputs, nats
@@ -34,7 +37,11 @@ ASYMMETRIC = ["asymmetric_2", "asymmetric_5", "asymmetric_10"]
 META_ALONE = ["meta_1", "meta_10", "meta_200"]
 ENSEMBLES = ["ensemble_3", "ensemble_5"]
 RESETS = ["reinit_3", "reinit_5"]
-VERDICTS = ("holds", "partly", "does not hold", "n/a")
+VERDICTS = ("holds", "partly", "does not hold", "n/a", "not enough seeds")
+# Below 3 seeds a 95% t-interval spans ±12.7 standard errors: honest, but a verdict from it would
+# report the seed count, not the claim.
+MIN_SEEDS = 3
+WORSE_MODE_MIN_SEEDS = 5  # the published mode holds one seed in five: fewer seeds cannot show it
 TOLERANCE = 5e-4  # bounds within this of 0 count as 0: float32 residue of collapsed policies, below display
 LESS_SPREAD = 0.9  # an sd ratio at or below this (≥ 10% smaller sd) is a material reduction
 
@@ -52,6 +59,18 @@ class _Missing(LookupError):
     """The Dataset lacks something a claim needs: its verdict is n/a."""
 
 
+class _TooFewSeeds(LookupError):
+    """Too few seeds to decide a claim: its verdict is "not enough seeds"."""
+
+    def __init__(self, n: int, needed: int = MIN_SEEDS):
+        super().__init__(f"not enough seeds (n = {n}; this claim needs at least {needed})")
+
+
+def _enough(n: int, needed: int = MIN_SEEDS):
+    if n < needed:
+        raise _TooFewSeeds(n, needed)
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -59,7 +78,9 @@ def _curve(ds: xr.Dataset, condition: str, var: str = "policy_quality") -> np.nd
     """(seed, iteration) values of one condition; NaN rows for diverged runs."""
     if condition not in ds["condition"].values:
         raise _Missing(f"needs condition {condition} (not in this dataset)")
-    return np.asarray(ds[var].sel(condition=condition).values, dtype=float)
+    curve = np.asarray(ds[var].sel(condition=condition).values, dtype=float)
+    _enough(int(np.isfinite(curve).any(axis=1).sum()))
+    return curve
 
 
 def _at(ds: xr.Dataset, condition: str, var: str = "policy_quality", iteration: int = -1) -> np.ndarray:
@@ -83,7 +104,14 @@ def _ci(s: Summary, signed: bool = False) -> str:
 
 def _delta(ds: xr.Dataset, condition: str, reference: str = "baseline", var: str = "policy_quality") -> Summary:
     """Paired Δ of the final value, condition − reference, over seeds."""
-    return paired_difference(_at(ds, condition, var), _at(ds, reference, var))
+    return _paired(_at(ds, condition, var), _at(ds, reference, var))
+
+
+def _paired(a, b) -> Summary:
+    """paired_difference, refused when left-out runs leave too few pairs."""
+    delta = paired_difference(a, b)
+    _enough(delta.n)
+    return delta
 
 
 def _positive(s: Summary) -> bool:
@@ -98,34 +126,6 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _std_ratio(x, y, confidence: float = 0.95) -> tuple:
-    """sd(x)/sd(y) over seeds with a paired percentile bootstrap CI (resampling seeds)."""
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = np.asarray(x, float)[keep], np.asarray(y, float)[keep]
-
-    def ratio(a, b, axis=-1):
-        sa, sb = np.std(a, ddof=1, axis=axis), np.std(b, ddof=1, axis=axis)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where((sa == 0) & (sb == 0), 1.0, sa / sb)
-
-    if x.size < 3:
-        return np.nan, np.nan, np.nan
-    point = float(ratio(x, y))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ci = stats.bootstrap(
-            (x, y),
-            ratio,
-            paired=True,
-            vectorized=True,
-            n_resamples=N_RESAMPLES,
-            confidence_level=confidence,
-            method="percentile",
-            rng=np.random.default_rng(BOOTSTRAP_SEED),
-        ).confidence_interval
-    return point, float(ci.low), float(ci.high)
-
-
 def _ratio_text(r: tuple) -> str:
     return f"{_num(r[0])} [{_num(r[1])}, {_num(r[2])}]"
 
@@ -136,8 +136,8 @@ def _ratio_text(r: tuple) -> str:
 def jump_then_plateau(ds):
     q = _curve(ds, "baseline")
     q0, q1, q2, qf = (_at(ds, "baseline", iteration=i) for i in (0, 1, 2, -1))
-    total = paired_difference(qf, q0)
-    jump, after = paired_difference(q1, q0), paired_difference(qf, q2)
+    total = _paired(qf, q0)
+    jump, after = _paired(q1, q0), _paired(qf, q2)
     with np.errstate(divide="ignore", invalid="ignore"):
         share1, share2 = (np.nanmean(qi - q0) / total.mean for qi in (q1, q2))
     bound = 0.1 * total.mean
@@ -155,10 +155,10 @@ def alignment_falls(ds):
     a = _curve(ds, "baseline", "judge_alignment")
     if a.shape[1] < 4:
         raise _Missing("needs at least 3 outer iterations")
-    start, change = seed_summary(a[:, 0]), paired_difference(a[:, -1], a[:, 0])
+    start, change = seed_summary(a[:, 0]), _paired(a[:, -1], a[:, 0])
     drops = a[:, :-1] - a[:, 1:]  # drops[:, t-1] = a[t-1] − a[t]
     later = 1 + int(np.nanargmax(np.nanmean(drops[:, 1:], axis=0)))
-    first_vs_later = paired_difference(drops[:, 0], drops[:, later])
+    first_vs_later = _paired(drops[:, 0], drops[:, later])
     trough = np.nanmin(a[:, 1:], axis=1)
     recovery = np.nanmean(a[:, -1] - trough) / np.nanmean(a[:, 0] - trough)
     falls, sharpest, stays = change.ci_high < -TOLERANCE, _positive(first_vs_later), recovery <= 0.25
@@ -188,7 +188,7 @@ def entropy_collapses(ds):
 def perceived_keeps_rising(ds):
     p3, pf = _at(ds, "baseline", "judge_perceived_quality", 3), _at(ds, "baseline", "judge_perceived_quality")
     q3, qf = _at(ds, "baseline", iteration=3), _at(ds, "baseline")
-    rise, real, gap = paired_difference(pf, p3), paired_difference(qf, q3), paired_difference(pf, qf)
+    rise, real, gap = _paired(pf, p3), _paired(qf, q3), _paired(pf, qf)
     text = (
         f"perceived final − perceived at 3 {_ci(rise, True)} (real quality over the same span "
         f"{_ci(real, True)}); perceived − real at final {_ci(gap, True)}. Still rising: {_yes(_positive(rise))}; "
@@ -201,8 +201,7 @@ def worse_mode(ds):
     q0, qf = _at(ds, "baseline", iteration=0), _at(ds, "baseline")
     finals = np.sort(qf[np.isfinite(qf)])
     n = finals.size
-    if n < 3:
-        raise _Missing("needs at least 3 baseline seeds")
+    _enough(n, WORSE_MODE_MIN_SEEDS)
     k = 1 + int(np.argmax(np.diff(finals)[: n // 2]))  # lower group: at most half of the seeds
     lower, upper = finals[:k], finals[k:]
     gap, spread = upper.mean() - lower.mean(), np.sqrt(lower.var() + upper.var())
@@ -254,7 +253,7 @@ def ensembles_reduce_variance(ds):
     if not held:
         raise _Missing("needs an ensemble_* condition (none in this dataset)")
     deltas = {c: _delta(ds, c) for c in held}
-    ratio = _std_ratio(_at(ds, held[-1]), _at(ds, "baseline"))
+    ratio = sd_ratio(_at(ds, held[-1]), _at(ds, "baseline"))
     no_lift = all(d.ci_high < MATERIAL for d in deltas.values())
     less_spread = bool(ratio[2] < 1 and ratio[0] <= LESS_SPREAD)
     text = (
@@ -277,7 +276,7 @@ def resets_help_a_little(ds):
         share = np.mean(per_seed[np.isfinite(per_seed)] > 0)
         parts.append(
             f"{c}: Δ {_ci(d, True)}, sd of per-seed Δ {_num(d.std)}, better in {share:.0%} of seeds, "
-            f"sd ratio vs baseline {_ratio_text(_std_ratio(_at(ds, c), base))}"
+            f"sd ratio vs baseline {_ratio_text(sd_ratio(_at(ds, c), base))}"
         )
         if _positive(d):
             helping.append(d.mean)
@@ -293,8 +292,8 @@ def resets_help_a_little(ds):
 
 
 def frozen_keeps_alignment(ds):
-    change = paired_difference(_at(ds, "frozen", "judge_alignment"), _at(ds, "frozen", "judge_alignment", 0))
-    gain = paired_difference(_at(ds, "frozen"), _at(ds, "frozen", iteration=0))
+    change = _paired(_at(ds, "frozen", "judge_alignment"), _at(ds, "frozen", "judge_alignment", 0))
+    gain = _paired(_at(ds, "frozen"), _at(ds, "frozen", iteration=0))
     vs_base = _delta(ds, "frozen")
     kept, little = change.ci_low >= -ALIGNMENT_KEPT, vs_base.ci_high < MATERIAL
     text = (
@@ -309,12 +308,15 @@ def frozen_keeps_alignment(ds):
 
 def anchor_upper_bound(ds):
     anchor = _at(ds, "anchor_0.1")
-    others = [c for c in ds["condition"].values.tolist() if not c.startswith("anchor")]
+    if "anchor_fraction" not in ds.coords:
+        raise _Missing("needs the anchor_fraction knob coordinate to tell oracle conditions apart")
+    oracle = ds["anchor_fraction"].values > 0  # q*-labelled anchor pairs: the oracle's information
+    others = [c for c, is_oracle in zip(ds["condition"].values.tolist(), oracle, strict=True) if not is_oracle]
     if not others:
         raise _Missing("needs a non-oracle condition")
     finals = {c: np.nanmean(_at(ds, c)) for c in others}
     best = max(others, key=finals.get)
-    deltas = {c: paired_difference(anchor, _at(ds, c)) for c in others}
+    deltas = {c: _paired(anchor, _at(ds, c)) for c in others}
     beaten = sum(_positive(d) for d in deltas.values())
     text = (
         f"anchor_0.1 final quality {_ci(seed_summary(anchor))}; best non-oracle {best} {finals[best]:.3f}; "
@@ -383,7 +385,7 @@ REGISTRY = [
     (
         "8. Ensembles: less variance, same ceiling",
         "Ensembles reduce variance but do not lift the ceiling.",
-        f"Less variance: sd(ensemble_5)/sd(baseline) of final quality ≤ {LESS_SPREAD} with paired-bootstrap "
+        f"Less variance: sd(ensemble_5)/sd(baseline) of final quality ≤ {LESS_SPREAD} with Pitman–Morgan "
         "CI < 1. Same "
         f"ceiling: CI upper bound of every ensemble's paired Δ final quality < {MATERIAL}. Both: holds; "
         "one: partly.",
@@ -407,8 +409,8 @@ REGISTRY = [
     (
         "11. The q*-anchor is an upper bound",
         "The q*-anchor (oracle) is an upper bound, not a practical method.",
-        "Paired Δ final quality anchor_0.1 − each non-oracle condition: all CI > 0: holds; all means > 0: "
-        "partly; else does not hold.",
+        "Paired Δ final quality anchor_0.1 − each non-oracle condition (anchor_fraction = 0): all CI > 0: "
+        "holds; all means > 0: partly; else does not hold.",
         anchor_upper_bound,
     ),
 ]
@@ -423,6 +425,8 @@ def evaluate_claims(ds: xr.Dataset) -> list[Claim]:
             measurement, verdict = test(masked)
         except _Missing as missing:
             measurement, verdict = str(missing), "n/a"
+        except _TooFewSeeds as few:
+            measurement, verdict = str(few), "not enough seeds"
         claims.append(Claim(name, statement, rule, measurement, verdict))
     return claims
 
@@ -445,9 +449,11 @@ def claims_markdown(datasets: dict) -> str:
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     left_out = ", ".join(f"{label}: {n_diverged(ds)}" for label, ds in datasets.items())
     footer = (
-        "Intervals: 95% bootstrap CIs over seeds (scipy.stats.bootstrap, BCa, percentile where BCa degenerates, "
-        f"{N_RESAMPLES} resamples, fixed generator); Δ = paired by seed (same pretrained judge and policy "
-        "initialisation); sd ratios: paired percentile bootstrap; mode share: Wilson score interval. "
+        "Intervals: 95% Student-t CIs of the mean over seeds (of the per-seed differences for Δ; coverage "
+        "checked by simulation); Δ = paired by seed (same pretrained judge and policy initialisation); sd "
+        "ratios: Pitman–Morgan interval for paired samples; mode share: Wilson score interval. "
+        f"Verdicts need ≥ {MIN_SEEDS} seeds (≥ {WORSE_MODE_MIN_SEEDS} for the worse mode), else "
+        '"not enough seeds". '
         f'"CI > 0" = lower bound above {TOLERANCE} (float32 residue). Final = last outer iteration; '
         f"iteration 0 = right after judge pretraining. Material Δ quality: "
         f"≥ {MATERIAL} (q* over all 4096 outputs has sd ≈ 1.31). "
@@ -456,7 +462,7 @@ def claims_markdown(datasets: dict) -> str:
     return "\n".join(lines) + "\n\n" + footer + "\n"
 
 
-def write_claims(datasets: dict, path) -> str:
-    """claims_markdown written to `path`."""
-    Path(path).write_text(claims_markdown(datasets))
-    return str(path)
+def write_claims(datasets: dict, path, *, force: bool = False) -> str:
+    """claims_markdown written to `path` (an existing file only with `force`)."""
+    text = claims_markdown(datasets)
+    return str(write_atomically(path, lambda temporary: Path(temporary).write_text(text), force=force))

@@ -13,6 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged, present
 from analysis.stats import t_band
+from engine.output import write_atomically
 
 DPI = 150
 SIZE = (1600 / DPI, 1100 / DPI)
@@ -27,6 +28,7 @@ XLABEL = "outer iteration (0 = after pretraining)"
 BAND = "band: 95% t-interval of the mean over seeds"
 BEST = ("baseline", "asymmetric_10", "ensemble_5", "reinit_5", "asym_meta_10")
 BOUNDS = ("frozen", "anchor_0.1")
+MAX_PANELS = 30  # small multiples beyond this are unreadable and slow (1000 panels took > 400 s)
 
 
 def _runs(values: xr.DataArray, condition: str) -> np.ndarray:
@@ -54,16 +56,20 @@ def _axes_2x2(title: str):
     return fig, axes
 
 
-def _save(fig, path) -> str:
-    fig.savefig(path, dpi=DPI)
-    return str(path)
+def _save(fig, path, force: bool) -> str:
+    return str(write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=DPI, format="png"), force=force))
+
+
+def legend_label(text: str) -> str:
+    """matplotlib leaves out legend labels that start with '_'; a zero-width space keeps them."""
+    return "\u200b" + text if text.startswith("_") else text
 
 
 def _n_kept(ds: xr.Dataset, condition: str) -> int:
     return int((~ds["diverged"].astype(bool).sel(condition=condition)).sum())
 
 
-def headline(ds: xr.Dataset, path, condition: str = "baseline"):
+def headline(ds: xr.Dataset, path, condition: str = "baseline", *, force: bool = False):
     """The four diagnostics of one condition: every seed thinly, their mean and its band."""
     masked = mask_diverged(ds)
     x = ds["iteration"].values
@@ -76,10 +82,10 @@ def headline(ds: xr.Dataset, path, condition: str = "baseline"):
         _line(ax, x, runs, "C0", "mean over seeds")
     handles, labels = axes.flat[2].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), title=BAND, frameon=False)
-    return _save(fig, path)
+    return _save(fig, path, force)
 
 
-def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS):
+def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS, *, force: bool = False):
     """The four diagnostics, one solid line per condition and the bound conditions dotted."""
     bounds = present(ds, bounds)
     solid = [c for c in present(ds, conditions) if c not in bounds]
@@ -96,7 +102,7 @@ def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS):
                 x,
                 _runs(masked[var], condition),
                 f"C{i}",
-                f"{condition} (n={_n_kept(ds, condition)}){'  — bound' if dotted else ''}",
+                legend_label(f"{condition} (n={_n_kept(ds, condition)}){'  — bound' if dotted else ''}"),
                 linestyle=":" if dotted else "-",
                 band_alpha=0.08 if dotted else 0.15,
             )
@@ -109,22 +115,28 @@ def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS):
         title=f"{BAND}; dotted: bounds (frozen judge, q*-anchor oracle)",
         frameon=False,
     )
-    return _save(fig, path)
+    return _save(fig, path, force)
 
 
-def small_multiples(ds: xr.Dataset, path, metric: str = "policy_quality", baseline: str = "baseline"):
-    """One panel per condition on a shared y axis, with the baseline mean in grey for reference."""
+def small_multiples(
+    ds: xr.Dataset, path, metric: str = "policy_quality", baseline: str = "baseline", *, force: bool = False
+):
+    """One panel per condition on a shared y axis, with the baseline mean in grey for reference.
+
+    Only the first MAX_PANELS conditions get a panel (the title says so); the table has every one.
+    """
     masked = mask_diverged(ds)
     x = ds["iteration"].values
-    conditions = ds["condition"].values.tolist()
+    held = ds["condition"].values.tolist()
+    conditions = held[:MAX_PANELS]
     ncols = math.ceil(math.sqrt(1.45 * len(conditions)))
     nrows = math.ceil(len(conditions) / ncols)
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
-    reference = t_band(_runs(masked[metric], baseline))[0] if baseline in conditions else None
+    reference = t_band(_runs(masked[metric], baseline))[0] if baseline in held else None
     for ax, condition in zip(axes.flat[: len(conditions)], conditions, strict=True):
         if reference is not None:
-            ax.plot(x, reference, color="grey", linewidth=1.5, label=f"{baseline} mean")
+            ax.plot(x, reference, color="grey", linewidth=1.5, label=legend_label(f"{baseline} mean"))
         _line(ax, x, _runs(masked[metric], condition), "C0", "mean over seeds")
         ax.set_title(f"{condition}{diverged_note(ds, [condition])}", fontsize=10)
         ax.grid(alpha=0.3)
@@ -133,13 +145,15 @@ def small_multiples(ds: xr.Dataset, path, metric: str = "policy_quality", baseli
         ax.set_axis_off()
     fig.supxlabel(XLABEL)
     fig.supylabel(PANELS.get(metric, metric))
-    fig.suptitle(f"{PANELS.get(metric, metric).split('  [')[0]} by condition{diverged_note(ds)}", fontsize=13)
+    shown = f"; first {len(conditions)} of {len(held)} conditions" if len(conditions) < len(held) else ""
+    title = PANELS.get(metric, metric).split("  [")[0]
+    fig.suptitle(f"{title} by condition{diverged_note(ds)}{shown}", fontsize=13)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower right", ncol=len(labels), title=BAND, frameon=False)
-    return _save(fig, path)
+    return _save(fig, path, force)
 
 
-def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS):
+def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS, *, force: bool = False):
     """Perceived − real quality per iteration: how far the judge's view of the policy drifts from the truth.
 
     With more than eight conditions only the headline mitigations and bounds are drawn, to stay readable.
@@ -163,7 +177,7 @@ def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS):
             x,
             _runs(gap, condition),
             f"C{i}",
-            f"{condition} (n={_n_kept(ds, condition)})",
+            legend_label(f"{condition} (n={_n_kept(ds, condition)})"),
             linestyle=":" if dotted else "-",
             band_alpha=0.08 if dotted else 0.15,
         )
@@ -176,4 +190,4 @@ def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS):
     fig.legend(
         loc="outside lower center", ncol=min(4, len(conditions)), frameon=False, title=f"{BAND}; dotted: bounds{shown}"
     )
-    return _save(fig, path)
+    return _save(fig, path, force)

@@ -1,18 +1,22 @@
-"""Seed-level statistics: one run per seed is the unit, so every interval is over seeds."""
+"""Seed-level statistics: one run per seed is the unit, so every interval is over seeds.
+
+Intervals are Student-t intervals of the mean, paired differences t-intervals of the
+per-seed differences. Their 95% coverage is exact for normal data at every n ≥ 2 and is
+checked by simulation (tests/test_stats.py: 95% ± 2% at n = 3, 5, 10, 100). The BCa
+bootstrap used before covered 50% at 2 seeds and 83% at 5: a bootstrap only knows the
+spread its few seeds show, so it is far too narrow at the seed counts this lab runs.
+"""
 
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-
-N_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0  # fixed so tables are reproducible byte for byte
+from scipy import special
 
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean, sample std (ddof=1) and bootstrap CI of the finite values; n counts them."""
+    """Mean, sample std (ddof=1) and Student-t CI of the mean of the finite values; n counts them."""
 
     mean: float
     std: float
@@ -21,37 +25,37 @@ class Summary:
     n: int
 
 
-def _bootstrap_ci(values: np.ndarray, confidence: float) -> tuple:
-    """BCa bootstrap CI of the mean; percentile where BCa degenerates; a point where data are constant."""
-    if values.size < 2:
-        return np.nan, np.nan
-    mean = float(values.mean())
-    if np.allclose(values, mean, rtol=1e-12, atol=1e-12):
-        return mean, mean
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ci = stats.bootstrap(
-                (values,),
-                np.mean,
-                n_resamples=N_RESAMPLES,
-                confidence_level=confidence,
-                method=method,
-                rng=np.random.default_rng(BOOTSTRAP_SEED),
-            ).confidence_interval
-        if np.isfinite(ci.low) and np.isfinite(ci.high):
-            return float(ci.low), float(ci.high)
-    return np.nan, np.nan
+def _t_quantile(confidence: float, df):
+    """Two-sided Student-t critical value (scipy.special.stdtrit: t.ppf without its per-call overhead)."""
+    return special.stdtrit(df, 0.5 + confidence / 2)
+
+
+def t_band(values, axis: int = 0, confidence: float = 0.95) -> tuple:
+    """Nan-aware mean and Student-t interval along `axis` (seeds); NaN where fewer than 2 values.
+
+    Vectorised: per-iteration bands for figures.
+    """
+    values = np.asarray(values, dtype=float)
+    values = np.where(np.isfinite(values), values, np.nan)
+    n = np.sum(np.isfinite(values), axis=axis)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=axis)
+        sem = np.nanstd(values, axis=axis, ddof=1) / np.sqrt(n)
+        half = _t_quantile(confidence, n - 1) * sem
+    return mean, mean - half, mean + half
 
 
 def seed_summary(values, confidence: float = 0.95) -> Summary:
-    """Summarise a 1-D array over seeds; NaN entries (left-out runs) are dropped first."""
+    """Summarise a 1-D array over seeds; NaN/inf entries (left-out runs) are dropped first."""
     values = np.asarray(values, dtype=float).ravel()
     values = values[np.isfinite(values)]
     n = values.size
-    mean = float(values.mean()) if n else np.nan
-    std = float(values.std(ddof=1)) if n > 1 else np.nan
-    return Summary(mean, std, *_bootstrap_ci(values, confidence), n)
+    if n < 2:
+        return Summary(float(values[0]) if n else np.nan, np.nan, np.nan, np.nan, n)
+    mean, std = float(values.mean()), float(values.std(ddof=1))
+    half = float(_t_quantile(confidence, n - 1)) * std / np.sqrt(n)
+    return Summary(mean, std, mean - half, mean + half, n)
 
 
 def paired_difference(condition_values, baseline_values, confidence: float = 0.95) -> Summary:
@@ -63,13 +67,28 @@ def paired_difference(condition_values, baseline_values, confidence: float = 0.9
     return seed_summary(difference, confidence)
 
 
-def t_band(values, axis: int = 0, confidence: float = 0.95) -> tuple:
-    """Nan-aware mean and Student-t interval along `axis` (seeds): cheap per-iteration bands for figures."""
-    values = np.asarray(values, dtype=float)
-    n = np.sum(np.isfinite(values), axis=axis)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(values, axis=axis)
-        sem = np.nanstd(values, axis=axis, ddof=1) / np.sqrt(n)
-        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
-    return mean, mean - half, mean + half
+def sd_ratio(x, y, confidence: float = 0.95) -> tuple:
+    """sd(x)/sd(y) over paired seeds with the Pitman–Morgan interval; (NaN, NaN, NaN) below 3 pairs.
+
+    For pairs, var(x) = θ·var(y) exactly when x + √θ·y and x − √θ·y are uncorrelated, so the
+    t-test of that correlation (n − 2 degrees of freedom, exact for bivariate normal data)
+    inverts into a closed-form interval for θ: F·(1 + K ± √(K(K + 2))) with F = s_x²/s_y²,
+    K = 2·t²·(1 − r²)/(n − 2) and r the correlation of x and y. The paired percentile
+    bootstrap used before had the bootstrap's small-sample undercoverage.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = x.size
+    if n < 3:
+        return np.nan, np.nan, np.nan
+    sx, sy = x.std(ddof=1), y.std(ddof=1)
+    if sx == 0 or sy == 0:
+        point = 1.0 if sx == sy else np.inf if sy == 0 else 0.0
+        return point, np.nan, np.nan
+    r = float(np.clip(np.corrcoef(x, y)[0, 1], -1, 1))
+    f = (sx / sy) ** 2
+    t = _t_quantile(confidence, n - 2)
+    k = 2 * t**2 * (1 - r**2) / (n - 2)
+    spread = np.sqrt(k * (k + 2))
+    return float(sx / sy), float(np.sqrt(f * (1 + k - spread))), float(np.sqrt(f * (1 + k + spread)))

@@ -1,42 +1,50 @@
 """One row per condition: where it ends, how it compares with baseline seed for seed."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from analysis.data import mask_diverged, n_diverged
-from analysis.stats import N_RESAMPLES, paired_difference, seed_summary
+from analysis.stats import paired_difference, seed_summary
+from engine.output import write_atomically
 
 FINALS = {"quality": "policy_quality", "alignment": "judge_alignment"}
 
 
 def condition_table(ds: xr.Dataset, baseline: str = "baseline", confidence: float = 0.95) -> pd.DataFrame:
-    """Final quality/alignment (mean, std, bootstrap CI), mean peak iteration, paired Δ vs baseline.
+    """Final quality/alignment (mean, std, t CI), mean peak iteration, paired Δ vs baseline.
 
     Finals are the last iteration. Diverged runs are left out and counted in `n_diverged`;
     the Δ columns are NaN when there is no baseline condition.
     """
     masked = mask_diverged(ds)
     final = masked.isel(iteration=-1)
-    has_baseline = baseline in ds["condition"].values
-    reference = final.sel(condition=baseline) if has_baseline else final.isel(condition=0) * np.nan
+    conditions = ds["condition"].values.tolist()
+    has_baseline = baseline in conditions
+    # Plain (condition, seed) arrays read once: selecting per condition costs seconds at 1000 conditions.
+    finals = {name: final[var].transpose("condition", "seed").values for name, var in FINALS.items()}
+    peaks = masked["peak_iteration"].transpose("condition", "seed").values
+    left_out = ds["diverged"].astype(bool).transpose("condition", "seed").values.sum(axis=1)
+    no_reference = np.full(ds.sizes["seed"], np.nan)
+    references = {
+        name: values[conditions.index(baseline)] if has_baseline else no_reference for name, values in finals.items()
+    }
     rows = []
-    for condition in ds["condition"].values.tolist():
-        left_out = n_diverged(ds, [condition])
-        row = {"condition": condition, "n_seeds": ds.sizes["seed"] - left_out, "n_diverged": left_out}
-        values = {name: final[var].sel(condition=condition).values for name, var in FINALS.items()}
-        for name in FINALS:
-            summary = seed_summary(values[name], confidence)
+    for c, condition in enumerate(conditions):
+        row = {"condition": condition, "n_seeds": ds.sizes["seed"] - int(left_out[c]), "n_diverged": int(left_out[c])}
+        for name, values in finals.items():
+            summary = seed_summary(values[c], confidence)
             row |= {
                 f"final_{name}_mean": summary.mean,
                 f"final_{name}_std": summary.std,
                 f"final_{name}_ci_low": summary.ci_low,
                 f"final_{name}_ci_high": summary.ci_high,
             }
-        peaks = masked["peak_iteration"].sel(condition=condition).values
-        row["peak_iteration_mean"] = float(np.nanmean(peaks)) if np.isfinite(peaks).any() else np.nan
-        for name, var in FINALS.items():
-            delta = paired_difference(values[name], reference[var].values, confidence)
+        row["peak_iteration_mean"] = float(np.nanmean(peaks[c])) if np.isfinite(peaks[c]).any() else np.nan
+        for name, values in finals.items():
+            delta = paired_difference(values[c], references[name], confidence)
             row |= {
                 f"delta_{name}_mean": delta.mean,
                 f"delta_{name}_ci_low": delta.ci_low,
@@ -52,10 +60,9 @@ def condition_table(ds: xr.Dataset, baseline: str = "baseline", confidence: floa
     return table
 
 
-def write_csv(table: pd.DataFrame, path) -> str:
+def write_csv(table: pd.DataFrame, path, *, force: bool = False) -> str:
     """Full-precision numbers for downstream use (NaN written as empty cells)."""
-    table.to_csv(path, index=False)
-    return str(path)
+    return str(write_atomically(path, lambda temporary: table.to_csv(temporary, index=False), force=force))
 
 
 def _num(x: float) -> str:
@@ -66,7 +73,7 @@ def _ci(low: float, high: float) -> str:
     return "–" if not (np.isfinite(low) and np.isfinite(high)) else f"[{low:.3f}, {high:.3f}]"
 
 
-def write_markdown(table: pd.DataFrame, path) -> str:
+def write_markdown(table: pd.DataFrame, path, *, force: bool = False) -> str:
     """A human-readable table with a caption that says what the intervals are and what was left out."""
     percent = round(100 * table.attrs.get("confidence", 0.95))
     baseline = table.attrs.get("baseline")
@@ -98,11 +105,10 @@ def write_markdown(table: pd.DataFrame, path) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     k = table.attrs.get("n_diverged", int(table["n_diverged"].sum()))
     caption = (
-        f"Final = last outer iteration. Intervals: {percent}% bootstrap CI of the mean over seeds "
-        f"(BCa, {N_RESAMPLES} resamples). Δ = paired by seed (condition − {baseline or 'baseline'})"
+        f"Final = last outer iteration. Intervals: {percent}% Student-t CI of the mean over seeds "
+        f"(of the per-seed differences for Δ). Δ = paired by seed (condition − {baseline or 'baseline'})"
         f"{'' if baseline else ', not computed: no baseline condition'}. "
         f"{k} diverged run{'s' if k != 1 else ''} left out."
     )
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n\n" + caption + "\n")
-    return str(path)
+    text = "\n".join(lines) + "\n\n" + caption + "\n"
+    return str(write_atomically(path, lambda temporary: Path(temporary).write_text(text), force=force))

@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.inputs import load_study
+
 DEFAULT_SIZES = (1, 17, 85, 340)
 SEQUENTIAL_MAX = 17
 
@@ -123,8 +125,6 @@ def main(args) -> int:
     if args.measure:
         print(json.dumps(measure(json.loads(args.measure))))
         return 0
-    from engine.cli import load_study
-
     base = {}
     if args.steps_per_iter:
         base["steps_per_iter"] = args.steps_per_iter

@@ -1,80 +1,50 @@
 """`coevo run | figures | claims | bench`: the lab's command line.
 
-Every input is checked before JAX compiles anything; a bad study exits with status 2
-and writes nothing. Results are written atomically, and an existing file is kept
-unless --force.
+Every input is checked before JAX compiles anything: a bad input prints one line on
+stderr and exits with status 2, having written nothing. Results are written atomically
+and no existing file is replaced without --force (see engine.output). Ctrl-C exits 130,
+SIGTERM 143, each with one line saying what was lost.
 """
 
 import argparse
-import importlib.util
-import os
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import jax
 
-from engine.devices import join_cluster, use_all_cpu_cores
+from engine.devices import JOIN_TIMEOUT, join_cluster, use_all_cpu_cores
+from engine.inputs import InputError, find_study, load_study, parse_seeds
+from engine.output import OutputError, check_output, leftover_temporaries, reserve
+from engine.results import ResultsFileError
+from engine.study import StudyError
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
+BAD_INPUT = (StudyError, InputError, OutputError, ResultsFileError, FileExistsError)
+SUMMARY_ROWS = 20  # conditions listed at the end of a run; the table from `coevo figures` has all
+FLAGGED_SHOWN = 10  # diverged or under-pretrained runs named at the end of a run
 
 
-class InputError(ValueError):
-    """A command-line input that cannot be used (bad path, missing study, ...)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever Python is when it arrives, so it unwinds like Ctrl-C."""
 
 
-def load_study(reference: str) -> dict:
-    """A study dict from a name in studies/ (e.g. 'blog') or a path to a .py file defining STUDY."""
-    if reference.endswith(".py") or os.sep in reference:
-        location = Path(reference)
-        if not location.is_file():
-            raise InputError(f"study file {reference!r} does not exist")
-    else:
-        location = STUDIES_DIR / f"{reference}.py"
-        if not location.is_file():
-            known = sorted(p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith("_"))
-            raise InputError(f"no study named {reference!r} in {STUDIES_DIR} (known: {', '.join(known)})")
-    spec = importlib.util.spec_from_file_location(f"_coevo_study_{location.stem}", location)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:  # a study file may raise anything on import
-        raise InputError(f"study {reference!r} raised on import: {type(error).__name__}: {error}") from None
-    if not hasattr(module, "STUDY"):
-        raise InputError(f"study {reference!r} does not define STUDY")
-    return module.STUDY
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors raise InputError, so they end in the same one line as every bad input."""
 
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0..4]; '0,3,7' -> [0, 3, 7]; '0-2,9' -> [0, 1, 2, 9]."""
-    seeds = []
-    try:
-        for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            seeds.extend(range(int(low), int(high) + 1) if high else [int(low)])
-    except ValueError:
-        raise InputError(f"--seeds {text!r}: expected e.g. '0-4' or '0,3,7'") from None
-    return seeds
-
-
-def check_output(out: Path, force: bool):
-    """Refuse an output path that cannot be written, before any compilation."""
-    if not out.parent.is_dir():
-        raise InputError(f"--out {out}: directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise InputError(f"--out {out}: directory {out.parent} is not writable")
-    if out.is_dir():
-        raise InputError(f"--out {out}: is a directory")
-    if out.exists() and not force:
-        raise InputError(f"--out {out}: exists; pass --force to overwrite it")
+    def error(self, message):
+        raise InputError(f"{message} (see {self.prog} --help)")
 
 
 def summary_lines(ds) -> list[str]:
-    """Per condition: final quality and alignment, mean ± std over seeds (diverged runs left out)."""
+    """Per condition (the first SUMMARY_ROWS): final quality and alignment, mean ± std over seeds,
+    diverged runs left out; then the runs that diverged or missed their pretraining target."""
     final = ds.isel(iteration=-1).where(~ds.diverged)
     lines = [f"{'condition':<16} {'final quality':>18} {'final alignment':>18}  seeds"]
-    for condition in ds.condition.values:
+    for condition in ds.condition.values[:SUMMARY_ROWS]:
         row = final.sel(condition=condition)
         quality, alignment = row.policy_quality, row.judge_alignment
         n = int((~ds.diverged.sel(condition=condition)).sum())
@@ -82,10 +52,13 @@ def summary_lines(ds) -> list[str]:
             f"{condition:<16} {float(quality.mean()):>9.3f} ± {float(quality.std(ddof=1)) if n > 1 else 0:<6.3f}"
             f" {float(alignment.mean()):>9.3f} ± {float(alignment.std(ddof=1)) if n > 1 else 0:<6.3f}  {n}"
         )
+    hidden = ds.sizes["condition"] - SUMMARY_ROWS
+    if hidden > 0:
+        lines.append(f"… {hidden} more conditions (all are in the table written by `coevo figures`)")
     diverged = _flagged(ds, "diverged")
     missed = _flagged(ds, "pretrain_reached", flagged_when=False)
-    lines.append(f"diverged runs (left out of the summary): {len(diverged)} {', '.join(diverged)}".rstrip())
-    lines.append(f"runs whose judge pretraining missed its target: {len(missed)} {', '.join(missed)}".rstrip())
+    lines.append(f"diverged runs (left out of the summary): {_listed(diverged)}")
+    lines.append(f"runs whose judge pretraining missed its target: {_listed(missed)}")
     lines.append(f"compile {ds.attrs['compile_seconds']:.1f} s, run {ds.attrs['run_seconds']:.1f} s")
     return lines
 
@@ -95,26 +68,47 @@ def _flagged(ds, variable: str, flagged_when: bool = True) -> list[str]:
     return [f"{ds.condition.values[c]}/seed {ds.seed.values[s]}" for c, s in zip(*flags.nonzero())]
 
 
+def _listed(runs: list[str]) -> str:
+    more = f", … {len(runs) - FLAGGED_SHOWN} more" if len(runs) > FLAGGED_SHOWN else ""
+    return f"{len(runs)} {', '.join(runs[:FLAGGED_SHOWN])}{more}".rstrip()
+
+
+def _warn_leftovers(out: Path):
+    leftovers = leftover_temporaries(out)
+    if leftovers:
+        names = ", ".join(str(path) for path in leftovers)
+        print(
+            f"coevo: warning: temporary files left by an earlier save that was killed: {names} (safe to delete)",
+            file=sys.stderr,
+        )
+
+
 def command_run(args) -> int:
     import engine
 
+    if args.max_runs_per_chunk is not None and args.max_runs_per_chunk < 1:
+        raise InputError(f"--max-runs-per-chunk {args.max_runs_per_chunk}: must be at least 1")
+    source = find_study(args.study)
     study = load_study(args.study)
-    seeds = parse_seeds(args.seeds) if args.seeds else None
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     resolved = engine.resolve(study, seeds)
     out = Path(args.out) if args.out else Path("data") / f"{resolved.name}.nc"
     if not args.out:
         out.parent.mkdir(exist_ok=True)
-    check_output(out, args.force)
+    check_output(out, force=args.force, inputs={source: "the study's source file"})
+    writer = jax.process_index() == 0  # multi-host: every process holds the whole Dataset; one writes it
     n_runs = len(resolved.conditions) * len(resolved.seeds)
-    print(f"{resolved.name}: {len(resolved.conditions)} conditions x {len(resolved.seeds)} seeds = {n_runs} runs")
-    try:
-        ds = engine.run_study(resolved, progress=not args.quiet, max_runs_per_chunk=args.max_runs_per_chunk)
-        if jax.process_index() != 0:  # multi-host: every process holds the whole Dataset; one writes it
-            return 0
-        engine.save(ds, out, force=args.force)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: nothing written to {out}; the {n_runs} runs in progress are lost", file=sys.stderr)
-        return 130
+    with reserve(out) if writer else nullcontext():
+        _warn_leftovers(out)
+        print(f"{resolved.name}: {len(resolved.conditions)} conditions x {len(resolved.seeds)} seeds = {n_runs} runs")
+        try:
+            ds = engine.run_study(resolved, progress=not args.quiet, max_runs_per_chunk=args.max_runs_per_chunk)
+            if not writer:
+                return 0
+            engine.save(ds, out, force=args.force)
+        except KeyboardInterrupt as stop:
+            stop.add_note(f"nothing written to {out}; the {n_runs} runs in progress are lost")
+            raise
     print("\n".join(summary_lines(ds)))
     print(f"wrote {out}")
     return 0
@@ -122,14 +116,19 @@ def command_run(args) -> int:
 
 def command_figures(args) -> int:
     import engine
-    from analysis import write_all
+    from analysis.report import output_paths, write_all
 
     path = Path(args.path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist")
     ds = engine.load(path)
-    for written in write_all(ds, path.parent, path.stem):
-        print(f"wrote {written}")
+    for output in output_paths(path.parent, path.stem):
+        check_output(output, force=args.force, inputs={path: "the results file"})
+    try:
+        written = write_all(ds, path.parent, path.stem, force=args.force)
+    except KeyboardInterrupt as stop:
+        stop.add_note(f"some outputs next to {path} may be written (each complete, none half-written)")
+        raise
+    for output in written:
+        print(f"wrote {output}")
     return 0
 
 
@@ -138,11 +137,8 @@ def command_claims(args) -> int:
     from analysis.claims import claims_markdown, write_claims
 
     paths = [Path(p) for p in args.paths]
-    for path in paths:
-        if not path.is_file():
-            raise InputError(f"{path} does not exist")
-    if args.out and not Path(args.out).parent.is_dir():
-        raise InputError(f"--out {args.out}: directory {Path(args.out).parent} does not exist")
+    if args.out:
+        check_output(args.out, force=args.force, inputs={path: "an input results file" for path in paths})
     loaded = [engine.load(path) for path in paths]
     counts = [ds.sizes["seed"] for ds in loaded]
     labels = [f"{n} seeds" if counts.count(n) == 1 else path.stem for n, path in zip(counts, paths)]
@@ -151,7 +147,7 @@ def command_claims(args) -> int:
     datasets = dict(zip(labels, loaded))
     print(claims_markdown(datasets), end="")
     if args.out:
-        print(f"wrote {write_claims(datasets, args.out)}")
+        print(f"wrote {write_claims(datasets, args.out, force=args.force)}")
     return 0
 
 
@@ -176,7 +172,7 @@ def command_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coevo", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="coevo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a study into data/<name>.nc")
@@ -187,17 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-runs-per-chunk", type=int, default=None, help="split larger studies into chunks")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0 (see README)")
-    run.add_argument("--num-processes", type=int, default=1, help="multi-host: number of processes")
-    run.add_argument("--process-id", type=int, default=0, help="multi-host: this process's index")
+    run.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    run.add_argument("--process-id", type=int, help="multi-host: this process's index")
+    run.add_argument(
+        "--join-timeout", type=float, default=JOIN_TIMEOUT, help=f"multi-host: seconds to wait (default {JOIN_TIMEOUT})"
+    )
     run.set_defaults(handler=command_run)
 
     figures = commands.add_parser("figures", help="figures and tables next to a results file")
     figures.add_argument("path", help="a results file written by 'coevo run'")
+    figures.add_argument("--force", action="store_true", help="overwrite existing figures and tables")
     figures.set_defaults(handler=command_figures)
 
     claims = commands.add_parser("claims", help="test the published study's claims on results files")
     claims.add_argument("paths", nargs="+", metavar="FILE", help="results files written by 'coevo run'")
     claims.add_argument("--out", help="also write the markdown table here")
+    claims.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     claims.set_defaults(handler=command_claims)
 
     knobs = commands.add_parser("knobs", help="print every knob as a markdown table")
@@ -212,23 +213,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_if_asked(args):
+    """Multi-host flags are used together or not at all."""
+    cluster = (args.num_processes, args.process_id)
+    if args.coordinator is None:
+        if cluster != (None, None):
+            raise InputError("--num-processes and --process-id need --coordinator HOST:PORT (multi-host runs)")
+        return
+    if None in cluster:
+        raise InputError("--coordinator needs both --num-processes and --process-id")
+    join_cluster(args.coordinator, args.num_processes, args.process_id, args.join_timeout)
+
+
+def _run_in_float32():
+    """The lab's numbers are float32 by design: JAX_ENABLE_X64=1 would change every dtype."""
+    if jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", False)
+        print("coevo: note: JAX_ENABLE_X64 is ignored; the lab runs in float32", file=sys.stderr)
+
+
 def _terminate(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    use_all_cpu_cores()
-    if getattr(args, "coordinator", None):
-        join_cluster(args.coordinator, args.num_processes, args.process_id)
-    signal.signal(signal.SIGTERM, _terminate)
-    from engine.study import StudyError
-
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = build_parser().parse_args(argv)
+        _run_in_float32()
+        use_all_cpu_cores()
+        if args.command == "run":
+            _join_if_asked(args)
         return args.handler(args)
-    except (StudyError, InputError, FileExistsError) as error:
+    except BAD_INPUT as error:
         print(f"coevo: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt as stop:
+        what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted (Ctrl-C)"
+        print(f"coevo: {what}: {'; '.join(getattr(stop, '__notes__', [])) or 'nothing written'}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

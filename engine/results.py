@@ -6,9 +6,7 @@ temporary name and renamed into place, so a result file is never half-written.
 """
 
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import jax
@@ -18,6 +16,7 @@ import xarray as xr
 
 from engine.diagnostics import METRICS, UNITS
 from engine.knobs import KNOBS
+from engine.output import write_atomically
 from engine.study import ResolvedStudy
 
 ENGINE_VERSION = "0.1.0"
@@ -102,25 +101,45 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
 
 
 def save(ds: xr.Dataset, path, *, force: bool = False) -> Path:
-    """Write netCDF atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        ds.to_netcdf(temporary, engine="netcdf4")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    """Write netCDF atomically (a temporary file in the same folder, then a rename); see engine.output."""
+    return write_atomically(path, lambda temporary: ds.to_netcdf(temporary, engine="netcdf4"), force=force)
+
+
+class ResultsFileError(ValueError):
+    """A file that is not a readable coevo results file."""
+
+
+# What analysis reads, with its dimensions: a file without them was not written by coevo.
+REQUIRED = {
+    **{metric: ("condition", "seed", "iteration") for metric in METRICS if metric != "meta_judge_accuracy"},
+    "peak_iteration": ("condition", "seed"),
+    "diverged": ("condition", "seed"),
+}
 
 
 def load(path) -> xr.Dataset:
-    """Read a results file fully into memory (the file is closed afterwards)."""
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        return ds.load()
+    """Read a results file fully into memory (the file is closed afterwards).
+
+    Anything that is not a complete coevo results file (missing, empty, truncated, not
+    netCDF, or netCDF without the lab's variables) raises ResultsFileError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsFileError(f"{path}: does not exist or is not a file")
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            ds = ds.load()
+    except Exception as error:  # netCDF4/HDF5 raise OSError, ValueError, RuntimeError, ... by where the damage is
+        raise ResultsFileError(f"{path}: not a readable netCDF file ({type(error).__name__}: {error})") from None
+    wrong = [name for name, dims in REQUIRED.items() if name not in ds or ds[name].dims != dims]
+    if wrong:
+        raise ResultsFileError(
+            f"{path}: not a coevo results file: no {', '.join(wrong)} over (condition, seed[, iteration])"
+        )
+    empty = [dim for dim in ("condition", "seed", "iteration") if ds.sizes[dim] == 0]
+    if empty:
+        raise ResultsFileError(f"{path}: holds no {' and no '.join(empty)}")
+    return ds
 
 
 def study_of(ds: xr.Dataset) -> dict:

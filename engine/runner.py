@@ -1,5 +1,6 @@
 """Run a study: resolve → plan each chunk → compile once → start + advance per chunk → Dataset."""
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -41,16 +42,19 @@ def seed_chunks(seeds, n_conditions: int, max_runs: int) -> list[list[int]]:
     """Split seeds into as few equal chunks as keep each near max_runs runs (a chunk holds at
     least one seed of every condition).
 
-    The last chunk is padded with unused placeholder seeds (their runs are dropped), so
-    every chunk has the same shapes and reuses one compiled program.
+    The last chunk is padded with placeholder seeds (their runs are dropped), so every chunk
+    has the same shapes and reuses one compiled program. Placeholders are the smallest
+    non-negative integers not in the study: distinct (a repeated seed would share pretrained
+    judges and shrink the pretraining table) and valid int32 whatever the study's seeds.
     """
+    if max_runs < 1:
+        raise ValueError(f"max_runs must be at least 1, got {max_runs}")
     n_chunks = -(-len(seeds) * n_conditions // max_runs)
     per_chunk = -(-len(seeds) // n_chunks)
     chunks = [list(seeds[i : i + per_chunk]) for i in range(0, len(seeds), per_chunk)]
-    placeholder = max(seeds) + 1
-    while len(chunks[-1]) < per_chunk:
-        chunks[-1].append(placeholder)
-        placeholder += 1
+    used = set(seeds)
+    unused = (candidate for candidate in itertools.count() if candidate not in used)
+    chunks[-1].extend(itertools.islice(unused, per_chunk - len(chunks[-1])))
     return chunks
 
 

@@ -10,6 +10,7 @@ import difflib
 import json
 import numbers
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,10 +115,18 @@ def _check_condition_name(study: str, name) -> str:
     return name
 
 
+MAX_SEEDS = 1_000_000  # per study: far beyond any useful study, small enough to check in a second
+
+
 def _check_seeds(study: str, seeds) -> tuple[int, ...]:
+    """Seeds as a tuple of distinct ints in [0, 2**31); linear in their number."""
     where = _where(study, None, "seeds")
     if not isinstance(seeds, (list, tuple, range, np.ndarray)):
         raise StudyError(f"{where}: expected a list of non-negative integers, got {seeds!r} ({type(seeds).__name__})")
+    if isinstance(seeds, np.ndarray) and seeds.ndim != 1:
+        raise StudyError(f"{where}: expected a 1-D list of seeds, got a {seeds.ndim}-D array of shape {seeds.shape}")
+    if len(seeds) > MAX_SEEDS:
+        raise StudyError(f"{where}: {len(seeds)} seeds; a study takes at most {MAX_SEEDS}")
     seeds = list(seeds)
     if not seeds:
         raise StudyError(f"{where}: the seed list is empty")
@@ -126,10 +135,12 @@ def _check_seeds(study: str, seeds) -> tuple[int, ...]:
             raise StudyError(f"{where}: seeds must be integers, got {seed!r} ({type(seed).__name__})")
         if not 0 <= seed <= MAX_INT:
             raise StudyError(f"{where}: seeds must be in [0, 2**31), got {seed!r}")
-    duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
-    if duplicates:
-        raise StudyError(f"{where}: duplicate seeds {duplicates}")
-    return tuple(int(s) for s in seeds)
+    seeds = tuple(int(s) for s in seeds)
+    if len(set(seeds)) < len(seeds):
+        duplicates = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
+        more = f", … ({len(duplicates)} in all)" if len(duplicates) > 10 else ""
+        raise StudyError(f"{where}: duplicate seeds [{', '.join(map(str, duplicates[:10]))}{more}]")
+    return seeds
 
 
 def resolve(study: dict, seeds=None) -> ResolvedStudy:

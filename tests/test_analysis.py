@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+import analysis.figures
 from analysis import (
     comparison,
     condition_table,
@@ -19,6 +20,8 @@ from analysis import (
     write_all,
     write_markdown,
 )
+from analysis.figures import MAX_PANELS
+from engine.output import OutputError
 
 CONDITIONS = ["baseline", "asymmetric_10", "frozen"]
 METRICS = ["policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality", "meta_judge_accuracy"]
@@ -71,7 +74,7 @@ def ds_diverged(ds):
     return ds
 
 
-def test_bootstrap_ci_covers_known_mean():
+def test_t_interval_covers_known_mean():
     values = np.random.default_rng(1).normal(1.0, 1.0, 200)
     summary = seed_summary(values)
     assert summary.ci_low < 1.0 < summary.ci_high
@@ -198,3 +201,41 @@ def test_individual_figures(ds, tmp_path):
         perception_gap(ds, tmp_path / "g.png"),
     ):
         assert (tmp_path / path.split("/")[-1]).stat().st_size > 10_000
+
+
+def test_write_all_refuses_existing_outputs_without_force(ds, tmp_path):
+    existing = tmp_path / "tiny_table.csv"
+    existing.write_text("earlier table")
+    existing.chmod(0o640)
+    with pytest.raises(OutputError, match="exists; pass --force"):
+        write_all(ds, tmp_path, "tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_table.csv"]  # checked before drawing anything
+    write_all(ds, tmp_path, "tiny", force=True)
+    assert existing.read_text().startswith("condition,") and existing.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Figures drawn but not written: the Figure objects, to inspect."""
+    figures = []
+    monkeypatch.setattr(analysis.figures, "_save", lambda fig, path, force: figures.append(fig) or str(path))
+    return figures
+
+
+def test_small_multiples_of_a_thousand_conditions_are_capped(drawn, tmp_path):
+    conditions = ["baseline"] + [f"c{i}" for i in range(999)]
+    small_multiples(synthetic(conditions=conditions, n_seeds=3), tmp_path / "s.png")
+    (fig,) = drawn
+    assert sum(ax.axison for ax in fig.axes) == MAX_PANELS
+    assert f"first {MAX_PANELS} of 1000 conditions" in fig._suptitle.get_text()
+
+
+def test_condition_names_starting_with_underscore_stay_in_legends(drawn, ds, tmp_path):
+    ds = ds.assign_coords(condition=["_baseline", "_asym", "frozen"])
+    comparison(ds, ["_baseline", "_asym"], tmp_path / "c.png")
+    perception_gap(ds, tmp_path / "g.png")
+    small_multiples(ds, tmp_path / "s.png", baseline="_baseline")
+    for fig in drawn:
+        labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+        assert any("_baseline" in label for label in labels), labels
+    assert sum("_asym" in text.get_text() for text in drawn[0].legends[0].get_texts()) == 1

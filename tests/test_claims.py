@@ -31,8 +31,14 @@ def baseline_curves(rng, n_seeds=N_SEEDS, worse_share=0.2) -> dict:
     }
 
 
-def dataset(conditions: dict) -> xr.Dataset:
-    """conditions: name -> dict of (seed, iteration) curves (missing variables copied from baseline)."""
+ANCHOR_FRACTIONS = {"anchor_0.1": 0.1, "anchor_0.05": 0.05}  # the oracle conditions of the published study
+
+
+def dataset(conditions: dict, anchor_fractions=ANCHOR_FRACTIONS) -> xr.Dataset:
+    """conditions: name -> dict of (seed, iteration) curves (missing variables copied from baseline).
+
+    Knob coordinates as `coevo run` writes them: here only anchor_fraction, which claims read.
+    """
     names = list(conditions)
     base = conditions["baseline"] if "baseline" in conditions else next(iter(conditions.values()))
     data = {
@@ -42,8 +48,14 @@ def dataset(conditions: dict) -> xr.Dataset:
     quality = data["policy_quality"][1]
     n_seeds = quality.shape[1]
     data["final_quality"] = (("condition", "seed"), quality[..., -1])
+    data["peak_iteration"] = (("condition", "seed"), quality.argmax(-1))
     data["diverged"] = (("condition", "seed"), np.zeros((len(names), n_seeds), bool))
-    coords = {"condition": names, "seed": np.arange(n_seeds), "iteration": np.arange(N_ITER + 1)}
+    coords = {
+        "condition": names,
+        "seed": np.arange(n_seeds),
+        "iteration": np.arange(N_ITER + 1),
+        "anchor_fraction": ("condition", [anchor_fractions.get(c, 0.0) for c in names]),
+    }
     return xr.Dataset(data, coords=coords)
 
 
@@ -133,3 +145,35 @@ def test_cli_claims(base, tmp_path, capsys):
     assert "verdict (20 seeds)" in capsys.readouterr().out
     assert "1. Quality jumps" in (tmp_path / "claims.md").read_text()
     assert main(["claims", str(tmp_path / "missing.nc")]) == 2
+
+
+def test_too_few_seeds_to_decide(base):
+    two = {k: v[:2] for k, v in base.items()}
+    claims = evaluate_claims(dataset({"baseline": two, "asymmetric_10": shifted(two, 0.5)}))
+    decided = [c for c in claims if c.verdict not in ("not enough seeds", "n/a")]
+    assert not decided, decided
+    assert claims[0].measurement.startswith("not enough seeds (n = 2; this claim needs at least 3)")
+    assert "**not enough seeds**" in claims_markdown({"2 seeds": dataset({"baseline": two})})
+
+
+def test_worse_mode_needs_five_seeds():
+    four = baseline_curves(np.random.default_rng(1), n_seeds=4, worse_share=0.25)
+    five = baseline_curves(np.random.default_rng(1), n_seeds=5, worse_share=0.2)
+    assert verdicts(dataset({"baseline": four}))["5"] == "not enough seeds"
+    assert verdicts(dataset({"baseline": five}))["5"] == "holds"
+    assert verdicts(dataset({"baseline": four}))["1"] == "holds"  # other claims decide from 3 seeds
+
+
+def test_diverged_runs_can_leave_too_few_pairs(base):
+    ds = dataset({"baseline": base, "asymmetric_10": shifted(base, 0.5)}).isel(seed=slice(0, 4))
+    ds["policy_quality"].loc[dict(condition="asymmetric_10", seed=[0])] = np.nan
+    ds["policy_quality"].loc[dict(condition="baseline", seed=[1])] = np.nan
+    assert verdicts(ds)["6"] == "not enough seeds"  # 3 seeds each, but only 2 complete pairs
+
+
+def test_oracle_conditions_are_told_by_their_anchor_fraction_not_their_name(base):
+    conditions = {"baseline": base, "anchor_0.1": shifted(base, 1.0), "anchored_name": shifted(base, 2.0)}
+    assert verdicts(dataset(conditions))["11"] == "does not hold"  # anchored_name has no anchor: it is a rival
+    oracles = {**ANCHOR_FRACTIONS, "anchored_name": 0.3}
+    assert verdicts(dataset(conditions, anchor_fractions=oracles))["11"] == "holds"
+    assert verdicts(dataset(conditions).drop_vars("anchor_fraction"))["11"] == "n/a"

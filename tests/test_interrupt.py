@@ -1,9 +1,31 @@
-"""Ctrl-C / SIGTERM during a run: no partial file, and a message saying what was lost."""
+"""Ctrl-C / SIGTERM at any moment: no partial file, one line saying what was lost, exit 130 / 143."""
 
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
+from test_validation import results_file
+
+import analysis.report
+from engine.cli import main
+
+SLOW_IMPORT = (
+    "import time\n"
+    "print('importing', flush=True)\n"
+    "time.sleep(60)\n"
+    'STUDY = {"name": "never", "seeds": [0], "conditions": {"baseline": {}}}\n'
+)
+
+
+def coevo(*args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigterm_during_a_run_leaves_no_file(tmp_path):
@@ -13,16 +35,38 @@ def test_sigterm_during_a_run_leaves_no_file(tmp_path):
         ' "conditions": {"baseline": {}}}\n'
     )
     out = tmp_path / "slow.nc"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", str(study), "--out", str(out), "--quiet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = coevo("run", study, "--out", out, "--quiet")
     assert "2 runs" in process.stdout.readline()  # validated; now compiling or running
     time.sleep(2)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert "interrupted: nothing written" in stderr and "2 runs" in stderr
-    assert list(tmp_path.iterdir()) == [study]
+    assert process.returncode == 143
+    assert stderr.splitlines()[-1].startswith("coevo: terminated (SIGTERM): nothing written to")
+    assert "2 runs" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == [study]  # no file, no temporary, no lock
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "said"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_signal_during_the_study_import(tmp_path, signum, status, said):
+    study = tmp_path / "slow_import.py"
+    study.write_text(SLOW_IMPORT)
+    process = coevo("run", study, "--out", tmp_path / "x.nc")
+    assert process.stdout.readline() == "importing\n"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status
+    assert stderr == f"coevo: {said} ({'SIGTERM' if status == 143 else 'Ctrl-C'}): nothing written\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["slow_import.py"]
+
+
+def test_ctrl_c_while_drawing_figures_says_what_may_be_written(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analysis.report, "write_all", interrupted)
+    results = results_file(tmp_path / "r.nc")
+    assert main(["figures", str(results)]) == 130
+    said = f"some outputs next to {results} may be written (each complete, none half-written)"
+    assert capsys.readouterr().err == f"coevo: interrupted (Ctrl-C): {said}\n"

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,23 @@ def test_a_study_must_be_a_dict():
 def test_bad_seed_override_is_refused():
     assert "duplicate" in refused(probe(), seeds=[3, 3])
     assert "empty" in refused(probe(), seeds=[])
+    assert "1-D list of seeds, got a 0-D array" in refused(probe(seeds=np.array(3)))
+    assert "at most 1000000" in refused(probe(), seeds=range(1_000_001))
+
+
+def test_seed_validation_is_linear():
+    """100k seeds took 63 s with the quadratic duplicate check; the linear one takes well under a second."""
+    started = time.perf_counter()
+    assert len(resolve(probe(), seeds=range(100_000)).seeds) == 100_000
+    assert "duplicate seeds [7]" in refused(probe(), seeds=[*range(100_000), 7])
+    assert time.perf_counter() - started < 10
+
+
+def test_placeholder_seeds_of_a_chunked_study_stay_valid_int32():
+    """Placeholders were max(seeds) + 1, …: past 2**31 - 1 they overflowed int32."""
+    seeds = [2**31 - 1, 2**31 - 2, 2**31 - 3, 0, 1]
+    chunks = engine.runner.seed_chunks(seeds, n_conditions=1, max_runs=3)
+    assert chunks == [[2**31 - 1, 2**31 - 2, 2**31 - 3], [0, 1, 2]]  # 2: the smallest seed not in the study
 
 
 # ---------------------------------------------------------------- hypothesis
@@ -537,3 +555,182 @@ def test_coevo_script_exits_with_status_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("coevo: error: study 'badfile'") and "did you mean 'n_judges'" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py"]
+
+
+# ---------------------------------------------------------------- every command, every bad input
+
+
+def results_file(path: Path, **drop) -> Path:
+    """A minimal results file of the shape `coevo run` writes (variables in `drop` left out)."""
+    import xarray as xr
+
+    curves = np.zeros((1, 3, 2))
+    data = {
+        name: (("condition", "seed", "iteration"), curves)
+        for name in ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality")
+    }
+    data |= {"peak_iteration": (("condition", "seed"), np.zeros((1, 3), int))}
+    data |= {"diverged": (("condition", "seed"), np.zeros((1, 3), bool))}
+    ds = xr.Dataset({k: v for k, v in data.items() if k not in drop}, coords={"condition": ["baseline"]})
+    ds.to_netcdf(path, engine="netcdf4")
+    return path
+
+
+def truncated(path: Path) -> Path:
+    whole = results_file(path).read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+# name -> (argv from the test folder, environment, expected part of the one-line message)
+GOOD = "good.py"
+BAD_INPUTS = {
+    "study path without .py": (lambda d: ["run", str(d / "good")], {}, "expected a path ending in .py"),
+    "study path with another suffix": (lambda d: ["run", str(d / "good.txt")], {}, "expected a path ending in .py"),
+    "study that calls sys.exit(0)": (lambda d: ["run", str(d / "exits.py")], {}, "called sys.exit(0) on import"),
+    "seeds a 0-d array": (lambda d: ["run", str(d / "scalar_seeds.py")], {}, "got a 0-D array"),
+    "max runs per chunk 0": (lambda d: ["run", GOOD, "--max-runs-per-chunk", "0"], {}, "must be at least 1"),
+    "max runs per chunk negative": (lambda d: ["run", GOOD, "--max-runs-per-chunk=-4"], {}, "must be at least 1"),
+    "max runs per chunk not a number": (lambda d: ["run", GOOD, "--max-runs-per-chunk", "x"], {}, "invalid int"),
+    "seeds 5-1": (lambda d: ["run", GOOD, "--seeds", "5-1"], {}, "the range 5-1 is empty"),
+    "seeds 0-": (lambda d: ["run", GOOD, "--seeds", "0-"], {}, "cannot read '0-'"),
+    "seeds empty": (lambda d: ["run", GOOD, "--seeds", ""], {}, "no seeds given"),
+    "seeds 1_000": (lambda d: ["run", GOOD, "--seeds", "1_000"], {}, "cannot read '1_000'"),
+    "seeds +3": (lambda d: ["run", GOOD, "--seeds", "+3"], {}, "cannot read '+3'"),
+    "seeds in full-width digits": (lambda d: ["run", GOOD, "--seeds", "５"], {}, "plain digits"),
+    "seeds 0-99999999": (
+        lambda d: ["run", GOOD, "--seeds", "0-99999999"],
+        {},
+        "100000000 seeds; a study takes at most",
+    ),
+    "out is the study file": (lambda d: ["run", GOOD, "--out", GOOD, "--force"], {}, "is the study's source file"),
+    "unknown option": (lambda d: ["run", GOOD, "--sedes", "1"], {}, "unrecognized arguments: --sedes"),
+    "COEVO_CPU_DEVICES not a number": (lambda d: ["run", GOOD], {"COEVO_CPU_DEVICES": "two"}, "positive integer"),
+    "COEVO_CPU_DEVICES 0": (lambda d: ["run", GOOD], {"COEVO_CPU_DEVICES": "0"}, "positive integer"),
+    "COEVO_CPU_DEVICES negative": (lambda d: ["run", GOOD], {"COEVO_CPU_DEVICES": "-2"}, "positive integer"),
+    "process id out of range": (
+        lambda d: ["run", GOOD, "--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"],
+        {},
+        "--process-id 2: must be in 0..1",
+    ),
+    "negative process id": (
+        lambda d: ["run", GOOD, "--coordinator", "localhost:1", "--num-processes", "2", "--process-id=-1"],
+        {},
+        "must be in 0..1",
+    ),
+    "no processes": (
+        lambda d: ["run", GOOD, "--coordinator", "localhost:1", "--num-processes", "0", "--process-id", "0"],
+        {},
+        "must be at least 1",
+    ),
+    "cluster flags without a coordinator": (
+        lambda d: ["run", GOOD, "--num-processes", "2", "--process-id", "1"],
+        {},
+        "need --coordinator",
+    ),
+    "coordinator without cluster flags": (
+        lambda d: ["run", GOOD, "--coordinator", "localhost:1"],
+        {},
+        "needs both --num-processes and --process-id",
+    ),
+    "coordinator without a port": (
+        lambda d: ["run", GOOD, "--coordinator", "localhost", "--num-processes", "2", "--process-id", "1"],
+        {},
+        "expected HOST:PORT",
+    ),
+    "unreachable coordinator": (
+        lambda d: [
+            *("run", GOOD, "--coordinator", f"localhost:{free_port()}", "--num-processes", "2", "--process-id", "1"),
+            *("--join-timeout", "1"),
+        ],
+        {},
+        "not reachable within 1 s",
+    ),
+    "coordinator address not of this machine": (
+        lambda d: ["run", GOOD, "--coordinator", "192.0.2.1:4321", "--num-processes", "2", "--process-id", "0"],
+        {},
+        "process 0 cannot serve there",
+    ),
+    "figures on a missing file": (lambda d: ["figures", str(d / "missing.nc")], {}, "does not exist"),
+    "figures on a folder": (lambda d: ["figures", str(d)], {}, "is not a file"),
+    "figures on an empty file": (lambda d: ["figures", str(d / "empty.nc")], {}, "not a readable netCDF file"),
+    "figures on a truncated file": (lambda d: ["figures", str(d / "truncated.nc")], {}, "not a readable netCDF"),
+    "figures on a text file": (lambda d: ["figures", str(d / "text.nc")], {}, "not a readable netCDF file"),
+    "figures on a foreign netCDF": (lambda d: ["figures", str(d / "foreign.nc")], {}, "not a coevo results file"),
+    "claims on a missing file": (lambda d: ["claims", str(d / "missing.nc")], {}, "does not exist"),
+    "claims on an empty file": (lambda d: ["claims", str(d / "empty.nc")], {}, "not a readable netCDF file"),
+    "claims on a truncated file": (lambda d: ["claims", str(d / "truncated.nc")], {}, "not a readable netCDF"),
+    "claims on a text file": (lambda d: ["claims", str(d / "text.nc")], {}, "not a readable netCDF file"),
+    "claims on a foreign netCDF": (lambda d: ["claims", str(d / "foreign.nc")], {}, "no diverged"),
+    "claims --out its own input": (
+        lambda d: ["claims", str(d / "r.nc"), "--out", str(d / "r.nc"), "--force"],
+        {},
+        "is an input results file",
+    ),
+    "claims --out an existing file": (
+        lambda d: ["claims", str(d / "r.nc"), "--out", str(d / "text.nc")],
+        {},
+        "exists; pass --force",
+    ),
+    "claims --out a missing folder": (
+        lambda d: ["claims", str(d / "r.nc"), "--out", str(d / "nowhere" / "c.md")],
+        {},
+        "does not exist",
+    ),
+    "bench with an unknown study": (lambda d: ["bench", "--study", "no_such_study"], {}, "no study named"),
+}
+
+
+class TestEveryBadInputEndsInOneLine:
+    """Exit status 2, one line on stderr, no traceback, nothing written, nothing compiled."""
+
+    @pytest.fixture
+    def folder(self, tmp_path, monkeypatch):
+        write(tmp_path / GOOD, GOOD_STUDY)
+        write(tmp_path / "good", GOOD_STUDY)
+        write(tmp_path / "good.txt", GOOD_STUDY)
+        write(tmp_path / "exits.py", "import sys\nsys.exit(0)\n")
+        write(tmp_path / "scalar_seeds.py", GOOD_STUDY + "import numpy\nSTUDY['seeds'] = numpy.array(3)\n")
+        write(tmp_path / "empty.nc", "")
+        write(tmp_path / "text.nc", "condition,seed\nbaseline,0\n")
+        results_file(tmp_path / "r.nc")
+        results_file(tmp_path / "foreign.nc", diverged=True)
+        truncated(tmp_path / "truncated.nc")
+        monkeypatch.chdir(tmp_path)
+        return tmp_path
+
+    @pytest.mark.parametrize("case", BAD_INPUTS)
+    def test_bad_input(self, case, folder, monkeypatch, capsys):
+        argv, environment, expected = BAD_INPUTS[case]
+        argv = argv(folder)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        for target in (engine, engine.runner):
+            monkeypatch.setattr(target, "run_study", lambda *a, **k: pytest.fail("compiled"))
+        before = {path: path.read_bytes() if path.is_file() else None for path in folder.rglob("*")}
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("coevo: error: ") and err.count("\n") == 1, err
+        assert expected in err, err
+        assert {path: path.read_bytes() if path.is_file() else None for path in folder.rglob("*")} == before
+
+
+def test_x64_in_the_environment_still_runs_float32(cli, tmp_path, capsys):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        with pytest.raises(Compiled):
+            main(["run", str(write(tmp_path / "good.py", GOOD_STUDY)), "--out", str(tmp_path / "x.nc"), "--quiet"])
+        assert not jax.config.jax_enable_x64
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    assert "JAX_ENABLE_X64 is ignored; the lab runs in float32" in capsys.readouterr().err
