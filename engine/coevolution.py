@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import optax
 
 from engine.diagnostics import exact_metrics, judge_scores_all, spearman
-from engine.knobs import Condition, Sizes, Variant
-from engine.models import Judge, Policy, ensemble_scores
+from engine.knobs import Condition, Sizes, Variant, code
+from engine.models import Judge, Policy, ensemble_scores, select_init
 from engine.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences, reference_q_star, transition_term
 
 PRETRAIN_TARGET_NOISE = 0.1
@@ -64,6 +64,12 @@ def holdout_pairs(n_holdout: int):
     )
 
 
+def initial_model(model_class, key, condition: Condition):
+    """A fresh Policy or Judge, initialised as the run's `init` knob says (the reference's Flax
+    defaults, or Equinox's); both draws come from the same key."""
+    return select_init(model_class(key=key), key=key, reference=condition.init == code("init", "reference"))
+
+
 def tree_select(mask, new, old):
     """`new` where mask (a scalar bool) is true, else `old`, leaf by leaf."""
     return jax.tree.map(lambda n, o: jnp.where(mask, n, o), new, old)
@@ -99,7 +105,7 @@ class PretrainInputs(eqx.Module):
 def pretrain_judge(job: PretrainInputs, sizes: Sizes) -> PretrainResult:
     """Pretrain member `job.member` of seed `job.seed`; stops at the first check >= target."""
     keys = run_keys(job.seed)
-    judge = Judge(key=jax.random.fold_in(keys["judges"], job.member))
+    judge = initial_model(Judge, jax.random.fold_in(keys["judges"], job.member), job.condition)
     data_key = jax.random.fold_in(keys["pretrain"], job.member)
     sequences = jnp.asarray(all_sequences())
     q_star = q_star_of(job.condition.transition_alpha)
@@ -166,7 +172,7 @@ class RunState(eqx.Module):
 
 
 def init_run(run: RunInputs) -> RunState:
-    policy = Policy(key=run_keys(run.seed)["policy"])
+    policy = initial_model(Policy, run_keys(run.seed)["policy"], run.condition)
     return RunState(
         policy=policy,
         policy_opt=adam_init(_params(policy), run.condition.lr_policy),

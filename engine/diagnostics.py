@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import jax.scipy.stats
 import numpy as np
 
+from engine.exact import policy_log_probs_tree
 from engine.models import Judge, Policy, ensemble_scores
 from engine.world import all_sequences
 
@@ -22,13 +23,14 @@ def judge_scores_all(judges: Judge):
 
 
 def policy_log_probs_all(policy: Policy):
-    """log π(x) of every one of the 4096 sequences (sums to one in probability)."""
+    """log π(x) of every one of the 4096 sequences by teacher forcing (the slow reference for
+    `engine.exact.policy_log_probs_tree`, which the diagnostics use)."""
     return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences()))
 
 
 def exact_metrics(policy: Policy, judges: Judge, q_star) -> dict:
     """The per-iteration diagnostics of one run, each exact over all outputs."""
-    log_probs = policy_log_probs_all(policy)
+    log_probs = policy_log_probs_tree(policy)
     probs = jnp.exp(log_probs)
     scores = judge_scores_all(judges)
     # Elementwise product then sum, not a dot: a vmapped dot may pick a different kernel

@@ -18,7 +18,7 @@ lexicographic order of `engine.world.all_sequences()` (position 0 varies slowest
 import jax
 import jax.numpy as jnp
 
-from engine.models import HIDDEN, START_TOKEN, Policy, token_gates
+from engine.models import HIDDEN, START_TOKEN, Policy, gru_update, token_gates
 from engine.world import SEQ_LEN, VOCAB
 
 # ----------------------------------------------------------------------------------------
@@ -28,16 +28,11 @@ from engine.world import SEQ_LEN, VOCAB
 def _children(cell, input_gates, parent_hidden):
     """Hidden states of every (parent, token) child: (n, m, HIDDEN) from parents (n, HIDDEN).
 
-    input_gates: (m, 3·HIDDEN) rows of `token_gates`. `engine.models.gru_step`'s equations,
-    with the recurrent product W_hh·h computed once per parent and shared by its m
-    children: 74 recurrent products for the whole tree instead of 585.
+    input_gates: (m, 3·HIDDEN) rows of `token_gates`. The recurrent product W_hh·h is
+    computed once per parent and shared by its m children: 74 recurrent products for the
+    whole tree instead of 585.
     """
-    input_reset, input_update, input_new = jnp.split(input_gates[None], 3, axis=-1)
-    hidden_reset, hidden_update, hidden_new = jnp.split((parent_hidden @ cell.weight_hh.T)[:, None], 3, axis=-1)
-    reset = jax.nn.sigmoid(input_reset + hidden_reset)
-    update = jax.nn.sigmoid(input_update + hidden_update)
-    new = jnp.tanh(input_new + reset * (hidden_new + cell.bias_n))
-    return new + update * (parent_hidden[:, None] - new)
+    return gru_update(cell, input_gates[None], (parent_hidden @ cell.weight_hh.T)[:, None], parent_hidden[:, None])
 
 
 def policy_log_probs_tree(policy: Policy) -> jax.Array:

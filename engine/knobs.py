@@ -75,6 +75,13 @@ def holdout_pairs(knobs: dict) -> int:
 
 
 KNOBS = {
+    # both models
+    "init": Knob(
+        ("reference", "equinox"),
+        "reference",
+        "initial weights of policy and judges: the reference's Flax defaults, or Equinox's",
+        pretrain=True,
+    ),
     # the policy
     "lr_policy": Knob(float, 3e-4, "Adam learning rate of the policy", positive=True),
     "entropy_bonus": Knob(

@@ -30,14 +30,24 @@ def token_gates(embedding: eqx.nn.Embedding, cell: eqx.nn.GRUCell):
     return jax.vmap(lambda e: cell.weight_ih @ e + cell.bias)(embedding.weight)
 
 
-def gru_step(cell: eqx.nn.GRUCell, input_gates, hidden):
-    """`eqx.nn.GRUCell.__call__` with the input gates precomputed (same equations)."""
-    input_reset, input_update, input_new = jnp.split(input_gates, 3)
-    hidden_reset, hidden_update, hidden_new = jnp.split(cell.weight_hh @ hidden, 3)
+def gru_update(cell: eqx.nn.GRUCell, input_gates, hidden_gates, hidden):
+    """`eqx.nn.GRUCell.__call__`'s equations from precomputed gate pre-activations.
+
+    input_gates = W_ih·x + b and hidden_gates = W_hh·h, each (..., 3·HIDDEN); hidden (..., HIDDEN).
+    Broadcasts over leading axes, so the prefix tree (`engine.exact`) can share one W_hh·h
+    among a parent's children.
+    """
+    input_reset, input_update, input_new = jnp.split(input_gates, 3, axis=-1)
+    hidden_reset, hidden_update, hidden_new = jnp.split(hidden_gates, 3, axis=-1)
     reset = jax.nn.sigmoid(input_reset + hidden_reset)
     update = jax.nn.sigmoid(input_update + hidden_update)
     new = jnp.tanh(input_new + reset * (hidden_new + cell.bias_n))
     return new + update * (hidden - new)
+
+
+def gru_step(cell: eqx.nn.GRUCell, input_gates, hidden):
+    """One GRU step of one sequence with its input gates precomputed (`token_gates`)."""
+    return gru_update(cell, input_gates, cell.weight_hh @ hidden, hidden)
 
 
 class Policy(eqx.Module):
@@ -115,14 +125,33 @@ def _lecun_normal(key, shape, dtype):
     return jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)(key, shape, dtype)
 
 
+def _haar_orthogonal(key, n: int, dtype):
+    """An n×n orthogonal matrix from the Haar measure, as `jax.nn.initializers.orthogonal()`
+    draws it: the Q of a Gaussian matrix's QR with R's diagonal made positive.
+
+    That Q is what Gram–Schmidt produces, so it is computed here by classical Gram–Schmidt
+    applied twice per column ("twice is enough": orthogonal to float32 rounding) in plain
+    jnp. LAPACK's QR (what `orthogonal()` calls) deadlocks inside a CPU program sharded over
+    several devices (seen with jax 0.10.2), and this runs inside the sharded program.
+    """
+    gaussian = jax.random.normal(key, (n, n), dtype)
+
+    def add_column(j, q):
+        column = gaussian[:, j]
+        for _ in range(2):
+            column = column - q @ (q.T @ column)
+        return q.at[:, j].set(column / jnp.linalg.norm(column))
+
+    return jax.lax.fori_loop(0, n, add_column, jnp.zeros((n, n), dtype))
+
+
 def _orthogonal_gate_blocks(key, hidden: int, dtype):
     """Three independent hidden×hidden orthogonal blocks stacked as (3·hidden, hidden).
 
     Flax draws each recurrent kernel (hr, hz, hn) with `orthogonal()` in its (in, out)
     layout; Equinox multiplies `weight_hh @ h`, so each block is that kernel transposed.
     """
-    draw = jax.nn.initializers.orthogonal()
-    kernels = jax.vmap(lambda k: draw(k, (hidden, hidden), dtype))(jax.random.split(key, 3))
+    kernels = jax.vmap(lambda k: _haar_orthogonal(k, hidden, dtype))(jax.random.split(key, 3))
     return jnp.swapaxes(kernels, 1, 2).reshape(3 * hidden, hidden)
 
 
@@ -130,7 +159,7 @@ def reference_init(model: Policy | Judge, *, key) -> Policy | Judge:
     """`model` with every array re-drawn as the reference's Flax defaults draw it.
 
     Works for a single `Policy` or `Judge` (not a stacked ensemble: map it per member).
-    Pure and cheap (three 32×32 QRs), so it traces under jit/vmap with traced keys.
+    Pure and cheap (three 32×32 Gram–Schmidt passes), so it traces under jit/vmap with traced keys.
 
     - embedding (n, 16): `nn.Embed`'s `variance_scaling(1, "fan_in", "normal", out_axis=0)`,
       which for an (n, 16) table has fan-in 16: untruncated normal, std 1/4.

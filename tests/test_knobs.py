@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import engine
 from engine.knobs import (
@@ -16,6 +17,7 @@ from engine.knobs import (
     Condition,
     Sizes,
     Variant,
+    condition_arrays,
     knob_table,
     with_knob_table,
 )
@@ -102,3 +104,16 @@ def test_committed_blog_results_reproduce_bit_for_bit():
     ds = engine.run_study(study)
     for metric in ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality"):
         np.testing.assert_array_equal(ds[metric], committed[metric].sel(condition=chosen))
+
+
+def test_a_categorical_knob_takes_only_its_choices():
+    study = {"name": "c", "seeds": [0], "conditions": {"flax": {"init": "flax"}}}
+    with pytest.raises(
+        engine.StudyError, match=r"condition 'flax', field 'init': expected one of 'reference', 'equinox'"
+    ):
+        engine.resolve(study)
+    with pytest.raises(engine.StudyError, match="expected one of"):
+        engine.resolve({**study, "conditions": {"one": {"init": 1}}})
+    resolved = engine.resolve({**study, "conditions": {"eqx": {"init": "equinox"}}})
+    assert resolved.conditions["eqx"]["init"] == "equinox"
+    assert int(condition_arrays([resolved.conditions["eqx"]]).init[0]) == KNOBS["init"].code("equinox") == 1
