@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from engine.diagnostics import exact_metrics, judge_scores_all, spearman
+from engine import exact, preference
+from engine.diagnostics import FINITE_METRICS, exact_metrics, judge_scores_all, spearman
 from engine.knobs import Condition, Sizes, Variant, code
 from engine.models import Judge, Policy, ensemble_scores, select_init
 from engine.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences, reference_q_star, transition_term
@@ -161,6 +162,19 @@ def make_run_inputs(condition: Condition, seed, pretrained_table: Judge, pretrai
     return RunInputs(condition, seed, jax.tree.map(lambda leaf: leaf[pretrain_index], pretrained_table))
 
 
+class PairStats(eqx.Module):
+    """Sums over the current outer iteration's DPO training pairs (zeros under REINFORCE)."""
+
+    offered: jax.Array  # pairs built
+    kept: jax.Array  # pairs trained on
+    judge_gap: jax.Array  # Σ over kept pairs of J(chosen) − J(rejected)
+    true_gap: jax.Array  # Σ over kept pairs of q*(chosen) − q*(rejected)
+
+    @staticmethod
+    def zero():
+        return PairStats(*(jnp.float32(0) for _ in range(4)))
+
+
 class RunState(eqx.Module):
     """Everything a run carries from step to step."""
 
@@ -169,16 +183,23 @@ class RunState(eqx.Module):
     judges: Judge  # stacked (n_judges, ...)
     judge_opt: optax.OptState  # stacked (n_judges, ...)
     meta_accuracy: jax.Array  # last holdout accuracy measured this outer iteration (NaN: none)
+    initial_log_probs: jax.Array  # (4096,) log π₀: the KL anchor, dpo's `initial` reference, anchored rejection
+    reference_log_probs: jax.Array  # (4096,) log π at the start of this outer iteration: dpo's `iteration` reference
+    pairs: PairStats  # this outer iteration's dpo training pairs
 
 
 def init_run(run: RunInputs) -> RunState:
     policy = initial_model(Policy, run_keys(run.seed)["policy"], run.condition)
+    initial_log_probs = jax.lax.stop_gradient(exact.policy_log_probs_tree(policy))
     return RunState(
         policy=policy,
         policy_opt=adam_init(_params(policy), run.condition.lr_policy),
         judges=run.pretrained,
         judge_opt=fresh_judge_opt(run.pretrained, run.condition.lr_judge),
         meta_accuracy=jnp.float32(jnp.nan),
+        initial_log_probs=initial_log_probs,
+        reference_log_probs=initial_log_probs,
+        pairs=PairStats.zero(),
     )
 
 
@@ -186,13 +207,36 @@ def fresh_judge_opt(judges: Judge, lr_judge):
     return eqx.filter_vmap(lambda judge: adam_init(_params(judge), lr_judge))(judges)
 
 
-def policy_update(state: RunState, run: RunInputs, key, sizes: Sizes) -> RunState:
-    """Sample a batch, reward it with the ensemble's mean score, take one REINFORCE step.
+def entropy_terms(condition: Condition, log_prob):
+    """The reference's 'entropy bonus' c·mean(log π) (zero expected gradient: a quirk) and the
+    sampled entropy regulariser c·mean((log π − mean log π)|const · log π) (its gradient
+    estimates −∇H), on the policy's own batch: part of the policy loss under every rule."""
+    surprise = jax.lax.stop_gradient(log_prob - log_prob.mean())
+    return condition.entropy_bonus * jnp.mean(log_prob) + condition.entropy_regulariser * jnp.mean(surprise * log_prob)
 
-    loss = -mean((r - mean r) log π) + entropy_bonus mean(log π)   [reference; the second
-    term has zero expected gradient: a quirk]
-         + entropy_regulariser mean((log π - mean log π)|const · log π)   [a real entropy
-    regulariser: its gradient estimates -∇H].
+
+def sampled_kl_term(state: RunState, condition: Condition, tokens, log_prob):
+    """c·KL(π‖π₀) estimated on the batch, for kl_estimator k1 or k3 (0 for `exact`, handled apart).
+
+    k1: the score-function form c·mean((log π − log π₀)|const · log π), whose gradient is an
+    unbiased estimate of ∇KL(π‖π₀) (the RLHF reward penalty); k3: c·mean((r − 1) − log r),
+    r = π₀/π, differentiated through log π with the samples fixed (as GRPO uses it), whose
+    expected gradient is ∇KL(π₀‖π), the forward KL.
+    """
+    initial = state.initial_log_probs[exact.sequence_index(tokens)]
+    k1 = jnp.mean(jax.lax.stop_gradient(log_prob - initial) * log_prob)
+    k3 = exact.kl_k3(log_prob, initial)
+    estimator = condition.kl_estimator
+    term = jnp.where(
+        estimator == code("kl_estimator", "k1"), k1, jnp.where(estimator == code("kl_estimator", "k3"), k3, 0.0)
+    )
+    return condition.kl_penalty * term
+
+
+def reinforce_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: Sizes):
+    """REINFORCE on the ensemble's mean score: sample a batch, reward it, return the gradient.
+
+    loss = −mean((r − mean r) log π) + entropy terms (+ a sampled KL term when regularised).
     """
     condition = run.condition
     noise = jax.random.gumbel(key, (sizes.batch_size, SEQ_LEN, VOCAB))
@@ -201,17 +245,109 @@ def policy_update(state: RunState, run: RunInputs, key, sizes: Sizes) -> RunStat
         tokens, log_prob = jax.vmap(policy.sample)(noise)
         reward = ensemble_scores(state.judges, tokens).mean(axis=0)
         advantage = reward - reward.mean()
-        surprise = jax.lax.stop_gradient(log_prob - log_prob.mean())
-        return (
-            -jnp.mean(advantage * log_prob)
-            + condition.entropy_bonus * jnp.mean(log_prob)
-            + condition.entropy_regulariser * jnp.mean(surprise * log_prob)
+        loss = -jnp.mean(advantage * log_prob) + entropy_terms(condition, log_prob)
+        if variant.policy_regularised:
+            loss = loss + sampled_kl_term(state, condition, tokens, log_prob)
+        return loss
+
+    return eqx.filter_grad(loss_fn)(state.policy), PairStats.zero()
+
+
+def dpo_pairs(state: RunState, run: RunInputs, keys, tokens, variant: Variant, sizes: Sizes) -> preference.Pairs:
+    """Self-Rewarding's pairs from the batch (the judge's best vs worst of each group of
+    n_candidates), with Temporal Self-Rewarding's anchored rejection and future-guided chosen
+    where the run's variant has them."""
+    condition, n = run.condition, variant.n_candidates
+
+    def scores_of(tokens):
+        return jax.lax.stop_gradient(ensemble_scores(state.judges, tokens).mean(axis=0))
+
+    scores = scores_of(tokens)
+    pairs = preference.gather_pairs(tokens, scores, preference.best_worst_pairs(scores, n, condition.score_grid))
+    if variant.anchored_rejection:
+        index = jax.random.categorical(keys["initial"], state.initial_log_probs, shape=(sizes.batch_size,))
+        initial_tokens = jnp.asarray(all_sequences())[index]
+        pairs = preference.anchored_rejection(pairs, initial_tokens, scores_of(initial_tokens), n, condition.score_grid)
+    if variant.future_chosen:
+        grads = eqx.filter_grad(dpo_loss)(state.policy, state, condition, pairs)
+        updates, _ = adam_update(grads, state.policy_opt)
+        lookahead = eqx.apply_updates(state.policy, updates)
+        noise = jax.random.gumbel(keys["lookahead"], (sizes.batch_size, SEQ_LEN, VOCAB))
+        lookahead_tokens, _ = jax.vmap(lookahead.sample)(noise)
+        pairs = preference.future_chosen(pairs, lookahead_tokens, scores_of(lookahead_tokens), n, condition.score_grid)
+    return pairs
+
+
+def dpo_loss(policy: Policy, state: RunState, condition: Condition, pairs: preference.Pairs):
+    """The DPO loss of `pairs` (mean over kept pairs) against the run's reference policy."""
+    reference = jnp.where(
+        condition.dpo_reference == code("dpo_reference", "initial"),
+        state.initial_log_probs,
+        state.reference_log_probs,
+    )
+    chosen, rejected = jax.vmap(policy.log_prob)(pairs.chosen), jax.vmap(policy.log_prob)(pairs.rejected)
+    reference_chosen = reference[exact.sequence_index(pairs.chosen)]
+    reference_rejected = reference[exact.sequence_index(pairs.rejected)]
+
+    def loss(loss_type):
+        return preference.dpo_loss(
+            chosen, rejected, reference_chosen, reference_rejected, pairs.keep, condition.dpo_beta, loss_type
         )
 
-    grads = eqx.filter_grad(loss_fn)(state.policy)
+    return jnp.where(condition.dpo_loss == code("dpo_loss", "ipo"), loss("ipo"), loss("sigmoid"))
+
+
+def dpo_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: Sizes, q_star):
+    """DPO on the judge's own preference pairs over a batch of the policy's samples.
+
+    loss = dpo_loss(pairs) + entropy terms on the batch (+ a sampled KL term when regularised).
+    Returns the gradient and the pairs' statistics (for the iteration's records).
+    """
+    condition = run.condition
+    noise = jax.random.gumbel(key, (sizes.batch_size, SEQ_LEN, VOCAB))  # REINFORCE's batch of the same step
+    tokens, _ = jax.vmap(state.policy.sample)(noise)
+    keys = {"initial": jax.random.fold_in(key, 1), "lookahead": jax.random.fold_in(key, 2)}
+    pairs = dpo_pairs(state, run, keys, tokens, variant, sizes)
+
+    def loss_fn(policy):
+        log_prob = jax.vmap(policy.log_prob)(tokens)
+        loss = dpo_loss(policy, state, condition, pairs) + entropy_terms(condition, log_prob)
+        if variant.policy_regularised:
+            loss = loss + sampled_kl_term(state, condition, tokens, log_prob)
+        return loss
+
+    keep = pairs.keep.astype(jnp.float32)
+    true_gap = q_star[exact.sequence_index(pairs.chosen)] - q_star[exact.sequence_index(pairs.rejected)]
+    stats = PairStats(
+        offered=jnp.float32(keep.size),
+        kept=keep.sum(),
+        judge_gap=jnp.sum(keep * (pairs.chosen_score - pairs.rejected_score)),
+        true_gap=jnp.sum(keep * true_gap),
+    )
+    return eqx.filter_grad(loss_fn)(state.policy), stats
+
+
+def exact_regulariser_gradient(policy: Policy, state: RunState, condition: Condition):
+    """∇ of c_kl·KL(π‖π₀) (kl_estimator exact) − c_H·H(π), both exact over all 4096 outputs."""
+
+    def loss_fn(policy):
+        log_probs = exact.policy_log_probs_tree(policy)
+        kl_weight = jnp.where(condition.kl_estimator == code("kl_estimator", "exact"), condition.kl_penalty, 0.0)
+        return kl_weight * exact.kl(log_probs, state.initial_log_probs) - condition.entropy_exact * exact.entropy(
+            log_probs
+        )
+
+    return eqx.filter_grad(loss_fn)(policy)
+
+
+def apply_policy_gradient(state: RunState, grads, pair_stats: PairStats) -> RunState:
+    """One Adam step of the policy; the step's training pairs join the iteration's sums."""
     updates, policy_opt = adam_update(grads, state.policy_opt)
+    pairs = jax.tree.map(jnp.add, state.pairs, pair_stats)
     return eqx.tree_at(
-        lambda s: (s.policy, s.policy_opt), state, (eqx.apply_updates(state.policy, updates), policy_opt)
+        lambda s: (s.policy, s.policy_opt, s.pairs),
+        state,
+        (eqx.apply_updates(state.policy, updates), policy_opt, pairs),
     )
 
 
@@ -230,37 +366,68 @@ def pair_loss(judge: Judge, tokens_a, tokens_b, labels=None):
     return loss, jnp.mean(prefers_a == labels)
 
 
-def judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels=None):
-    """One Adam step of one judge on pairs; returns (judge, opt_state, accuracy before)."""
-    (_, accuracy), grads = eqx.filter_value_and_grad(pair_loss, has_aux=True)(judge, tokens_a, tokens_b, labels)
+def judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels=None, anchor=None):
+    """One Adam step of one judge on pairs; returns (judge, opt_state, accuracy before).
+
+    anchor: None, or (pretrained judge, c) to add c·‖θ_J − θ_J(pretrained)‖² to the loss
+    (the `judge_anchor` regulariser).
+    """
+    if anchor is None:
+        loss_fn = pair_loss
+    else:
+
+        def loss_fn(judge, *pairs):
+            loss, accuracy = pair_loss(judge, *pairs)
+            pretrained, weight = anchor
+            distance = sum(
+                jnp.sum((a - b) ** 2)
+                for a, b in zip(jax.tree.leaves(_params(judge)), jax.tree.leaves(_params(pretrained)))
+            )
+            return loss + weight * distance, accuracy
+
+    (_, accuracy), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(judge, tokens_a, tokens_b, labels)
     updates, opt_state = adam_update(grads, opt_state)
     return eqx.apply_updates(judge, updates), opt_state, accuracy
 
 
-def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask) -> RunState:
+class JudgeAnchor(NamedTuple):
+    """The `judge_anchor` regulariser of a run: its pretrained judges (stacked) and c."""
+
+    pretrained: Judge
+    weight: jax.Array
+
+
+def judge_anchor_of(run: RunInputs, variant: Variant) -> JudgeAnchor | None:
+    """The run's judge anchor where its variant has one (None: no anchor code at all)."""
+    return JudgeAnchor(run.pretrained, run.condition.judge_anchor) if variant.judge_anchored else None
+
+
+def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask, anchor=None) -> RunState:
     """Every judge takes a pair step; judge m keeps it where step_mask[m] is true."""
 
-    def one_judge(judge, opt_state, keep):
-        new_judge, new_opt, _ = judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels)
+    def one_judge(judge, opt_state, keep, pretrained):
+        member_anchor = None if anchor is None else (pretrained, anchor.weight)
+        new_judge, new_opt, _ = judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels, member_anchor)
         return tree_select(keep, (new_judge, new_opt), (judge, opt_state))
 
-    judges, judge_opt = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, step_mask)
+    pretrained = None if anchor is None else anchor.pretrained
+    judges, judge_opt = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, step_mask, pretrained)
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
 
 
-def self_labelled_update(state: RunState, key, due, sizes: Sizes) -> RunState:
+def self_labelled_update(state: RunState, key, due, sizes: Sizes, anchor=None) -> RunState:
     """Judges label and train on two fresh batches from the (updated) policy."""
     noise = jax.random.gumbel(key, (2 * sizes.batch_size, SEQ_LEN, VOCAB))
     tokens, _ = jax.vmap(state.policy.sample)(noise)
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return ensemble_pair_step(state, tokens[: sizes.batch_size], tokens[sizes.batch_size :], None, mask)
+    return ensemble_pair_step(state, tokens[: sizes.batch_size], tokens[sizes.batch_size :], None, mask, anchor)
 
 
-def anchor_update(state: RunState, key, due, q_star, n_anchor: int) -> RunState:
+def anchor_update(state: RunState, key, due, q_star, n_anchor: int, anchor=None) -> RunState:
     """One judge step on n_anchor uniform pairs labelled by q* (the oracle anchor)."""
     tokens_a, tokens_b, labels = labelled_pairs(q_star, *jax.random.randint(key, (2, n_anchor), 0, N_SEQUENCES))
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return ensemble_pair_step(state, tokens_a, tokens_b, labels, mask)
+    return ensemble_pair_step(state, tokens_a, tokens_b, labels, mask, anchor)
 
 
 def labelled_pairs(q_star, index_a, index_b):
@@ -275,7 +442,7 @@ def holdout_accuracy(judges: Judge, q_star, holdout):
     return jax.vmap(lambda judge: pair_loss(judge, tokens_a, tokens_b, labels)[1])(judges).mean()
 
 
-def meta_update(state: RunState, run: RunInputs, due, q_star, holdout) -> RunState:
+def meta_update(state: RunState, run: RunInputs, due, q_star, holdout, anchor=None) -> RunState:
     """Measure each judge on the held-out pairs; one q*-labelled step where it is below threshold.
 
     The accuracy and the step's gradient come from one forward pass over the holdout.
@@ -283,13 +450,15 @@ def meta_update(state: RunState, run: RunInputs, due, q_star, holdout) -> RunSta
     tokens_a, tokens_b, labels = labelled_pairs(q_star, *holdout)
     condition = run.condition
 
-    def one_judge(judge, opt_state):
-        new_judge, new_opt, accuracy = judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels)
+    def one_judge(judge, opt_state, pretrained):
+        member_anchor = None if anchor is None else (pretrained, anchor.weight)
+        new_judge, new_opt, accuracy = judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels, member_anchor)
         keep = due & (accuracy < condition.meta_accuracy_threshold) & ~condition.freeze_judge
         judge, opt_state = tree_select(keep, (new_judge, new_opt), (judge, opt_state))
         return judge, opt_state, accuracy
 
-    judges, judge_opt, accuracy = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt)
+    pretrained = None if anchor is None else anchor.pretrained
+    judges, judge_opt, accuracy = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, pretrained)
     meta_accuracy = jnp.where(due, accuracy.mean(), state.meta_accuracy)
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt, s.meta_accuracy), state, (judges, judge_opt, meta_accuracy))
 
@@ -307,13 +476,22 @@ def is_due(every, index):
     return (every > 0) & ((index + 1) % jnp.maximum(every, 1) == 0)
 
 
-def run_metrics(state: RunState, q_star) -> dict:
-    metrics = exact_metrics(state.policy, state.judges, q_star)
+def run_metrics(state: RunState, q_star, n_candidates: int) -> dict:
+    metrics = exact_metrics(state.policy, state.judges, q_star, state.initial_log_probs, n_candidates)
     params_finite = jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(_params((state.policy, state.judges)))])
     )
-    values_finite = jnp.all(jnp.isfinite(jnp.stack(list(metrics.values()))))
-    return {**metrics, "meta_judge_accuracy": state.meta_accuracy, "finite": params_finite & values_finite}
+    values_finite = jnp.all(jnp.isfinite(jnp.stack([metrics[name] for name in FINITE_METRICS])))
+    pairs = state.pairs
+    with_pairs = pairs.kept / jnp.where(pairs.kept > 0, pairs.kept, jnp.nan)  # 1, or NaN without kept pairs
+    return {
+        **metrics,
+        "meta_judge_accuracy": state.meta_accuracy,
+        "pair_keep_rate": pairs.kept / jnp.where(pairs.offered > 0, pairs.offered, jnp.nan),
+        "train_pair_gap_judge": with_pairs * pairs.judge_gap / jnp.maximum(pairs.kept, 1),
+        "train_pair_gap_true": with_pairs * pairs.true_gap / jnp.maximum(pairs.kept, 1),
+        "finite": params_finite & values_finite,
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -345,15 +523,36 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         key_policy, key_judge, key_anchor = step_keys[:, 0], step_keys[:, 1], step_keys[:, 2]
         condition = runs.condition
 
-        states = jax.vmap(lambda s, r, k: policy_update(s, r, k, sizes))(states, runs, key_policy)
+        if variant.update_rule == "dpo":
+            grads, pair_stats = jax.vmap(lambda s, r, k, q: dpo_gradient(s, r, k, variant, sizes, q))(
+                states, runs, key_policy, q_stars
+            )
+        else:
+            grads, pair_stats = jax.vmap(lambda s, r, k: reinforce_gradient(s, r, k, variant, sizes))(
+                states, runs, key_policy
+            )
+        if variant.policy_regularised:
+            exact_kl = (condition.kl_penalty > 0) & (condition.kl_estimator == code("kl_estimator", "exact"))
+            grads = jax.lax.cond(
+                (exact_kl | (condition.entropy_exact > 0)).any(),
+                lambda g: jax.tree.map(
+                    jnp.add, g, jax.vmap(exact_regulariser_gradient)(states.policy, states, condition)
+                ),
+                lambda g: g,
+                grads,
+            )
+        states = jax.vmap(apply_policy_gradient)(states, grads, pair_stats)
 
         judge_due = is_due(condition.judge_update_every, inner) & ~condition.freeze_judge
+        anchors = jax.vmap(lambda r: judge_anchor_of(r, variant))(runs) if variant.judge_anchored else None
 
         def judge_steps(states):
-            states = jax.vmap(lambda s, k, d: self_labelled_update(s, k, d, sizes))(states, key_judge, judge_due)
+            states = jax.vmap(lambda s, k, d, a: self_labelled_update(s, k, d, sizes, a))(
+                states, key_judge, judge_due, anchors
+            )
             if variant.n_anchor:
-                states = jax.vmap(lambda s, k, d, q: anchor_update(s, k, d, q, variant.n_anchor))(
-                    states, key_anchor, judge_due, q_stars
+                states = jax.vmap(lambda s, k, d, q, a: anchor_update(s, k, d, q, variant.n_anchor, a))(
+                    states, key_anchor, judge_due, q_stars, anchors
                 )
             return states
 
@@ -363,7 +562,9 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
             meta_due = is_due(condition.meta_update_every, inner)
             states = jax.lax.cond(
                 meta_due.any(),
-                lambda s: jax.vmap(lambda s, r, d, q: meta_update(s, r, d, q, holdout))(s, runs, meta_due, q_stars),
+                lambda s: jax.vmap(lambda s, r, d, q, a: meta_update(s, r, d, q, holdout, a))(
+                    s, runs, meta_due, q_stars, anchors
+                ),
                 lambda s: s,
                 states,
             )
@@ -375,17 +576,28 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         if holdout is not None:
             accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
-        return states, jax.vmap(run_metrics)(states, q_stars)
+        return states, metrics_of(states, q_stars)
+
+    def metrics_of(states, q_stars):
+        return jax.vmap(lambda s, q: run_metrics(s, q, variant.n_candidates))(states, q_stars)
 
     def advance(states, runs: RunInputs, outer):
         q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
-        states = eqx.tree_at(lambda s: s.meta_accuracy, states, jnp.full_like(states.meta_accuracy, jnp.nan))
+        states = eqx.tree_at(
+            lambda s: (s.meta_accuracy, s.reference_log_probs, s.pairs),
+            states,
+            (
+                jnp.full_like(states.meta_accuracy, jnp.nan),
+                jax.lax.stop_gradient(jax.vmap(exact.policy_log_probs_tree)(states.policy)),
+                jax.tree.map(jnp.zeros_like, states.pairs),
+            ),
+        )
 
         def inner_body(states, inner):
             return batch_inner_step(states, runs, q_stars, outer, inner), None
 
         states, _ = jax.lax.scan(inner_body, states, jnp.arange(sizes.steps_per_iter))
         states = jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
-        return states, jax.vmap(run_metrics)(states, q_stars)
+        return states, metrics_of(states, q_stars)
 
     return BatchRun(start, batch_inner_step, advance)

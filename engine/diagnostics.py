@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.scipy.stats
 import numpy as np
 
-from engine.exact import policy_log_probs_tree
+from engine import exact
 from engine.models import Judge, Policy, ensemble_scores
 from engine.world import all_sequences
 
@@ -28,11 +28,16 @@ def policy_log_probs_all(policy: Policy):
     return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences()))
 
 
-def exact_metrics(policy: Policy, judges: Judge, q_star) -> dict:
-    """The per-iteration diagnostics of one run, each exact over all outputs."""
-    log_probs = policy_log_probs_tree(policy)
+def exact_metrics(policy: Policy, judges: Judge, q_star, initial_log_probs, n_candidates: int) -> dict:
+    """The per-iteration diagnostics of one run, each exact over all outputs.
+
+    initial_log_probs: log π₀ over the 4096 (for the KL); n_candidates: the N of the
+    best/worst-of-N gaps (order statistics of N i.i.d. draws from π, ranked by the judge).
+    """
+    log_probs = exact.policy_log_probs_tree(policy)
     probs = jnp.exp(log_probs)
     scores = judge_scores_all(judges)
+    top, top_probability = exact.policy_mode(log_probs)
     # Elementwise product then sum, not a dot: a vmapped dot may pick a different kernel
     # for a different number of runs, and the last bit would then depend on the batch.
     return {
@@ -40,8 +45,18 @@ def exact_metrics(policy: Policy, judges: Judge, q_star) -> dict:
         "judge_alignment": spearman(scores, q_star),
         "policy_entropy": -jnp.sum(probs * log_probs),
         "judge_perceived_quality": jnp.sum(probs * scores),
+        "kl_to_initial": exact.kl(log_probs, initial_log_probs),
+        "best_worst_gap_judge": exact.best_worst_gap(scores, scores, probs, n_candidates),
+        "best_worst_gap_true": exact.best_worst_gap(scores, q_star, probs, n_candidates),
+        "top_sequence": top,
+        "top_probability": top_probability,
     }
 
+
+# What every results file holds, from the first version of the lab on (what analysis needs).
+CORE_METRICS = ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality")
+# Metrics whose non-finite value marks a run as diverged (the others may be NaN by design).
+FINITE_METRICS = ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality", "kl_to_initial")
 
 METRICS = (
     "policy_quality",
@@ -49,6 +64,14 @@ METRICS = (
     "policy_entropy",
     "judge_perceived_quality",
     "meta_judge_accuracy",
+    "kl_to_initial",
+    "best_worst_gap_judge",
+    "best_worst_gap_true",
+    "top_sequence",
+    "top_probability",
+    "pair_keep_rate",
+    "train_pair_gap_judge",
+    "train_pair_gap_true",
 )
 
 UNITS = {
@@ -57,6 +80,14 @@ UNITS = {
     "policy_entropy": "nats",
     "judge_perceived_quality": "J (expected under the policy)",
     "meta_judge_accuracy": "fraction of held-out pairs",
+    "kl_to_initial": "nats: KL(pi || pi_0), exact",
+    "best_worst_gap_judge": "J: E[J(best of N) - J(worst of N)], N = n_candidates draws from pi, ranked by J",
+    "best_worst_gap_true": "q*: E[q*(best of N) - q*(worst of N)], ranked by J",
+    "top_sequence": "the policy's most probable sequence (arrows)",
+    "top_probability": "probability of top_sequence",
+    "pair_keep_rate": "fraction of this iteration's dpo pairs trained on (NaN: no pairs)",
+    "train_pair_gap_judge": "J: mean J(chosen) - J(rejected) over this iteration's kept dpo pairs",
+    "train_pair_gap_true": "q*: mean q*(chosen) - q*(rejected) over this iteration's kept dpo pairs",
 }
 
 UNIFORM_ENTROPY = float(np.log(4096))

@@ -39,7 +39,9 @@ class Knob:
     high: float | None = None  # inclusive upper bound
     positive: bool = False  # strictly > 0
     pretrain: bool = False  # changes judge pretraining (pretrained judges are shared only across equal values)
-    variant: tuple[str, Callable] | None = None  # GROUP scope: (Variant field, its value from the resolved knobs)
+    # (Variant field, its value from the resolved knobs): a GROUP knob's static form (default: the value
+    # itself), or a static flag a RUN knob adds so that runs not using it compile without its code
+    variant: tuple[str, Callable] | None = None
 
     @property
     def choices(self) -> tuple[str, ...] | None:
@@ -69,6 +71,15 @@ def anchor_pairs(knobs: dict) -> int:
     return max(1, int(knobs["batch_size"] * fraction)) if fraction > 0 else 0
 
 
+def policy_regularised(knobs: dict) -> bool:
+    """Does the policy loss carry a KL-to-initial or exact-entropy term? (Groups that do not skip the code.)"""
+    return knobs["kl_penalty"] > 0 or knobs["entropy_exact"] > 0
+
+
+def judge_anchored(knobs: dict) -> bool:
+    return knobs["judge_anchor"] > 0
+
+
 def holdout_pairs(knobs: dict) -> int:
     """Reference rule: int(4096 · meta_holdout_fraction) held-out pairs, 0 when meta is off."""
     return int(N_SEQUENCES * knobs["meta_holdout_fraction"]) if knobs["meta_update_every"] > 0 else 0
@@ -90,6 +101,53 @@ KNOBS = {
     "entropy_regulariser": Knob(
         float, 0.0, "correction: a real entropy regulariser (score-function gradient of −H, sampled)", low=0.0
     ),
+    "update_rule": Knob(
+        ("reinforce", "dpo"),
+        "reinforce",
+        "policy update: REINFORCE on the judge's score (reference), or DPO on the judge's best-vs-worst pairs",
+        scope=GROUP,
+    ),
+    "n_candidates": Knob(
+        int,
+        4,
+        "candidates per group: dpo pairs the best and worst of each group; the best/worst-of-N gaps use N = this",
+        low=2,
+        scope=GROUP,
+    ),
+    "score_grid": Knob(
+        float,
+        0.0,
+        "dpo: a pair is dropped when its judge scores round to the same multiple of this (0: exact ties)",
+        low=0.0,
+    ),
+    "dpo_beta": Knob(float, 0.1, "dpo: β of the DPO loss", positive=True),
+    "dpo_loss": Knob(
+        ("sigmoid", "ipo"), "sigmoid", "dpo: −log σ(β·h) (DPO), or (h/4 − 1/(2β))² (IPO, per token as TRL)"
+    ),
+    "dpo_reference": Knob(
+        ("iteration", "initial"),
+        "iteration",
+        "dpo: π_ref is the policy at the start of each outer iteration (Self-Rewarding), or π₀ (online DPO)",
+    ),
+    "anchored_rejection": Knob(
+        bool, False, "dpo: the rejected is π₀'s worst of n_candidates draws when the judge scores it lower", scope=GROUP
+    ),
+    "future_chosen": Knob(
+        bool, False, "dpo: the chosen is a one-step look-ahead policy's best when the judge prefers it", scope=GROUP
+    ),
+    "kl_penalty": Knob(
+        float,
+        0.0,
+        "+ c·KL(π‖π₀) in the policy loss, estimated as kl_estimator says",
+        low=0.0,
+        variant=("policy_regularised", policy_regularised),
+    ),
+    "kl_estimator": Knob(
+        ("exact", "k1", "k3"),
+        "exact",
+        "exact: the sum over all 4096; k1: score-function of log π/π₀ on the batch; k3: (r − 1) − log r on the batch",
+    ),
+    "entropy_exact": Knob(float, 0.0, "− c·H(π) in the policy loss, H exact over all 4096 outputs", low=0.0),
     # the judge(s)
     "lr_judge": Knob(float, 3e-4, "Adam learning rate of the judge(s), pretraining too", positive=True, pretrain=True),
     "judge_update_every": Knob(
@@ -108,6 +166,13 @@ KNOBS = {
         low=0.0,
         high=1.0,
         pretrain=True,
+    ),
+    "judge_anchor": Knob(
+        float,
+        0.0,
+        "+ c·‖θ_J − θ_J(pretrained)‖² in every judge step's loss",
+        low=0.0,
+        variant=("judge_anchored", judge_anchored),
     ),
     # oracle corrections of the judge
     "anchor_fraction": Knob(
@@ -171,10 +236,12 @@ def _condition_body(namespace):
 
 Condition = types.new_class("Condition", (eqx.Module,), exec_body=_condition_body)
 
-Variant = NamedTuple(
-    "Variant", [((knob.variant or (name,))[0], Any) for name, knob in KNOBS.items() if knob.scope == GROUP]
+VARIANT_KNOBS = tuple(name for name, knob in KNOBS.items() if knob.scope == GROUP or knob.variant)
+Variant = NamedTuple("Variant", [((KNOBS[name].variant or (name,))[0], Any) for name in VARIANT_KNOBS])
+Variant.__doc__ = (
+    "The static structure a group of runs shares (one field per GROUP knob, plus the static flags some RUN "
+    "knobs add): hashable, a jit key."
 )
-Variant.__doc__ = "The static structure a group of runs shares (one field per GROUP knob): hashable, a jit key."
 
 Sizes = NamedTuple("Sizes", [(name, int) for name in STUDY_KNOBS])
 Sizes.__doc__ = "The study-wide sizes of the compiled loop (one field per STUDY knob)."
@@ -188,7 +255,7 @@ def code(name: str, choice: str) -> int:
 def variant_of(knobs: dict) -> Variant:
     """The Variant of one resolved condition (full knob dict)."""
     values = []
-    for name in GROUP_KNOBS:
+    for name in VARIANT_KNOBS:
         derive = KNOBS[name].variant
         values.append(derive[1](knobs) if derive else knobs[name])
     return Variant(*values)

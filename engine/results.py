@@ -14,11 +14,13 @@ import jaxlib
 import numpy as np
 import xarray as xr
 
-from engine.diagnostics import METRICS, UNITS
+from engine.diagnostics import CORE_METRICS, METRICS, UNITS
 from engine.knobs import KNOBS
 from engine.output import write_atomically
 from engine.study import ResolvedStudy
+from engine.world import all_sequences, render
 
+SEQUENCE_NAMES = [render(x) for x in all_sequences()]
 ENGINE_VERSION = "0.1.0"
 
 
@@ -71,9 +73,12 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
         coords[name] = ("condition", np.array(values, knob.coordinate_dtype), attrs)
     data = {}
     for metric in METRICS:
+        values = arrays[metric]
+        if metric == "top_sequence":  # an index into the 4096, stored as its arrows
+            values = np.asarray(SEQUENCE_NAMES, dtype=object)[values]
         data[metric] = (
             ("condition", "seed", "iteration"),
-            arrays[metric],
+            values,
             {"units": UNITS[metric], "long_name": metric.replace("_", " ")},
         )
     run_level = {
@@ -111,7 +116,7 @@ class ResultsFileError(ValueError):
 
 # What analysis reads, with its dimensions: a file without them was not written by coevo.
 REQUIRED = {
-    **{metric: ("condition", "seed", "iteration") for metric in METRICS if metric != "meta_judge_accuracy"},
+    **{metric: ("condition", "seed", "iteration") for metric in CORE_METRICS},
     "peak_iteration": ("condition", "seed"),
     "diverged": ("condition", "seed"),
 }
