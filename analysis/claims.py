@@ -14,6 +14,9 @@ numbers by the rule in the claim's `rule` text, never written by hand:
   "CI > 0" means the interval's lower bound is above TOLERANCE (float32 residue of collapsed
   policies); a material Δ quality is ≥ MATERIAL.
 - "Final" is the last outer iteration; iteration 0 is the state right after judge pretraining.
+- The iteration axis: the reference records after outer iteration t = 0..9 and labels that t;
+  our iteration k ≥ 1 is "after outer iteration k" (k = t + 1), so a published "iteration ≈3"
+  is our iteration 4 (`ours`).
 - Diverged runs are left out (`mask_diverged`); a left-out run removes its pairs.
 """
 
@@ -53,6 +56,11 @@ class Claim:
     rule: str  # how it is tested and how the verdict follows from the numbers
     measurement: str  # our numbers
     verdict: str  # one of VERDICTS
+
+
+def ours(published_iteration: int) -> int:
+    """Our iteration label of the reference's iteration t (its t = 0 is our 1)."""
+    return published_iteration + 1
 
 
 class _Missing(LookupError):
@@ -173,24 +181,26 @@ def alignment_falls(ds):
 
 def entropy_collapses(ds):
     e = _curve(ds, "baseline", "policy_entropy")
-    e3 = seed_summary(_at(ds, "baseline", "policy_entropy", 3))
+    e3 = seed_summary(_at(ds, "baseline", "policy_entropy", ours(3)))
     threshold = COLLAPSED * LN_OUTPUTS
     iterations = ds["iteration"].values
     first = next((int(t) for i, t in enumerate(iterations) if seed_summary(e[:, i]).ci_high < threshold), None)
     text = (
-        f"entropy at iteration 3 {_ci(e3)} nats = {e3.mean / LN_OUTPUTS:.1%} of ln 4096 = {LN_OUTPUTS:.3f}; "
+        f"entropy at our iteration {ours(3)} (published t = 3) {_ci(e3)} nats = {e3.mean / LN_OUTPUTS:.1%} "
+        f"of ln 4096 = {LN_OUTPUTS:.3f}; "
         f"final {_ci(seed_summary(e[:, -1]))}; first iteration whose CI upper bound is below "
         f"{COLLAPSED:.0%} of ln 4096 ({threshold:.3f} nats): {first if first is not None else 'none'}"
     )
-    return text, ("does not hold" if first is None else "holds" if first <= 4 else "partly")
+    return text, ("does not hold" if first is None else "holds" if first <= ours(3) else "partly")
 
 
 def perceived_keeps_rising(ds):
-    p3, pf = _at(ds, "baseline", "judge_perceived_quality", 3), _at(ds, "baseline", "judge_perceived_quality")
-    q3, qf = _at(ds, "baseline", iteration=3), _at(ds, "baseline")
+    p3, pf = _at(ds, "baseline", "judge_perceived_quality", ours(3)), _at(ds, "baseline", "judge_perceived_quality")
+    q3, qf = _at(ds, "baseline", iteration=ours(3)), _at(ds, "baseline")
     rise, real, gap = _paired(pf, p3), _paired(qf, q3), _paired(pf, qf)
     text = (
-        f"perceived final − perceived at 3 {_ci(rise, True)} (real quality over the same span "
+        f"perceived final − perceived at our {ours(3)} (published t = 3) {_ci(rise, True)} "
+        "(real quality over the same span "
         f"{_ci(real, True)}); perceived − real at final {_ci(gap, True)}. Still rising: {_yes(_positive(rise))}; "
         f"judge overrates: {_yes(_positive(gap))}"
     )
@@ -348,15 +358,16 @@ REGISTRY = [
     ),
     (
         "3. Entropy collapses by ≈3",
-        "Baseline: policy entropy collapses to near zero by iteration ≈3.",
+        "Baseline: policy entropy collapses to near zero by iteration ≈3 (published t; our iteration 4).",
         f"Collapsed: CI upper bound of the mean entropy < {COLLAPSED:.0%} of ln 4096. First collapsed "
-        "iteration ≤ 4: holds; later: partly; never: does not hold.",
+        "iteration ≤ 4 (ours; the published t = 3): holds; later: partly; never: does not hold.",
         entropy_collapses,
     ),
     (
         "4. Perceived quality keeps rising",
         "Baseline: judge-perceived quality keeps rising.",
-        "Rising: paired perceived final − perceived at 3 CI > 0. Overrating: paired perceived − real at final "
+        "Rising: paired perceived final − perceived at our iteration 4 (published t = 3) CI > 0. "
+        "Overrating: paired perceived − real at final "
         "CI > 0. Both: holds; one: partly.",
         perceived_keeps_rising,
     ),
@@ -455,7 +466,8 @@ def claims_markdown(datasets: dict) -> str:
         f"Verdicts need ≥ {MIN_SEEDS} seeds (≥ {WORSE_MODE_MIN_SEEDS} for the worse mode), else "
         '"not enough seeds". '
         f'"CI > 0" = lower bound above {TOLERANCE} (float32 residue). Final = last outer iteration; '
-        f"iteration 0 = right after judge pretraining. Material Δ quality: "
+        "iteration 0 = right after judge pretraining; our iteration k = the reference's t = k − 1 (its "
+        f"records start after its first outer iteration). Material Δ quality: "
         f"≥ {MATERIAL} (q* over all 4096 outputs has sd ≈ 1.31). "
         f"Diverged runs left out ({left_out})."
     )

@@ -25,9 +25,15 @@ ENGINE_VERSION = "0.1.0"
 
 
 def ceiling_summary(quality: np.ndarray) -> dict:
-    """Peak iteration, peak, final and degradation % of quality trajectories (..., iteration)."""
-    peak_iteration = np.argmax(quality, axis=-1)
-    peak = np.max(quality, axis=-1)
+    """Peak iteration, peak, final and degradation % of quality trajectories (..., iteration).
+
+    As the reference's `detect_ceiling`: over the outer iterations 1..n only, not the state
+    after pretraining (iteration 0), which the reference never records. peak_iteration is
+    our label (1 = after the first outer iteration).
+    """
+    trained = quality[..., 1:]
+    peak_iteration = 1 + np.argmax(trained, axis=-1)
+    peak = np.max(trained, axis=-1)
     final = quality[..., -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         degradation = 100.0 * (peak - final) / np.abs(peak)
