@@ -7,17 +7,20 @@ estimated to run over a minute says so up front (10⁶ runs used to be accepted 
 the progress bar, later, said how long). Nothing here compiles or traces anything.
 
 The model is linear and deliberately simple; its constants are peak RSS and run times of
-tiny studies measured with `/usr/bin/time -v` on the lab's 2-core CPU (JAX 0.4, float32):
+tiny studies measured with `/usr/bin/time -v` on the lab's 2-core CPU (under load), and the
+bench records in data/bench_cpu_2core.json:
 
   memory ≈ BASE                                        (JAX, XLA, compilation)
-         + seeds per chunk × Σ over conditions of
-             (PER_RUN + PER_JUDGE · n_judges + PER_SEQUENCE · batch_size · (1 + n_judges))
+         + runs per chunk × (PER_RUN + PER_JUDGE_STATE · n_judges)       (every run's state)
+         + live runs × (PER_JUDGE_ACTIVE · n_judges + PER_SEQUENCE · batch_size · (1 + n_judges))
          + RESULTS_PER_RECORD · runs · (n_iterations + 1)   (the whole study's curves, kept
                                                              on the host, copied once to save)
 
-A chunk holds at least one seed of every condition and at most `max_runs_per_chunk` runs
-(engine.runner), so chunking bounds every term but the last. On an accelerator the same
-per-run terms are compared with the device's memory (uncalibrated there: a rough guess).
+Runs advance in sub-batches of at most MAX_SUB_BATCH per device (engine.plan), so only
+`live runs` = min(runs per chunk, MAX_SUB_BATCH × devices) hold their working buffers at
+once (n_judges: the largest of the study). A chunk holds at least one seed of every
+condition and at most `max_runs_per_chunk` runs (engine.runner). On an accelerator the
+same terms without BASE are compared with the device's memory (uncalibrated there).
 
   time ≈ Σ over runs of inner steps · STEP_SECONDS · (batch_size / 64) · (1 + n_judges) / 2
          + records · n_judges · RECORD_SECONDS              (exact diagnostics: 4096 sequences)
@@ -32,15 +35,17 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.plan import MAX_SUB_BATCH
 from engine.study import ResolvedStudy, StudyError
 
 MIB = 2**20
 GIB = 2**30
-# Calibration (2-core CPU, peak RSS of `coevo run` on tiny studies; see the module docstring).
-BASE = 1.7 * GIB  # 1 baseline run (bench: 1540 MiB; 2 runs, batch 32: 1754 MiB)
-PER_RUN = 5 * MIB  # bench: 85 → 340 baseline runs (chunks of 170) add 2.7-7 MiB per run
-PER_JUDGE = 5 * MIB  # 2 runs, batch 32: 1 → 64 judges add 618 MiB (4.9 MiB per run-judge)
-PER_SEQUENCE = 0.01 * MIB  # per sequence of the batch, per model (policy and each judge)
+# Calibration: peak RSS of `coevo run` on the 2-core CPU (see the module docstring).
+BASE = 1.7 * GIB  # 1 baseline run (bench: 1540 MiB); 2 runs, batch 32: 1754 MiB
+PER_RUN = 0.7 * MIB  # 2 → 256 runs (batch 32, one judge): +182 MB
+PER_JUDGE_STATE = 0.1 * MIB  # a judge's parameters, Adam moments and pretrained copy, ≈ 5k float32 each
+PER_JUDGE_ACTIVE = 4.9 * MIB  # 2 runs, batch 32: 1 → 64 judges add 618 MB
+PER_SEQUENCE = 0.012 * MIB  # 2 runs, one judge: batch 32 → 1024 adds 46 MB
 RESULTS_PER_RECORD = 2 * 4 * 10  # bytes: ~10 float32 values per run and record, held twice
 STEP_SECONDS = 0.26e-3  # per run and inner step, baseline (batch 64, one judge), 2 CPU devices
 RECORD_SECONDS = 0.01  # per run, record and judge: the exact diagnostics over all 4096 sequences
@@ -74,10 +79,13 @@ def estimate(study: ResolvedStudy, *, max_runs_per_chunk: int, n_devices: int, o
     judges = {condition: knobs["n_judges"] for condition, knobs in study.conditions.items()}
     total_judges = sum(judges.values())
     batch = sizes.batch_size
+    runs_per_chunk = per_chunk * len(judges)
+    live = min(runs_per_chunk, MAX_SUB_BATCH * n_devices)
+    most = max(judges.values())
     terms = {
-        "runs": per_chunk * len(judges) * PER_RUN,
-        "n_judges": per_chunk * total_judges * PER_JUDGE,
-        "batch_size": per_chunk * PER_SEQUENCE * batch * (len(judges) + total_judges),
+        "runs": runs_per_chunk * PER_RUN,
+        "n_judges": per_chunk * total_judges * PER_JUDGE_STATE + live * most * PER_JUDGE_ACTIVE,
+        "batch_size": live * PER_SEQUENCE * batch * (1 + most),
     }
     runs = n_seeds * len(judges)
     records = sizes.n_iterations + 1
@@ -91,7 +99,7 @@ def estimate(study: ResolvedStudy, *, max_runs_per_chunk: int, n_devices: int, o
         seconds = n_seeds * per_seed * CALIBRATED_CPU_DEVICES / n_devices
     largest = max(judges.items(), key=lambda item: item[1])
     chunk_bytes = (BASE if on_cpu else 0) + sum(terms.values())
-    return Estimate(runs, per_chunk * len(judges), chunk_bytes, results_bytes, seconds, terms, largest)
+    return Estimate(runs, runs_per_chunk, chunk_bytes, results_bytes, seconds, terms, largest)
 
 
 def available_memory(devices=None) -> tuple[float, str]:
@@ -155,7 +163,7 @@ def check(study: ResolvedStudy, cost: Estimate, available: float, source: str) -
             condition, n_judges = cost.largest_judges
             raise StudyError(
                 f"{where}, condition {condition!r}, field 'n_judges': {need}, {have}; n_judges {n_judges} costs "
-                f"≈ {size(PER_JUDGE)} per judge per run: use fewer judges"
+                f"≈ {size(PER_JUDGE_ACTIVE)} per judge per run in flight: use fewer judges"
             )
         if driver == "batch_size":
             raise StudyError(
