@@ -20,14 +20,39 @@ DEFAULT_SIZES = (1, 17, 85, 340)
 SEQUENTIAL_MAX = 17
 
 
+def run_counts(text: str) -> tuple[int, ...]:
+    """--sizes: comma-separated positive run counts, e.g. '1,17,85'."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdecimal() and part.isascii() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive run counts, e.g. '1,17,85'")
+    return tuple(int(part) for part in parts)
+
+
+def positive_int(text: str) -> int:
+    if not (text.strip().isdecimal() and text.strip().isascii() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return int(text)
+
+
+def measurement(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
 def add_arguments(parser):
+    """Every argument is checked while parsing: a bad one ends in one line and exit status 2."""
     parser.add_argument("--study", default="blog", help="study measured end to end (default: blog)")
-    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="baseline run counts")
-    parser.add_argument("--steps-per-iter", type=int, default=None, help="shorten runs (default: the study's)")
-    parser.add_argument("--iterations", type=int, default=None, help="shorten runs (default: the study's)")
+    parser.add_argument("--sizes", type=run_counts, default=DEFAULT_SIZES, help="baseline run counts, e.g. 1,17,85")
+    parser.add_argument("--steps-per-iter", type=positive_int, help="shorten runs (default: the study's)")
+    parser.add_argument("--iterations", type=positive_int, help="shorten runs (default: the study's)")
     parser.add_argument("--no-sequential", action="store_true", help="skip the one-run-at-a-time comparison")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--measure", help=argparse.SUPPRESS, default=None)  # one measurement, as JSON
+    parser.add_argument("--measure", type=measurement, help=argparse.SUPPRESS)  # one measurement, as JSON
 
 
 def baseline_study(n_runs: int, base: dict) -> dict:
@@ -122,8 +147,10 @@ def in_subprocess(measurement: dict) -> dict:
 
 
 def main(args) -> int:
+    from engine.study import resolve
+
     if args.measure:
-        print(json.dumps(measure(json.loads(args.measure))))
+        print(json.dumps(measure(args.measure)))
         return 0
     base = {}
     if args.steps_per_iter:
@@ -131,14 +158,17 @@ def main(args) -> int:
     if args.iterations:
         base["n_iterations"] = args.iterations
     study = load_study(args.study)
+    resolve(study)  # a StudyError here is one line, not a traceback from a measurement subprocess
     study = {**study, "base": {**study.get("base", {}), **base}}
+    for checked in (study, *(baseline_study(n_runs, base) for n_runs in args.sizes)):
+        resolve(checked)
     report = {
         **in_subprocess({"kind": "machine"}),
         **in_subprocess({"kind": "flops", "study": baseline_study(2, base)}),
         "study": {"name": study["name"], **in_subprocess({"study": study})},
     }
     rows = []
-    for n_runs in [int(s) for s in args.sizes.split(",")]:
+    for n_runs in args.sizes:
         row = in_subprocess({"study": baseline_study(n_runs, base)})
         if n_runs <= SEQUENTIAL_MAX and not args.no_sequential:
             sequential = in_subprocess({"study": baseline_study(n_runs, base), "one_at_a_time": True})

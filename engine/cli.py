@@ -3,7 +3,8 @@
 Every input is checked before JAX compiles anything: a bad input prints one line on
 stderr and exits with status 2, having written nothing. Results are written atomically
 and no existing file is replaced without --force (see engine.output). Ctrl-C exits 130,
-SIGTERM 143, each with one line saying what was lost.
+SIGTERM 143, each with one line saying what was lost, from the first moment: this module
+and `engine` import nothing heavy, and `main` installs the SIGTERM handler before JAX loads.
 """
 
 import argparse
@@ -12,18 +13,13 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-import jax
-
-from engine.devices import JOIN_TIMEOUT, join_cluster, use_all_cpu_cores
 from engine.inputs import InputError, find_study, load_study, parse_seeds
-from engine.output import OutputError, check_output, leftover_temporaries, reserve
-from engine.results import ResultsFileError
-from engine.study import StudyError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
-BAD_INPUT = (StudyError, InputError, OutputError, ResultsFileError, FileExistsError)
+HELD = (signal.SIGINT, signal.SIGTERM)  # held while the heavy modules load (import_engine)
+WARNINGS_SHOWN = 10  # study warnings printed before a run; the results file's attrs keep them all
 SUMMARY_ROWS = 20  # conditions listed at the end of a run; the table from `coevo figures` has all
 FLAGGED_SHOWN = 10  # diverged or under-pretrained runs named at the end of a run
 
@@ -74,6 +70,8 @@ def _listed(runs: list[str]) -> str:
 
 
 def _warn_leftovers(out: Path):
+    from engine.output import leftover_temporaries
+
     leftovers = leftover_temporaries(out)
     if leftovers:
         names = ", ".join(str(path) for path in leftovers)
@@ -83,8 +81,46 @@ def _warn_leftovers(out: Path):
         )
 
 
+def bad_input() -> tuple[type[Exception], ...]:
+    """The errors that mean a bad input (one line, exit 2); imported late, after the signal handlers."""
+    from engine.output import OutputError
+    from engine.results import ResultsFileError
+    from engine.study import StudyError
+
+    return StudyError, InputError, OutputError, ResultsFileError, FileExistsError
+
+
+def print_warnings(warnings) -> None:
+    """The study's warnings (engine.study), the first WARNINGS_SHOWN of them, on stderr."""
+    for warning in warnings[:WARNINGS_SHOWN]:
+        print(f"coevo: warning: {warning}", file=sys.stderr)
+    if len(warnings) > WARNINGS_SHOWN:
+        print(
+            f"coevo: warning: … {len(warnings) - WARNINGS_SHOWN} more (all are in the results file's "
+            "attrs['warnings'])",
+            file=sys.stderr,
+        )
+
+
+def estimate_or_refuse(resolved, max_runs_per_chunk) -> list[str]:
+    """engine.estimate: refuse what cannot fit this machine (StudyError), else what to say about its cost."""
+    import jax
+
+    from engine.estimate import available_memory, check, estimate
+    from engine.runner import ACCELERATOR_MAX_RUNS_PER_CHUNK, CPU_MAX_RUNS_PER_CHUNK
+
+    devices = jax.local_devices()
+    on_cpu = devices[0].platform == "cpu"
+    max_runs = max_runs_per_chunk or (CPU_MAX_RUNS_PER_CHUNK if on_cpu else ACCELERATOR_MAX_RUNS_PER_CHUNK)
+    cost = estimate(resolved, max_runs_per_chunk=max_runs, n_devices=len(devices), on_cpu=on_cpu)
+    return check(resolved, cost, *available_memory(devices))
+
+
 def command_run(args) -> int:
+    import jax
+
     import engine
+    from engine.output import check_output, reserve
 
     if args.max_runs_per_chunk is not None and args.max_runs_per_chunk < 1:
         raise InputError(f"--max-runs-per-chunk {args.max_runs_per_chunk}: must be at least 1")
@@ -92,6 +128,9 @@ def command_run(args) -> int:
     study = load_study(args.study)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     resolved = engine.resolve(study, seeds)
+    print_warnings(resolved.warnings)
+    for line in estimate_or_refuse(resolved, args.max_runs_per_chunk):
+        print(line)
     out = Path(args.out) if args.out else Path("data") / f"{resolved.name}.nc"
     if not args.out:
         out.parent.mkdir(exist_ok=True)
@@ -117,6 +156,7 @@ def command_run(args) -> int:
 def command_figures(args) -> int:
     import engine
     from analysis.report import output_paths, write_all
+    from engine.output import check_output
 
     path = Path(args.path)
     ds = engine.load(path)
@@ -135,6 +175,7 @@ def command_figures(args) -> int:
 def command_claims(args) -> int:
     import engine
     from analysis.claims import claims_markdown, write_claims
+    from engine.output import check_output
 
     paths = [Path(p) for p in args.paths]
     if args.out:
@@ -172,6 +213,8 @@ def command_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.devices import JOIN_TIMEOUT
+
     parser = ArgumentParser(prog="coevo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -215,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _join_if_asked(args):
     """Multi-host flags are used together or not at all."""
+    from engine.devices import join_cluster
+
     cluster = (args.num_processes, args.process_id)
     if args.coordinator is None:
         if cluster != (None, None):
@@ -227,31 +272,63 @@ def _join_if_asked(args):
 
 def _run_in_float32():
     """The lab's numbers are float32 by design: JAX_ENABLE_X64=1 would change every dtype."""
+    import jax
+
     if jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", False)
         print("coevo: note: JAX_ENABLE_X64 is ignored; the lab runs in float32", file=sys.stderr)
+
+
+def use_all_cpu_cores():
+    """engine.devices.use_all_cpu_cores, imported when called (it imports JAX); tests replace this."""
+    from engine.devices import use_all_cpu_cores as expose
+
+    expose()
 
 
 def _terminate(signum, frame):
     raise Terminated
 
 
-def main(argv=None) -> int:
-    previous = signal.signal(signal.SIGTERM, _terminate)
+def import_engine():
+    """The heavy modules (JAX, XLA's backends, xarray, netCDF), with Ctrl-C and SIGTERM held until they
+    are loaded: an exception raised inside those imports can leave them half-initialised (seen: a
+    Ctrl-C swallowed and the run going on, an AttributeError traceback, a segfault). A signal that
+    arrived meanwhile is raised as soon as they are loaded (1-2 s at most)."""
+    held = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in HELD}
     try:
+        import engine.devices  # noqa: F401  (JAX)
+        import engine.results  # noqa: F401  (xarray, netCDF)
+        import engine.runner  # noqa: F401  (the program)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if signal.SIGTERM in held:
+        raise Terminated
+    if held:
+        raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)  # first: everything heavy is imported below
+    try:
+        import_engine()
         args = build_parser().parse_args(argv)
         _run_in_float32()
         use_all_cpu_cores()
         if args.command == "run":
             _join_if_asked(args)
         return args.handler(args)
-    except BAD_INPUT as error:
-        print(f"coevo: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt as stop:  # before bad_input(), which imports
         what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted (Ctrl-C)"
         print(f"coevo: {what}: {'; '.join(getattr(stop, '__notes__', [])) or 'nothing written'}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    except Exception as error:
+        if not isinstance(error, bad_input()):
+            raise
+        print(f"coevo: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     finally:
         signal.signal(signal.SIGTERM, previous)
 

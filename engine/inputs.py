@@ -2,14 +2,14 @@
 
 Shared by `coevo run` and `coevo bench`; every problem is an `InputError` with a
 message that names the input, so the command line can print one line and exit 2.
+Importing this module is light (no JAX), so the command line can use it before its
+signal handlers are in place.
 """
 
 import importlib.util
 import os
 import re
 from pathlib import Path
-
-from engine.study import MAX_SEEDS
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 
@@ -61,6 +61,8 @@ def parse_seeds(text: str) -> list[int]:
 
     The count is checked before any list is built, so '0-99999999' fails at once.
     """
+    from engine.study import MAX_SEEDS  # here, not at the top: this module loads before JAX (engine.cli)
+
     if not text.strip():
         raise InputError(f"--seeds {text!r}: no seeds given; {_SEEDS_FORM}")
     ranges = []

@@ -100,6 +100,7 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
     attrs = {
         "study_name": study.name,
         "study": study.to_json(),
+        "warnings": "\n".join(study.warnings),  # engine.study: combinations that ran, but not quite as written
         "engine_version": ENGINE_VERSION,
         "jax_version": jax.__version__,
         "jaxlib_version": jaxlib.__version__,

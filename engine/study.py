@@ -4,6 +4,11 @@ A study is `{"name", "seeds", "base", "conditions"}` (plus an optional "descript
 `resolve` merges base and condition knobs over the defaults, checks every value, and
 fails with a `StudyError` (a ValueError) that names the study, the condition and the
 field. Nothing is traced until a study passes.
+
+A combination that would silently run a different experiment than the one written is
+refused (`StudyError`) when nothing legitimate produces it, and otherwise resolves with a
+warning in `ResolvedStudy.warnings` (printed by `coevo run`, stored in the Dataset's attrs):
+chiefly cadences longer than the run, which shortened copies of real studies produce.
 """
 
 import difflib
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.knobs import DEFAULTS, KNOBS, STUDY_KNOBS, Sizes, Variant, sizes_of, variant_of
+from engine.knobs import DEFAULTS, KNOBS, RUN, STUDY_KNOBS, Sizes, Variant, sizes_of, variant_of
 from engine.world import N_SEQUENCES
 
 TOP_LEVEL_KEYS = ("name", "seeds", "base", "conditions", "description")
@@ -38,6 +43,7 @@ class ResolvedStudy:
     conditions: dict  # condition name -> full knob dict (defaults filled in)
     sizes: Sizes
     source: dict  # the study dict with checked values (plain Python scalars), JSON-safe
+    warnings: tuple[str, ...] = ()  # combinations that run, but not quite as written (one line each)
 
     @property
     def condition_names(self) -> list[str]:
@@ -84,6 +90,8 @@ def _check_value(name: str, value, where: str):
             raise StudyError(f"{where}: must be finite, got {value!r}") from None
         if not np.isfinite(value):
             raise StudyError(f"{where}: must be finite, got {value!r}")
+        if knob.scope == RUN:
+            _check_float32(value, where)
     if knob.positive and value <= 0:
         raise StudyError(f"{where}: must be > 0, got {value!r}")
     if knob.low is not None and value < knob.low:
@@ -91,6 +99,23 @@ def _check_value(name: str, value, where: str):
     if knob.high is not None and value > knob.high:
         raise StudyError(f"{where}: must be <= {knob.high}, got {value!r}")
     return value
+
+
+FLOAT32 = np.finfo(np.float32)
+
+
+def _check_float32(value: float, where: str):
+    """A per-run float travels as float32: it must not become inf, or 0 (or a subnormal, which
+    XLA flushes to 0) when it is not 0, while the Dataset records the float64 value."""
+    with np.errstate(over="ignore"):
+        single = np.float32(value)
+    if not np.isfinite(single):
+        raise StudyError(f"{where}: {value!r} overflows float32, in which the program computes (max {FLOAT32.max:.3g})")
+    if value != 0 and abs(single) < FLOAT32.tiny:
+        raise StudyError(
+            f"{where}: {value!r} rounds to 0 (or a subnormal, flushed to 0) in float32, in which the program "
+            f"computes; a non-zero value must be at least {FLOAT32.tiny:.3g} in size"
+        )
 
 
 def _check_knobs(study: str, condition: str | None, knobs, field: str) -> dict:
@@ -181,17 +206,19 @@ def resolve(study: dict, seeds=None) -> ResolvedStudy:
         normalised[key] = condition
         given[condition] = _check_knobs(name, condition, overrides if overrides is not None else {}, "conditions")
         knobs = {**DEFAULTS, **base, **given[condition]}
-        _check_combination(name, condition, knobs)
         conditions[condition] = knobs
 
-    _check_study_wide(name, conditions)
+    warnings = _check_study_wide(name, conditions)
+    for condition, knobs in conditions.items():
+        warnings += _check_combination(name, condition, knobs)
     source = {key: study[key] for key in ("name", "description") if key in study}
     source.update(seeds=list(seeds), base=base, conditions=given)  # checked values: plain Python scalars
-    return ResolvedStudy(name, seeds, conditions, sizes_of(next(iter(conditions.values()))), source)
+    sizes = sizes_of(next(iter(conditions.values())))
+    return ResolvedStudy(name, seeds, conditions, sizes, source, tuple(warnings))
 
 
-def _check_study_wide(study: str, conditions: dict):
-    """Study-wide knobs fix the program's shapes: one value across all conditions."""
+def _check_study_wide(study: str, conditions: dict) -> list[str]:
+    """Study-wide knobs fix the program's shapes: one value across all conditions. Returns warnings."""
     first = next(iter(conditions))
     for knob in STUDY_KNOBS:
         values = {c: k[knob] for c, k in conditions.items()}
@@ -201,12 +228,102 @@ def _check_study_wide(study: str, conditions: dict):
                 f"{_where(study, odd[0], knob)}: fixes the program's shapes, so it must be equal in every condition "
                 f"(set it in 'base'); got {values}"
             )
+    sizes = sizes_of(conditions[first])
+    # An error: with one sequence per batch the advantage r − mean(r) is exactly 0, so the policy
+    # gradient never sees the judge; no study means that.
+    if sizes.batch_size == 1:
+        raise StudyError(
+            f"{_where(study, None, 'batch_size')}: 1 makes the policy's advantage r - mean(r) over the batch "
+            "exactly 0, so the judge can never affect the policy; use at least 2"
+        )
+    check, budget = sizes.pretrain_check_every, sizes.pretrain_max_steps
+    # An error: pretraining runs whole blocks of pretrain_check_every steps, so a block longer than the
+    # budget always overruns it, however the study is shortened.
+    if check > budget:
+        raise StudyError(
+            f"{_where(study, None, 'pretrain_check_every')}: {check} > pretrain_max_steps {budget}; pretraining runs "
+            f"in blocks of pretrain_check_every steps, so it would run {check} steps, past its budget of {budget}"
+        )
+    warnings = []
+    # A warning: the overrun is less than one block and pretrain_steps records it.
+    if budget % check:
+        longest = -(-budget // check) * check
+        warnings.append(
+            f"{_where(study, None, 'pretrain_max_steps')}: {budget} is not a multiple of pretrain_check_every "
+            f"{check}; pretraining runs in blocks of {check} steps, so it may run up to {longest} steps"
+        )
+    return warnings
 
 
-def _check_combination(study: str, condition: str, knobs: dict):
+def _check_combination(study: str, condition: str, knobs: dict) -> list[str]:
+    """Knob combinations of one condition: an error when no study means them, else warnings.
+
+    Cadences longer than a run are warnings, not errors: a shortened copy of a real study
+    (fewer steps or iterations, e.g. `coevo bench --steps-per-iter 20` on the blog study)
+    produces them legitimately; the warning says which knob became a no-op.
+    """
     fraction = knobs["meta_holdout_fraction"]
     if knobs["meta_update_every"] > 0 and int(N_SEQUENCES * fraction) == 0:
         raise StudyError(
             f"{_where(study, condition, 'meta_holdout_fraction')}: meta_update_every > 0 needs at least one "
             f"held-out pair, but int(4096 * {fraction}) = 0"
         )
+    warnings = []
+
+    def warn(field: str, text: str):
+        warnings.append(f"{_where(study, condition, field)}: {text}")
+
+    steps, iterations = knobs["steps_per_iter"], knobs["n_iterations"]
+    frozen, meta_on = knobs["freeze_judge"], knobs["meta_update_every"] > 0
+    judge_every, meta_every, reset_every = knobs["judge_update_every"], knobs["meta_update_every"], knobs["reset_every"]
+    restarts = "the count restarts every outer iteration"
+    if frozen:
+        if judge_every != 1:
+            warn("judge_update_every", f"{judge_every} has no effect with freeze_judge (the judge never updates)")
+        if knobs["anchor_fraction"] > 0:
+            warn("anchor_fraction", "has no effect with freeze_judge: anchor steps are judge steps, which never run")
+        if reset_every > 0:
+            warn("reset_every", "has no effect with freeze_judge: the judges never change, so a reset changes nothing")
+        if meta_on:
+            warn(
+                "meta_update_every",
+                "with freeze_judge the held-out accuracy is measured but the meta step never runs here "
+                "(in the reference it runs even for a frozen judge)",
+            )
+    elif judge_every > steps:
+        warn(
+            "judge_update_every",
+            f"{judge_every} > steps_per_iter {steps} and {restarts}, so the judge never updates "
+            "(bit-identical to freeze_judge: true)",
+        )
+    elif steps % judge_every:
+        warn(
+            "judge_update_every",
+            f"steps_per_iter {steps} is not a multiple of {judge_every} and {restarts}, so the judge steps "
+            f"{steps // judge_every} times per iteration, not once every {judge_every} inner steps throughout",
+        )
+    if meta_on and meta_every > steps:
+        warn(
+            "meta_update_every",
+            f"{meta_every} > steps_per_iter {steps} and {restarts}, so the meta check never runs "
+            "(meta_judge_accuracy is NaN after iteration 0; the judge is never corrected)",
+        )
+    elif meta_on and steps % meta_every:
+        warn(
+            "meta_update_every",
+            f"steps_per_iter {steps} is not a multiple of {meta_every} and {restarts}, so the meta check runs "
+            f"{steps // meta_every} times per iteration, not once every {meta_every} inner steps throughout",
+        )
+    if meta_on and knobs["meta_accuracy_threshold"] == 0:
+        warn("meta_accuracy_threshold", "0: no accuracy is below it, so the meta step never runs (only measured)")
+    if not meta_on and fraction > 0:
+        # A warning, not an error: a sweep over meta_update_every that includes 0 (off) keeps one holdout.
+        warn("meta_holdout_fraction", f"{fraction} has no effect: meta is off (meta_update_every 0)")
+    if not meta_on and knobs["meta_accuracy_threshold"] != DEFAULTS["meta_accuracy_threshold"]:
+        warn("meta_accuracy_threshold", "has no effect: meta is off (meta_update_every 0)")
+    if reset_every > iterations:
+        warn(
+            "reset_every",
+            f"{reset_every} > n_iterations {iterations}, so the judges are never reset (the same as reset_every 0)",
+        )
+    return warnings

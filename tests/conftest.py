@@ -6,11 +6,14 @@ float to an int32 step count, which strict mode refuses."""
 
 import os
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("COEVO_CACHE_DIR", tempfile.mkdtemp(prefix="coevo-test-cache-"))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 2)
 
@@ -25,3 +28,23 @@ def small_study(conditions: dict, seeds=(0, 1), name: str = "small", **base) -> 
 @pytest.fixture(scope="session")
 def small():
     return small_study
+
+
+def write_results_file(path: Path, **drop) -> Path:
+    """A minimal results file of the shape `coevo run` writes (variables in `drop` left out)."""
+    curves = np.zeros((1, 3, 2))
+    data = {
+        name: (("condition", "seed", "iteration"), curves)
+        for name in ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality")
+    }
+    data |= {"peak_iteration": (("condition", "seed"), np.zeros((1, 3), int))}
+    data |= {"diverged": (("condition", "seed"), np.zeros((1, 3), bool))}
+    ds = xr.Dataset({k: v for k, v in data.items() if k not in drop}, coords={"condition": ["baseline"]})
+    ds.to_netcdf(path, engine="netcdf4")
+    return path
+
+
+@pytest.fixture(scope="session")
+def results_file():
+    """`results_file(path, **drop)`: writes a minimal results file (see `write_results_file`), returns path."""
+    return write_results_file

@@ -6,7 +6,6 @@ import sys
 import time
 
 import pytest
-from test_validation import results_file
 
 import analysis.report
 from engine.cli import main
@@ -61,7 +60,53 @@ def test_a_signal_during_the_study_import(tmp_path, signum, status, said):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["slow_import.py"]
 
 
-def test_ctrl_c_while_drawing_figures_says_what_may_be_written(tmp_path, monkeypatch, capsys):
+def test_the_command_line_imports_no_jax_until_its_handlers_are_in_place():
+    """`python -m engine.cli` runs engine/__init__.py and engine/cli.py before main(): both stay light,
+    and the full-precision matmul setting still reaches JAX when it loads later."""
+    check = (
+        "import sys, engine.cli\n"
+        "assert 'jax' not in sys.modules, 'engine.cli imported JAX'\n"
+        "import jax\n"
+        "assert jax.config.jax_default_matmul_precision == 'highest'\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def interpreter_start_seconds() -> float:
+    """How long Python takes here to start and import engine.cli (no JAX yet). A signal before that
+    reaches the interpreter's own start-up, which no code of ours can catch."""
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import engine.cli"], check=True)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "said"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_signal_in_the_first_seconds(tmp_path, signum, status, said):
+    """From the first moment our code runs (JAX importing, backends starting, the study loading,
+    compiling): one line, exit 130 / 143, no traceback, nothing written. Raising inside JAX's
+    import used to leave it half-initialised: a swallowed Ctrl-C, an AttributeError, a segfault."""
+    study = tmp_path / "slow.py"
+    study.write_text(
+        'STUDY = {"name": "slow", "seeds": [0, 1], "base": {"steps_per_iter": 200, "n_iterations": 50},'
+        ' "conditions": {"baseline": {}}}\n'
+    )
+    origin = 2 * interpreter_start_seconds()
+    for delay in (0.0, 0.3, 1.0, 2.0):
+        process = coevo("run", study, "--out", tmp_path / "slow.nc", "--quiet")
+        time.sleep(origin + delay)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == status, (delay, stderr)
+        assert stderr.startswith(f"coevo: {said} (") and stderr.count("\n") == 1, (delay, stderr)
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["slow.py"]
+
+
+def test_ctrl_c_while_drawing_figures_says_what_may_be_written(tmp_path, monkeypatch, capsys, results_file):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 

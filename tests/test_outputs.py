@@ -8,7 +8,6 @@ import subprocess
 import numpy as np
 import pytest
 import xarray as xr
-from test_validation import results_file
 
 import engine
 import engine.runner
@@ -162,7 +161,7 @@ def test_a_run_to_a_locked_output_is_refused(trapped_run, tmp_path):
     assert err.startswith("coevo: error: ") and "is already running to write it" in err
 
 
-def test_claims_out_is_written_with_force_only(tmp_path, capsys):
+def test_claims_out_is_written_with_force_only(tmp_path, capsys, results_file):
     results = results_file(tmp_path / "r.nc")
     out = tmp_path / "claims.md"
     out.write_text("earlier claims")
@@ -176,14 +175,14 @@ def test_claims_out_is_written_with_force_only(tmp_path, capsys):
 @pytest.mark.skipif(
     not os.path.isdir("/proc/sys") or os.access("/proc/sys", os.W_OK), reason="needs read-only /proc/sys"
 )
-def test_claims_into_a_read_only_folder(tmp_path, capsys):
+def test_claims_into_a_read_only_folder(tmp_path, capsys, results_file):
     assert main(["claims", str(results_file(tmp_path / "r.nc")), "--out", "/proc/sys/claims.md"]) == 2
     err = capsys.readouterr().err
     assert err == "coevo: error: /proc/sys/claims.md: directory /proc/sys is not writable\n"
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write to any directory")
-def test_figures_into_a_read_only_folder(tmp_path, capsys):
+def test_figures_into_a_read_only_folder(tmp_path, capsys, results_file):
     results_file(tmp_path / "r.nc")
     tmp_path.chmod(0o500)
     try:
