@@ -453,7 +453,7 @@ def meta_update(state: RunState, run: RunInputs, due, q_star, holdout, anchor=No
     def one_judge(judge, opt_state, pretrained):
         member_anchor = None if anchor is None else (pretrained, anchor.weight)
         new_judge, new_opt, accuracy = judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels, member_anchor)
-        keep = due & (accuracy < condition.meta_accuracy_threshold) & ~condition.freeze_judge
+        keep = due & (accuracy < condition.meta_accuracy_threshold)  # also for a frozen judge, as the reference
         judge, opt_state = tree_select(keep, (new_judge, new_opt), (judge, opt_state))
         return judge, opt_state, accuracy
 

@@ -153,7 +153,9 @@ KNOBS = {
     "judge_update_every": Knob(
         int, 1, "judge steps on inner steps where (inner+1) % k == 0", unit="inner steps", positive=True
     ),
-    "freeze_judge": Knob(bool, False, "no judge updates at all"),
+    "freeze_judge": Knob(
+        bool, False, "no self-labelled or anchor judge steps (meta steps still run, as in the reference)"
+    ),
     "n_judges": Knob(int, 1, "judges in the ensemble; reward is their mean score", low=1, scope=GROUP),
     "reset_every": Knob(
         int, 0, "judges back to pretrained every k outer iterations (0: never)", unit="outer iterations", low=0

@@ -282,13 +282,13 @@ def _check_combination(study: str, condition: str, knobs: dict) -> list[str]:
             warn("judge_update_every", f"{judge_every} has no effect with freeze_judge (the judge never updates)")
         if knobs["anchor_fraction"] > 0:
             warn("anchor_fraction", "has no effect with freeze_judge: anchor steps are judge steps, which never run")
-        if reset_every > 0:
+        if reset_every > 0 and not meta_on:
             warn("reset_every", "has no effect with freeze_judge: the judges never change, so a reset changes nothing")
         if meta_on:
             warn(
                 "meta_update_every",
-                "with freeze_judge the held-out accuracy is measured but the meta step never runs here "
-                "(in the reference it runs even for a frozen judge)",
+                "with freeze_judge the meta step still updates the judge, as in the reference: "
+                "the judge is frozen except for its meta corrections",
             )
     elif judge_every > steps:
         warn(

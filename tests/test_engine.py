@@ -28,6 +28,7 @@ CONDITIONS = {
     "ensemble_2": {"n_judges": 2},
     "anchor_0.1": {"anchor_fraction": 0.1},
     "meta_2": {"meta_holdout_fraction": 0.02, "meta_update_every": 2},
+    "frozen_meta_2": {"freeze_judge": True, "meta_holdout_fraction": 0.02, "meta_update_every": 2},
 }
 
 
@@ -76,6 +77,11 @@ def test_frozen_judge_keeps_its_alignment(ds):
     assert (alignment == alignment[:, :1]).all()
 
 
+def test_meta_corrects_even_a_frozen_judge_as_the_reference_does(ds):
+    alignment = ds.judge_alignment.sel(condition="frozen_meta_2").values
+    assert (alignment[:, -1] != alignment[:, 0]).all()
+
+
 def test_reset_returns_alignment_to_its_pretrained_value_at_the_reset_iteration(ds):
     every_iteration = ds.judge_alignment.sel(condition="reinit_1").values
     assert (every_iteration == every_iteration[:, :1]).all()
@@ -86,7 +92,7 @@ def test_reset_returns_alignment_to_its_pretrained_value_at_the_reset_iteration(
 
 def test_meta_accuracy_only_where_meta_runs(ds):
     accuracy = ds.meta_judge_accuracy
-    assert np.isnan(accuracy.drop_sel(condition="meta_2")).all()
+    assert np.isnan(accuracy.drop_sel(condition=["meta_2", "frozen_meta_2"])).all()
     meta = accuracy.sel(condition="meta_2").values
     assert np.isfinite(meta).all() and ((meta >= 0) & (meta <= 1)).all()
 
