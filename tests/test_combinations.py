@@ -127,7 +127,7 @@ def test_a_shortened_blog_study_warns_but_runs():
 def test_warnings_are_kept_in_the_dataset():
     resolved = resolve({**study(**META), "seeds": [0, 1]})
     shape = (1, 2, resolved.sizes.n_iterations + 1)
-    arrays = {metric: np.zeros(shape, np.float32) for metric in METRICS}
+    arrays = {metric: np.zeros(shape, np.int32 if metric == "top_sequence" else np.float32) for metric in METRICS}
     arrays |= {"finite": np.ones(shape, bool), "pretrain_steps": np.zeros(shape[:2], np.int32)}
     arrays |= {"pretrain_alignment": np.ones(shape[:2], np.float32)}
     ds = make_dataset(resolved, arrays, {"compile_seconds": 0.0, "run_seconds": 0.0})
