@@ -145,13 +145,13 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(2, 3, sharex=True)
     panels = {
-        (0, 0): ("train_pair_gap_judge", "training pairs: J(chosen) − J(rejected)  [J]"),
-        (0, 1): ("best_worst_gap_judge", "exact best − worst of N by J: J gap  [J]"),
-        (0, 2): ("pair_keep_rate", "pairs kept (scores differ)  [fraction]"),
-        (1, 0): ("train_pair_gap_true", "training pairs: q*(chosen) − q*(rejected)  [q*]"),
-        (1, 1): ("best_worst_gap_true", "exact best − worst of N by J: q* gap  [q*]"),
+        (0, 0): ("train_pair_gap_judge", "training pairs: J(chosen) − J(rejected)", "judge score J"),
+        (0, 1): ("best_worst_gap_judge", "exact best − worst of N by J: J gap", "judge score J"),
+        (0, 2): ("pair_keep_rate", "pairs kept (chosen, rejected scores differ)", "fraction of pairs"),
+        (1, 0): ("train_pair_gap_true", "training pairs: q*(chosen) − q*(rejected)", "q*"),
+        (1, 1): ("best_worst_gap_true", "exact best − worst of N by J: q* gap", "q*"),
     }
-    for (row, col), (variable, ylabel) in panels.items():
+    for (row, col), (variable, title, unit) in panels.items():
         ax = axes[row, col]
         for i, condition in enumerate(conditions):
             mean, low, high = t_band(_runs(masked[variable], condition), axis=0)
@@ -159,7 +159,8 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
                 continue
             ax.plot(iterations, mean, color=COLOURS[i], marker="o", markersize=3, linewidth=1.8)
             ax.fill_between(iterations, low, high, color=COLOURS[i], alpha=0.15, linewidth=0)
-        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(unit)
         ax.axhline(0, color="black", linewidth=0.6)
     ax = axes[1, 2]
     first = 1 if len(iterations) > 1 else 0
@@ -172,7 +173,8 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
         ax.fill_between(iterations, np.exp(low), np.exp(high), color=COLOURS[i], alpha=0.15, linewidth=0)
     ax.set_yscale("log")
     ax.axhline(1, color="black", linewidth=0.6)
-    ax.set_ylabel(f"training-pair J gap / its iteration-{first} value  [ratio, log]", fontsize=9)
+    ax.set_title(f"training-pair J gap relative to iteration {first}", fontsize=10)
+    ax.set_ylabel(f"gap_t / gap_{first}  (log scale)")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -184,10 +186,10 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
     ]
     labels = [legend_label(f"{c} (n={_n_kept(ds, c)})") for c in conditions]
     caption = (
-        "mean over seeds, band: 95% t-interval; training-pair gaps: mean over the kept pairs of the iteration "
-        "ending at that point (dpo only; NaN when none kept);\n"
-        "best − worst of N: exact order statistics of N = n_candidates draws from π, ranked by the judge; "
-        "ratio panel: geometric mean over seeds of gap_t / gap_1, band on the log scale"
+        "mean over seeds, band: 95% t-interval over seeds. Training pairs (dpo only): mean over the kept pairs "
+        "of the iteration ending at that point.\n"
+        "Best − worst of N: exact order statistics of N = n_candidates draws from π, ranked by the judge "
+        "(every rule).\nRatio panel: geometric mean over seeds of gap_t / gap_1, band on the log scale."
     )
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), title=caption, frameon=False)
     fig.suptitle(f"The chosen–rejected gap over iterations{diverged_note(ds, conditions)}{shown}", fontsize=13)
