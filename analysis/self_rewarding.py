@@ -127,11 +127,11 @@ def ratio_of_means(first, final, confidence: float = 0.95) -> tuple[float, float
 class _Reader:
     """Per-seed values of one Dataset, diverged runs masked (seed order is shared: pairs line up)."""
 
-    def __init__(self, ds: xr.Dataset):
+    def __init__(self, ds: xr.Dataset, final: int | None = None):
         self.ds = ds
         self.masked = mask_diverged(ds)
         self.iterations = ds["iteration"].values.tolist()
-        self.final = self.iterations[-1]
+        self.final = self.iterations[-1] if final is None else min(final, self.iterations[-1])
 
     def has(self, *variables) -> bool:
         return all(v in self.ds.data_vars for v in variables)
@@ -168,9 +168,15 @@ Q_BUY = "Does keeping the gap buy real quality, or only judge-perceived quality?
 Q_ENTROPY = "Which regulariser slows entropy collapse, and at what cost in quality?"
 
 
-def answer_rows(ds: xr.Dataset, baseline: str = "baseline", first: int = 1, entropy_iteration: int = 2) -> list[Row]:
-    """Every answerable row for this Dataset (questions whose conditions or variables are absent are skipped)."""
-    read = _Reader(ds)
+def answer_rows(
+    ds: xr.Dataset, baseline: str = "baseline", first: int = 1, entropy_iteration: int = 2, final: int | None = None
+) -> list[Row]:
+    """Every answerable row for this Dataset (questions whose conditions or variables are absent are skipped).
+
+    Gaps shrink from iteration `first` to `final` (default: the last; 4 compares with the paper's four
+    iterations); entropy is compared at `entropy_iteration`, qualities at `final`.
+    """
+    read = _Reader(ds, final)
     reference = baseline_of(ds, baseline)
     if reference is None:
         return []
@@ -228,20 +234,22 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def answers(ds: xr.Dataset, baseline: str = "baseline", first: int = 1, entropy_iteration: int = 2) -> str:
-    """The markdown table of `answer_rows` (an empty table when nothing is answerable)."""
-    return markdown(answer_rows(ds, baseline, first, entropy_iteration))
+def answers(ds: xr.Dataset, baseline: str = "baseline", **options) -> str:
+    """The markdown table of `answer_rows` (options: first, entropy_iteration, final); empty when nothing applies."""
+    return markdown(answer_rows(ds, baseline, **options))
 
 
-def answer_files(*paths, out=None, force: bool = False, first: int = 1, entropy_iteration: int = 2) -> str:
-    """One section per results file (its name, then its table); written to `out` when given."""
+def answer_files(*paths, out=None, force: bool = False, **options) -> str:
+    """One section per results file (its name, then its table); written to `out` when given.
+
+    options: as `answer_rows` (first, entropy_iteration, final)."""
     import engine
 
     sections = []
     for path in paths:
         ds = engine.load(path)
         sections.append(
-            f"### {Path(path).name}\n\n{answers(ds, first=first, entropy_iteration=entropy_iteration)}\n\n"
+            f"### {Path(path).name}\n\n{answers(ds, **options)}\n\n"
             f"Intervals: 95% Student-t over seeds (paired by seed for Δ; log-scale delta method for shrink "
             f"factors, see analysis/self_rewarding.py); diverged runs left out."
         )

@@ -134,6 +134,8 @@ def test_answers_recover_the_constructed_effects(ds):
     assert entropy.estimate == pytest.approx(1.0, abs=1e-5) and cost.estimate == pytest.approx(-0.2, abs=0.02)
     assert _row(rows, Q_ENTROPY, "kl_k1 − baseline", "policy_entropy").estimate == pytest.approx(0, abs=1e-6)
     assert not [r for r in rows if "frozen" in r.measurement]  # not asked about
+    early = _row(answer_rows(ds, final=2), Q_SHRINK, "vanilla: shrink factor of train_pair_gap_judge,")
+    assert early.estimate == pytest.approx(2.0, rel=0.02) and "iteration 1 / mean at 2" in early.measurement
 
 
 def test_markdown_table_and_missing_pieces(ds):
