@@ -137,10 +137,9 @@ class _Reader:
         return all(v in self.ds.data_vars for v in variables)
 
     def at(self, variable: str, condition: str, iteration: int) -> np.ndarray:
-        if variable == EFFECTIVE_GAP:
-            return self.at("train_pair_gap_judge", condition, iteration) * self.at(
-                "pair_keep_rate", condition, iteration
-            )
+        if variable == EFFECTIVE_GAP:  # no pair kept: the gap over kept pairs is NaN, over all pairs 0
+            keep = self.at("pair_keep_rate", condition, iteration)
+            return np.where(keep == 0, 0.0, self.at("train_pair_gap_judge", condition, iteration) * keep)
         return self.masked[variable].sel(condition=condition, iteration=iteration).values.astype(float)
 
     def shrink(self, question, variable, condition, first) -> Row:
@@ -219,6 +218,8 @@ def answer_rows(
 
 
 def _number(x: float) -> str:
+    if np.isinf(x):
+        return "∞" if x > 0 else "−∞"
     return "—" if not np.isfinite(x) else f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 

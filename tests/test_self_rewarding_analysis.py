@@ -138,6 +138,18 @@ def test_answers_recover_the_constructed_effects(ds):
     assert early.estimate == pytest.approx(2.0, rel=0.02) and "iteration 1 / mean at 2" in early.measurement
 
 
+def test_effective_gap_is_zero_when_no_pair_is_kept(ds):
+    collapsed = ds.copy(deep=True)
+    vanilla = list(CONDITIONS).index("vanilla")
+    collapsed["pair_keep_rate"][vanilla, :, -1] = 0.0
+    collapsed["train_pair_gap_judge"][vanilla, :, -1] = np.nan  # a mean over no pairs
+    rows = answer_rows(collapsed)
+    assert _row(rows, Q_SHRINK, "vanilla: shrink factor of train_pair_gap_judge,").n == 0
+    effective = _row(rows, Q_SHRINK, f"vanilla: {EFFECTIVE_GAP} at iteration 4")
+    assert effective.estimate == 0 and effective.n == N_SEEDS
+    assert _row(rows, Q_SHRINK, f"vanilla: shrink factor of {EFFECTIVE_GAP}").estimate == np.inf
+
+
 def test_markdown_table_and_missing_pieces(ds):
     text = answers(ds)
     lines = text.splitlines()
