@@ -17,7 +17,7 @@ the Dataset lacks what it draws. matplotlib.figure.Figure only, never pyplot.
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged, present
 from analysis.figures import SIZE, _n_kept, _runs, _save, legend_label
@@ -172,6 +172,9 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
         ax.plot(iterations, np.exp(mean), color=COLOURS[i], marker="o", markersize=3, linewidth=1.8)
         ax.fill_between(iterations, np.exp(low), np.exp(high), color=COLOURS[i], alpha=0.15, linewidth=0)
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.5, 2, 3 rather than 5×10⁻¹, 2×10⁰
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.axhline(1, color="black", linewidth=0.6)
     ax.set_title(f"training-pair J gap relative to iteration {first}", fontsize=10)
     ax.set_ylabel(f"gap_t / gap_{first}  (log scale)")

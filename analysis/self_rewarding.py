@@ -146,7 +146,8 @@ class _Reader:
         ratio, low, high, n = ratio_of_means(
             self.at(variable, condition, first), self.at(variable, condition, self.final)
         )
-        what = f"{condition}: shrink factor of {variable}, mean at iteration {first} / mean at {self.final}"
+        what = f"{condition}: shrink factor of {variable} = mean at iteration {first} / mean at {self.final}"
+        what += " (> 1: shrank)"
         return Row(question, what, ratio, low, high, n)
 
     def paired(self, question, variable, condition, reference, iteration) -> Row:
