@@ -115,13 +115,15 @@ def test_ratio_interval_covers_95_percent():
 
 def test_answers_recover_the_constructed_effects(ds):
     rows = answer_rows(ds, entropy_iteration=2)
-    shrink = _row(rows, Q_SHRINK, "vanilla: shrink factor of train_pair_gap_judge,")
+    shrink = _row(rows, Q_SHRINK, "vanilla: shrink factor of train_pair_gap_judge =")
     assert shrink.estimate == pytest.approx(8.0, rel=0.02) and shrink.ci_low < 8 < shrink.ci_high
     assert shrink.n == N_SEEDS
     effective = _row(rows, Q_SHRINK, f"vanilla: shrink factor of {EFFECTIVE_GAP}")
     assert effective.estimate == pytest.approx(8.0, rel=0.02)
     assert _row(rows, Q_SHRINK, "vanilla: shrink factor of best_worst").estimate == pytest.approx(8.0, rel=0.02)
-    assert _row(rows, Q_KEEP, "anchored: shrink factor of train_pair_gap_judge,").estimate == pytest.approx(1, rel=0.02)
+    assert _row(rows, Q_KEEP, "anchored: shrink factor of train_pair_gap_judge =").estimate == pytest.approx(
+        1, rel=0.02
+    )
     kept = _row(rows, Q_KEEP, "Δ train_pair_gap_judge at iteration 4: anchored − vanilla")
     assert kept.estimate == pytest.approx(1.75, rel=0.02) and kept.ci_low > 0
     real = _row(rows, Q_BUY, "Δ policy_quality at iteration 4: anchored − vanilla")
@@ -134,7 +136,7 @@ def test_answers_recover_the_constructed_effects(ds):
     assert entropy.estimate == pytest.approx(1.0, abs=1e-5) and cost.estimate == pytest.approx(-0.2, abs=0.02)
     assert _row(rows, Q_ENTROPY, "kl_k1 − baseline", "policy_entropy").estimate == pytest.approx(0, abs=1e-6)
     assert not [r for r in rows if "frozen" in r.measurement]  # not asked about
-    early = _row(answer_rows(ds, final=2), Q_SHRINK, "vanilla: shrink factor of train_pair_gap_judge,")
+    early = _row(answer_rows(ds, final=2), Q_SHRINK, "vanilla: shrink factor of train_pair_gap_judge =")
     assert early.estimate == pytest.approx(2.0, rel=0.02) and "iteration 1 / mean at 2" in early.measurement
 
 
@@ -144,7 +146,7 @@ def test_effective_gap_is_zero_when_no_pair_is_kept(ds):
     collapsed["pair_keep_rate"][vanilla, :, -1] = 0.0
     collapsed["train_pair_gap_judge"][vanilla, :, -1] = np.nan  # a mean over no pairs
     rows = answer_rows(collapsed)
-    assert _row(rows, Q_SHRINK, "vanilla: shrink factor of train_pair_gap_judge,").n == 0
+    assert _row(rows, Q_SHRINK, "vanilla: shrink factor of train_pair_gap_judge =").n == 0
     effective = _row(rows, Q_SHRINK, f"vanilla: {EFFECTIVE_GAP} at iteration 4")
     assert effective.estimate == 0 and effective.n == N_SEEDS
     assert _row(rows, Q_SHRINK, f"vanilla: shrink factor of {EFFECTIVE_GAP}").estimate == np.inf
