@@ -5,10 +5,12 @@ from pathlib import Path
 import xarray as xr
 
 from analysis.figures import BEST, BOUNDS, comparison, headline, perception_gap, small_multiples
+from analysis.overoptimisation import overoptimisation, pair_gap
 from analysis.tables import condition_table, write_csv, write_markdown
 from engine.output import check_output
 
 OUTPUTS = ("headline.png", "best.png", "quality_by_condition.png", "gap.png", "table.md", "table.csv")
+OUTPUTS += ("overoptimisation.png", "pair_gap.png")  # only for Datasets with kl_to_initial / with dpo conditions
 
 
 def output_paths(out_dir, stem: str) -> list[Path]:
@@ -38,5 +40,7 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
         perception_gap(ds, paths["gap.png"], force=force),
         write_markdown(table, paths["table.md"], force=force),
         write_csv(table, paths["table.csv"], force=force),
+        overoptimisation(ds, paths["overoptimisation.png"], force=force),
+        pair_gap(ds, paths["pair_gap.png"], force=force),
     ]
     return [path for path in written if path is not None]
