@@ -14,7 +14,7 @@ import jaxlib
 import numpy as np
 import xarray as xr
 
-from engine.diagnostics import METRICS, UNITS
+from engine.diagnostics import CORE_METRICS, METRICS, UNITS
 from engine.knobs import KNOBS
 from engine.output import write_atomically
 from engine.study import ResolvedStudy
@@ -111,7 +111,7 @@ class ResultsFileError(ValueError):
 
 # What analysis reads, with its dimensions: a file without them was not written by coevo.
 REQUIRED = {
-    **{metric: ("condition", "seed", "iteration") for metric in METRICS if metric != "meta_judge_accuracy"},
+    **{metric: ("condition", "seed", "iteration") for metric in CORE_METRICS},
     "peak_iteration": ("condition", "seed"),
     "diverged": ("condition", "seed"),
 }

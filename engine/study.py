@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.knobs import DEFAULTS, KNOBS, STUDY_KNOBS, Sizes, Variant, sizes_of, variant_of
+from engine.knobs import DEFAULTS, KNOBS, STUDY_KNOBS, Sizes, Variant, has_meta_judge, sizes_of, variant_of
 from engine.world import N_SEQUENCES
 
 TOP_LEVEL_KEYS = ("name", "seeds", "base", "conditions", "description")
@@ -204,8 +204,13 @@ def _check_study_wide(study: str, conditions: dict):
 
 
 def _check_combination(study: str, condition: str, knobs: dict):
+    if has_meta_judge(knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
+        raise StudyError(
+            f"{_where(study, condition, 'meta_pairs')}: the meta-judge labels meta_pairs of batch_size fresh "
+            f"pairs, so meta_pairs must be <= batch_size ({knobs['batch_size']}), got {knobs['meta_pairs']}"
+        )
     fraction = knobs["meta_holdout_fraction"]
-    if knobs["meta_update_every"] > 0 and int(N_SEQUENCES * fraction) == 0:
+    if knobs["meta_update_every"] > 0 and knobs["meta_source"] == "holdout" and int(N_SEQUENCES * fraction) == 0:
         raise StudyError(
             f"{_where(study, condition, 'meta_holdout_fraction')}: meta_update_every > 0 needs at least one "
             f"held-out pair, but int(4096 * {fraction}) = 0"
