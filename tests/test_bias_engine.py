@@ -101,7 +101,7 @@ def test_records_equal_engine_bias_of_the_runs_own_judge_and_policy(ds, study):
             fit = judge_fit(judge_scores_all(judge), q, f)
             np.testing.assert_allclose(run.judge_bias, fit.bias, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(run.judge_quality_weight, fit.quality_weight, rtol=1e-4, atol=1e-5)
-            condition = jax.tree.map(lambda leaf: leaf[0], condition_arrays([knobs]))
+            condition = jax.tree.map(lambda leaf: jnp.asarray(leaf[0]), condition_arrays([knobs]))
             inputs = make_run_inputs(condition, jnp.int32(resolved.seeds[s]), judge, jnp.zeros(1, jnp.int32))
             probs = jnp.exp(policy_log_probs_all(init_run(inputs).policy))
             np.testing.assert_allclose(run.policy_verbosity, policy_verbosity(probs, f), rtol=1e-5)
@@ -140,7 +140,7 @@ def test_meta_judge_records(ds):
 def one_run(small, meta_row: int, **knobs):
     """A meta-judge run built by hand: judge row 0 of two untrained judges, meta-judge `meta_row`."""
     resolved = engine.resolve(small({"m": {**META, **knobs}}, seeds=[0]))
-    condition = jax.tree.map(lambda leaf: leaf[0], condition_arrays([resolved.conditions["m"]]))
+    condition = jax.tree.map(lambda leaf: jnp.asarray(leaf[0]), condition_arrays([resolved.conditions["m"]]))
     table = make_judges(jax.random.PRNGKey(3), 2)
     run = make_run_inputs(condition, jnp.int32(0), table, jnp.zeros(1, jnp.int32), jnp.int32(meta_row))
     return run, init_run(run), sizes_of(resolved.conditions["m"])
@@ -152,7 +152,9 @@ def meta_step(state, run, sizes, due=True):
 
 
 def same(a, b) -> bool:
-    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    """Bit-equal pytrees (NaN equal to NaN: RunState.meta_accuracy is NaN without a holdout)."""
+    leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(np.array_equal(x, y, equal_nan=np.issubdtype(np.asarray(x).dtype, np.floating)) for x, y in leaves)
 
 
 def test_a_meta_judge_equal_to_the_judge_agrees_on_every_pair(small):
