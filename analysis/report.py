@@ -4,6 +4,8 @@ from pathlib import Path
 
 import xarray as xr
 
+from analysis.bias import bias_figures, has_bias_records
+from analysis.bias import output_paths as bias_output_paths
 from analysis.figures import BEST, BOUNDS, comparison, headline, perception_gap, small_multiples
 from analysis.overoptimisation import overoptimisation, pair_gap
 from analysis.tables import condition_table, write_csv, write_markdown
@@ -28,7 +30,8 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = dict(zip(OUTPUTS, output_paths(out, stem), strict=True))
-    for path in paths.values():
+    bias_paths = bias_output_paths(out, stem) if has_bias_records(ds) else []  # issue 11
+    for path in [*paths.values(), *bias_paths]:
         check_output(path, force=force)
     conditions = ds["condition"].values.tolist()
     focus = baseline if baseline in conditions else conditions[0]
@@ -42,5 +45,6 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
         write_csv(table, paths["table.csv"], force=force),
         overoptimisation(ds, paths["overoptimisation.png"], force=force),
         pair_gap(ds, paths["pair_gap.png"], force=force),
+        *bias_figures(ds, out, stem, force=force),
     ]
     return [path for path in written if path is not None]

@@ -90,7 +90,7 @@ def flops_per_inner_step(study: dict) -> float:
     plan = make_plan(resolved, resolved.seeds, n_devices=1)
     group, inputs = plan.groups[0], plan.groups[0].inputs
     table = make_judges(jax.random.PRNGKey(0), len(plan.pretrain.seed))  # untrained judges stand in for pretraining
-    runs = make_run_inputs(inputs.condition, inputs.seed, table, inputs.pretrain_index)
+    runs = make_run_inputs(inputs.condition, inputs.seed, table, inputs.pretrain_index, inputs.meta_pretrain_index)
     states = jax.vmap(init_run)(runs)
     q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
     step = make_batch_run(group.variant, resolved.sizes).step

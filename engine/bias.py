@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engine.diagnostics import spearman
 from engine.world import ARROWS, SEQ_LEN, VOCAB, all_sequences, reference_q_star, render
 
 DEFAULT_BIAS_TOKEN = 2  # `→`
@@ -135,6 +134,21 @@ def within_level_gap(probs, q_star, verbosity) -> jax.Array:
     return jnp.sum(probs * (level_ceiling(q_star, verbosity)[levels] - q_star))
 
 
+def bias_metrics(probs, scores, q_star, verbosity) -> dict:
+    """The per-iteration bias records of one run (`engine.diagnostics.BIAS_METRICS`), scalars.
+
+    probs: π over the 4096; scores: J over the 4096 (the ensemble mean); q_star, verbosity:
+    the run's. judge_bias and judge_quality_weight come from one `judge_fit`.
+    """
+    fit = judge_fit(scores, q_star, verbosity)
+    return {
+        "judge_bias": fit.bias,
+        "judge_quality_weight": fit.quality_weight,
+        "policy_verbosity": policy_verbosity(probs, verbosity),
+        "bias_cost": bias_cost(probs, q_star, verbosity),
+    }
+
+
 # ----------------------------------------------------------------------------------------
 # A meta-judge without ground truth: which pairs it labels, its labels, the agreement.
 
@@ -208,6 +222,8 @@ class VerbosityFacts(NamedTuple):
 
 
 def verbosity_facts(q_star, bias_token) -> VerbosityFacts:
+    from engine.diagnostics import spearman  # here, not at the top: engine.diagnostics imports this module
+
     f = verbosity(bias_token)
     return VerbosityFacts(
         pearson=jnp.corrcoef(f, q_star)[0, 1],

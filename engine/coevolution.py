@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from engine import exact, preference
+from engine.bias import biased_target, meta_pairs, verbosity
 from engine.diagnostics import FINITE_METRICS, exact_metrics, judge_scores_all, spearman
 from engine.knobs import Condition, Sizes, Variant, code
 from engine.models import Judge, Policy, ensemble_scores, select_init
@@ -30,6 +31,11 @@ from engine.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences, reference_q
 
 PRETRAIN_TARGET_NOISE = 0.1
 HOLDOUT_KEY = 0
+# The meta-judge (meta_source `judge`) is pretrained as ensemble member META_JUDGE_MEMBER
+# ("meta" in ASCII, far above any ensemble size) and draws its meta steps' pairs from the
+# step key folded with META_KEY_TAG: keys of their own, and every existing key unchanged.
+META_JUDGE_MEMBER = 0x6D657461
+META_KEY_TAG = 0x6D657461
 
 
 # Adam with its learning rate in the optimiser state, so it can differ per run.
@@ -110,12 +116,15 @@ def pretrain_judge(job: PretrainInputs, sizes: Sizes) -> PretrainResult:
     data_key = jax.random.fold_in(keys["pretrain"], job.member)
     sequences = jnp.asarray(all_sequences())
     q_star = q_star_of(job.condition.transition_alpha)
+    # issue 11: q* + b·σ(q*)·f(x); exactly q* (bit for bit) at planted_bias 0. The stop rule
+    # below still measures Spearman against q* itself.
+    target = biased_target(q_star, verbosity(job.condition.bias_token), job.condition.planted_bias)
 
     def train_step(carry, step):
         judge, opt_state = carry
         key_index, key_noise = jax.random.split(jax.random.fold_in(data_key, step))
         index = jax.random.randint(key_index, (sizes.batch_size,), 0, N_SEQUENCES)
-        targets = q_star[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (sizes.batch_size,))
+        targets = target[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (sizes.batch_size,))
 
         def loss_fn(judge):
             return jnp.mean((jax.vmap(judge)(sequences[index]) - targets) ** 2)
@@ -151,15 +160,24 @@ class RunInputs(eqx.Module):
     condition: Condition
     seed: jax.Array
     pretrained: Judge  # stacked (n_judges, ...)
+    meta_pretrained: Judge | None  # the pretrained meta-judge (Variant.meta_judge), else None
 
 
-def make_run_inputs(condition: Condition, seed, pretrained_table: Judge, pretrain_index) -> RunInputs:
+def make_run_inputs(
+    condition: Condition, seed, pretrained_table: Judge, pretrain_index, meta_pretrain_index=None
+) -> RunInputs:
     """Runs' inputs with their judges taken out of the pretraining table.
 
     pretrain_index: (runs, n_judges) rows of `pretrained_table` (stacked judges, one per
-    pretraining job); works the same for one run or a batch.
+    pretraining job); meta_pretrain_index: (runs,) the meta-judge's rows, or None for runs
+    without one; works the same for one run or a batch.
     """
-    return RunInputs(condition, seed, jax.tree.map(lambda leaf: leaf[pretrain_index], pretrained_table))
+
+    def take(index):
+        return jax.tree.map(lambda leaf: leaf[index], pretrained_table)
+
+    meta = None if meta_pretrain_index is None else take(meta_pretrain_index)
+    return RunInputs(condition, seed, take(pretrain_index), meta)
 
 
 class PairStats(eqx.Module):
@@ -186,6 +204,7 @@ class RunState(eqx.Module):
     initial_log_probs: jax.Array  # (4096,) log π₀: the KL anchor, dpo's `initial` reference, anchored rejection
     reference_log_probs: jax.Array  # (4096,) log π at the start of this outer iteration: dpo's `iteration` reference
     pairs: PairStats  # this outer iteration's dpo training pairs
+    meta: "MetaJudgeState | None"  # the meta-judge (meta_source `judge`), else None
 
 
 def init_run(run: RunInputs) -> RunState:
@@ -200,6 +219,7 @@ def init_run(run: RunInputs) -> RunState:
         initial_log_probs=initial_log_probs,
         reference_log_probs=initial_log_probs,
         pairs=PairStats.zero(),
+        meta=None if run.meta_pretrained is None else init_meta_judge(run.meta_pretrained, run.condition.lr_judge),
     )
 
 
@@ -415,12 +435,17 @@ def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask, a
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
 
 
+def fresh_pairs(policy: Policy, key, batch_size: int):
+    """Two fresh batches (a, b) of batch_size sequences each from the policy, (batch_size, 4) each."""
+    noise = jax.random.gumbel(key, (2 * batch_size, SEQ_LEN, VOCAB))
+    tokens, _ = jax.vmap(policy.sample)(noise)
+    return tokens[:batch_size], tokens[batch_size:]
+
+
 def self_labelled_update(state: RunState, key, due, sizes: Sizes, anchor=None) -> RunState:
     """Judges label and train on two fresh batches from the (updated) policy."""
-    noise = jax.random.gumbel(key, (2 * sizes.batch_size, SEQ_LEN, VOCAB))
-    tokens, _ = jax.vmap(state.policy.sample)(noise)
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return ensemble_pair_step(state, tokens[: sizes.batch_size], tokens[sizes.batch_size :], None, mask, anchor)
+    return ensemble_pair_step(state, *fresh_pairs(state.policy, key, sizes.batch_size), None, mask, anchor)
 
 
 def anchor_update(state: RunState, key, due, q_star, n_anchor: int, anchor=None) -> RunState:
@@ -464,11 +489,17 @@ def meta_update(state: RunState, run: RunInputs, due, q_star, holdout, anchor=No
 
 
 def reset_judges(state: RunState, run: RunInputs, outer) -> RunState:
-    """Back to the pretrained judges and a fresh optimiser at the end of every k-th iteration."""
+    """Back to the pretrained judges and a fresh optimiser at the end of every k-th iteration
+    (the meta-judge too, where there is one: a no-op unless it learns)."""
     due = is_due(run.condition.reset_every, outer)
     fresh = (run.pretrained, fresh_judge_opt(run.pretrained, run.condition.lr_judge))
     judges, judge_opt = tree_select(due, fresh, (state.judges, state.judge_opt))
-    return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
+    state = eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
+    if state.meta is not None:
+        fresh_meta = (run.meta_pretrained, adam_init(_params(run.meta_pretrained), run.condition.lr_judge))
+        meta_judge, meta_opt = tree_select(due, fresh_meta, (state.meta.judge, state.meta.opt))
+        state = eqx.tree_at(lambda s: (s.meta.judge, s.meta.opt), state, (meta_judge, meta_opt))
+    return state
 
 
 def is_due(every, index):
@@ -476,17 +507,75 @@ def is_due(every, index):
     return (every > 0) & ((index + 1) % jnp.maximum(every, 1) == 0)
 
 
-def run_metrics(state: RunState, q_star, n_candidates: int) -> dict:
-    metrics = exact_metrics(state.policy, state.judges, q_star, state.initial_log_probs, n_candidates)
-    params_finite = jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(_params((state.policy, state.judges)))])
+# ----------------------------------------------------------------------------------------
+# A meta-judge without ground truth (issue 11, meta_source `judge`; docs/bias.md).
+
+
+class MetaJudgeState(eqx.Module):
+    """The meta-judge a run carries: a second pretrained judge that never sees q*."""
+
+    judge: Judge  # one judge (not stacked)
+    opt: optax.OptState
+    agreement_sum: jax.Array  # Σ judge–meta-judge agreement over this outer iteration's meta steps
+    steps: jax.Array  # meta steps taken this outer iteration (int32)
+
+
+def init_meta_judge(judge: Judge, lr_judge) -> MetaJudgeState:
+    return MetaJudgeState(judge, adam_init(_params(judge), lr_judge), jnp.float32(0.0), jnp.int32(0))
+
+
+def meta_judge_update(state: RunState, run: RunInputs, key, due, sizes: Sizes, n_pairs: int) -> RunState:
+    """The meta step of meta_source `judge`: the meta-judge labels n_pairs of batch_size fresh
+    policy pairs (`meta_select`: the judge's least certain, or a uniform subset); every judge
+    takes one step on its labels (unless frozen); the agreement is accumulated for the record."""
+    condition = run.condition
+    tokens_a, tokens_b = fresh_pairs(state.policy, key, sizes.batch_size)
+    tokens = jnp.concatenate([tokens_a, tokens_b])
+    scores = ensemble_scores(state.judges, tokens).mean(axis=0)
+    meta_scores = jax.vmap(state.meta.judge)(tokens)
+    half = sizes.batch_size
+    uncertain = condition.meta_select == code("meta_select", "uncertain")
+    pairs = meta_pairs(
+        tokens_a, tokens_b, scores[:half], scores[half:], meta_scores[:half], meta_scores[half:], n_pairs, uncertain
     )
+    mask = jnp.full((ensemble_size(state.judges),), due & ~condition.freeze_judge)
+    state = ensemble_pair_step(state, pairs.tokens_a, pairs.tokens_b, pairs.labels, mask)
+    record = (state.meta.agreement_sum + jnp.where(due, pairs.agreement, 0.0), state.meta.steps + due)
+    return eqx.tree_at(lambda s: (s.meta.agreement_sum, s.meta.steps), state, record)
+
+
+def meta_judge_self_labelled_update(state: RunState, key, due, sizes: Sizes) -> RunState:
+    """meta_learns: the meta-judge takes the judge's self-labelled step, on the same fresh
+    pairs (same key, same policy), labelled by itself; kept where `due`."""
+    new_judge, new_opt, _ = judge_pair_step(
+        state.meta.judge, state.meta.opt, *fresh_pairs(state.policy, key, sizes.batch_size)
+    )
+    judge, opt = tree_select(due, (new_judge, new_opt), (state.meta.judge, state.meta.opt))
+    return eqx.tree_at(lambda s: (s.meta.judge, s.meta.opt), state, (judge, opt))
+
+
+def meta_judge_metrics(meta: MetaJudgeState | None, q_star) -> dict:
+    """meta_judge_alignment (Spearman of the meta-judge with q*) and meta_agreement (mean over
+    this outer iteration's meta steps); NaN without a meta-judge or without a meta step."""
+    if meta is None:
+        return {"meta_judge_alignment": jnp.float32(jnp.nan), "meta_agreement": jnp.float32(jnp.nan)}
+    alignment = spearman(judge_scores_all(jax.tree.map(lambda a: a[None], meta.judge)), q_star)
+    agreement = jnp.where(meta.steps > 0, meta.agreement_sum / jnp.maximum(meta.steps, 1), jnp.nan)
+    return {"meta_judge_alignment": alignment, "meta_agreement": agreement}
+
+
+def run_metrics(state: RunState, run: RunInputs, q_star, n_candidates: int) -> dict:
+    f = verbosity(run.condition.bias_token)
+    metrics = exact_metrics(state.policy, state.judges, q_star, state.initial_log_probs, n_candidates, f)
+    models = (state.policy, state.judges) + (() if state.meta is None else (state.meta.judge,))
+    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(_params(models))]))
     values_finite = jnp.all(jnp.isfinite(jnp.stack([metrics[name] for name in FINITE_METRICS])))
     pairs = state.pairs
     with_pairs = pairs.kept / jnp.where(pairs.kept > 0, pairs.kept, jnp.nan)  # 1, or NaN without kept pairs
     return {
         **metrics,
         "meta_judge_accuracy": state.meta_accuracy,
+        **meta_judge_metrics(state.meta, q_star),
         "pair_keep_rate": pairs.kept / jnp.where(pairs.offered > 0, pairs.offered, jnp.nan),
         "train_pair_gap_judge": with_pairs * pairs.judge_gap / jnp.maximum(pairs.kept, 1),
         "train_pair_gap_true": with_pairs * pairs.true_gap / jnp.maximum(pairs.kept, 1),
@@ -558,6 +647,29 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
 
         states = jax.lax.cond(judge_due.any(), judge_steps, lambda s: s, states)
 
+        if variant.meta_judge:  # meta_source `judge` (issue 11)
+            learns = judge_due & condition.meta_learns
+            states = jax.lax.cond(
+                learns.any(),
+                lambda s: jax.vmap(lambda s, k, d: meta_judge_self_labelled_update(s, k, d, sizes))(
+                    s, key_judge, learns
+                ),
+                lambda s: s,
+                states,
+            )
+            key_meta = jax.vmap(lambda key: jax.random.fold_in(jax.random.fold_in(key, global_step), META_KEY_TAG))(
+                loop_keys
+            )
+            meta_due = is_due(condition.meta_update_every, inner)
+            states = jax.lax.cond(
+                meta_due.any(),
+                lambda s: jax.vmap(lambda s, r, k, d: meta_judge_update(s, r, k, d, sizes, variant.n_meta_pairs))(
+                    s, runs, key_meta, meta_due
+                ),
+                lambda s: s,
+                states,
+            )
+
         if variant.n_holdout:
             meta_due = is_due(condition.meta_update_every, inner)
             states = jax.lax.cond(
@@ -576,10 +688,10 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         if holdout is not None:
             accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
-        return states, metrics_of(states, q_stars)
+        return states, metrics_of(states, runs, q_stars)
 
-    def metrics_of(states, q_stars):
-        return jax.vmap(lambda s, q: run_metrics(s, q, variant.n_candidates))(states, q_stars)
+    def metrics_of(states, runs, q_stars):
+        return jax.vmap(lambda s, r, q: run_metrics(s, r, q, variant.n_candidates))(states, runs, q_stars)
 
     def advance(states, runs: RunInputs, outer):
         q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
@@ -592,12 +704,15 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
                 jax.tree.map(jnp.zeros_like, states.pairs),
             ),
         )
+        if states.meta is not None:  # the meta-judge's agreement is recorded per outer iteration
+            zeros = (jnp.zeros_like(states.meta.agreement_sum), jnp.zeros_like(states.meta.steps))
+            states = eqx.tree_at(lambda s: (s.meta.agreement_sum, s.meta.steps), states, zeros)
 
         def inner_body(states, inner):
             return batch_inner_step(states, runs, q_stars, outer, inner), None
 
         states, _ = jax.lax.scan(inner_body, states, jnp.arange(sizes.steps_per_iter))
         states = jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
-        return states, metrics_of(states, q_stars)
+        return states, metrics_of(states, runs, q_stars)
 
     return BatchRun(start, batch_inner_step, advance)

@@ -6,6 +6,7 @@ import jax.scipy.stats
 import numpy as np
 
 from engine import exact
+from engine.bias import bias_metrics
 from engine.models import Judge, Policy, ensemble_scores
 from engine.world import all_sequences
 
@@ -28,11 +29,13 @@ def policy_log_probs_all(policy: Policy):
     return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences()))
 
 
-def exact_metrics(policy: Policy, judges: Judge, q_star, initial_log_probs, n_candidates: int) -> dict:
+def exact_metrics(policy: Policy, judges: Judge, q_star, initial_log_probs, n_candidates: int, verbosity=None) -> dict:
     """The per-iteration diagnostics of one run, each exact over all outputs.
 
     initial_log_probs: log π₀ over the 4096 (for the KL); n_candidates: the N of the
     best/worst-of-N gaps (order statistics of N i.i.d. draws from π, ranked by the judge).
+    With `verbosity` (f over the 4096, `engine.bias.verbosity`), the bias records too
+    (`BIAS_METRICS`, `engine.bias.bias_metrics`), from the same π and J.
     """
     log_probs = exact.policy_log_probs_tree(policy)
     probs = jnp.exp(log_probs)
@@ -40,7 +43,7 @@ def exact_metrics(policy: Policy, judges: Judge, q_star, initial_log_probs, n_ca
     top, top_probability = exact.policy_mode(log_probs)
     # Elementwise product then sum, not a dot: a vmapped dot may pick a different kernel
     # for a different number of runs, and the last bit would then depend on the batch.
-    return {
+    metrics = {
         "policy_quality": jnp.sum(probs * q_star),
         "judge_alignment": spearman(scores, q_star),
         "policy_entropy": -jnp.sum(probs * log_probs),
@@ -51,19 +54,16 @@ def exact_metrics(policy: Policy, judges: Judge, q_star, initial_log_probs, n_ca
         "top_sequence": top,
         "top_probability": top_probability,
     }
+    if verbosity is not None:
+        metrics.update(bias_metrics(probs, scores, q_star, verbosity))
+    return metrics
 
 
 # What every results file holds, from the first version of the lab on (what analysis needs).
 CORE_METRICS = ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality")
 # Metrics whose non-finite value marks a run as diverged (the others may be NaN by design).
-FINITE_METRICS = ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality", "kl_to_initial")
-
-METRICS = (
-    "policy_quality",
-    "judge_alignment",
-    "policy_entropy",
-    "judge_perceived_quality",
-    "meta_judge_accuracy",
+FINITE_METRICS = (*CORE_METRICS, "kl_to_initial")
+SELF_REWARDING_METRICS = (
     "kl_to_initial",
     "best_worst_gap_judge",
     "best_worst_gap_true",
@@ -73,6 +73,9 @@ METRICS = (
     "train_pair_gap_judge",
     "train_pair_gap_true",
 )
+BIAS_METRICS = ("judge_bias", "judge_quality_weight", "policy_verbosity", "bias_cost")
+META_JUDGE_METRICS = ("meta_judge_alignment", "meta_agreement")
+METRICS = (*CORE_METRICS, "meta_judge_accuracy", *SELF_REWARDING_METRICS, *BIAS_METRICS, *META_JUDGE_METRICS)
 
 UNITS = {
     "policy_quality": "q* (expected under the policy)",
@@ -88,6 +91,13 @@ UNITS = {
     "pair_keep_rate": "fraction of this iteration's dpo pairs trained on (NaN: no pairs)",
     "train_pair_gap_judge": "J: mean J(chosen) - J(rejected) over this iteration's kept dpo pairs",
     "train_pair_gap_true": "q*: mean q*(chosen) - q*(rejected) over this iteration's kept dpo pairs",
+    # docs/bias.md: the least-squares fit J ≈ c + w·q* + β·σ(q*)·f over the 4096 outputs
+    "judge_bias": "J per filler token / sigma(q*) (the fit's f coefficient; b for a judge scoring q* + b sigma f)",
+    "judge_quality_weight": "J per unit of q* (the fit's q* coefficient; 1 for a judge scoring q* + b sigma f)",
+    "policy_verbosity": "filler tokens (expected under the policy; uniform policy 0.5)",
+    "bias_cost": "q* (expected max q* - best q* at the policy's verbosity level)",
+    "meta_judge_alignment": "Spearman rho (meta-judge with q*)",
+    "meta_agreement": "fraction of the meta-labelled pairs (mean over the iteration's meta steps)",
 }
 
 UNIFORM_ENTROPY = float(np.log(4096))

@@ -23,7 +23,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from engine.world import N_SEQUENCES
+from engine.world import N_SEQUENCES, VOCAB
 
 RUN, GROUP, STUDY = "run", "group", "study"
 
@@ -81,8 +81,20 @@ def judge_anchored(knobs: dict) -> bool:
 
 
 def holdout_pairs(knobs: dict) -> int:
-    """Reference rule: int(4096 · meta_holdout_fraction) held-out pairs, 0 when meta is off."""
-    return int(N_SEQUENCES * knobs["meta_holdout_fraction"]) if knobs["meta_update_every"] > 0 else 0
+    """Reference rule: int(4096 · meta_holdout_fraction) held-out pairs, 0 when meta is off
+    (or when the meta step comes from a meta-judge, `meta_source` `judge`)."""
+    on = knobs["meta_update_every"] > 0 and knobs["meta_source"] == "holdout"
+    return int(N_SEQUENCES * knobs["meta_holdout_fraction"]) if on else 0
+
+
+def has_meta_judge(knobs: dict) -> bool:
+    """A run carries (and pretrains) a meta-judge: meta_source `judge` with meta steps on."""
+    return knobs["meta_source"] == "judge" and knobs["meta_update_every"] > 0
+
+
+def meta_judge_pairs(knobs: dict) -> int:
+    """Pairs the meta-judge labels per meta step (a static top_k size), 0 without a meta-judge."""
+    return knobs["meta_pairs"] if has_meta_judge(knobs) else 0
 
 
 KNOBS = {
@@ -197,9 +209,61 @@ KNOBS = {
         scope=GROUP,
         variant=("n_holdout", holdout_pairs),
     ),
-    "meta_update_every": Knob(int, 0, "meta check cadence (0: off)", unit="inner steps", low=0),
+    "meta_update_every": Knob(int, 0, "meta step cadence, both meta sources (0: off)", unit="inner steps", low=0),
     "meta_accuracy_threshold": Knob(
-        float, 0.75, "meta step when the held-out accuracy is below this", unit="fraction", low=0.0, high=1.0
+        float,
+        0.75,
+        "meta step when the held-out accuracy is below this (`holdout` only)",
+        unit="fraction",
+        low=0.0,
+        high=1.0,
+    ),
+    # a meta-judge without ground truth (issue 11, docs/bias.md)
+    "meta_source": Knob(
+        ("holdout", "judge"),
+        "holdout",
+        "who labels the meta step's pairs: q* on a fixed held-out set (`meta_holdout_fraction`, "
+        "`meta_accuracy_threshold`), or a second pretrained judge that never sees q* (`meta_pairs`, "
+        "`meta_select`, `meta_learns`)",
+        scope=GROUP,
+        variant=("meta_judge", has_meta_judge),
+    ),
+    "meta_pairs": Knob(
+        int,
+        16,
+        "`judge` only: pairs the meta-judge labels per meta step, of batch_size fresh policy pairs",
+        unit="pairs",
+        positive=True,
+        scope=GROUP,
+        variant=("n_meta_pairs", meta_judge_pairs),
+    ),
+    "meta_select": Knob(
+        ("uncertain", "random"),
+        "uncertain",
+        "`judge` only: which fresh pairs it labels: the smallest |J(a) − J(b)|, or a uniform subset",
+    ),
+    "meta_learns": Knob(
+        bool,
+        False,
+        "`judge` only: the meta-judge also takes the judge's self-labelled steps (own labels, same pairs)",
+    ),
+    # a planted bias (issue 11, docs/bias.md)
+    "bias_token": Knob(
+        int,
+        2,
+        "the filler token of verbosity f(x) = #positions holding it (0 ↑ 1 ↗ 2 → 3 ↘ 4 ↓ 5 ↙ 6 ← 7 ↖)",
+        unit="token id",
+        low=0,
+        high=VOCAB - 1,
+        pretrain=True,
+    ),
+    "planted_bias": Knob(
+        float,
+        0.0,
+        "judge pretraining targets q* + b·σ(q*)·f(x) (+ noise): a judge favouring verbosity by b",
+        unit="σ(q*) per token",
+        low=0.0,
+        pretrain=True,
     ),
     # the world
     "transition_alpha": Knob(

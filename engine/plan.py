@@ -13,7 +13,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from engine.coevolution import PretrainInputs
+from engine.coevolution import META_JUDGE_MEMBER, PretrainInputs
 from engine.knobs import PRETRAIN_KNOBS, Condition, Variant, condition_arrays
 from engine.study import ResolvedStudy
 
@@ -33,6 +33,7 @@ class GroupInputs(NamedTuple):
     condition: Condition
     seed: np.ndarray  # (positions,) int32
     pretrain_index: np.ndarray  # (positions, n_judges) rows of the pretraining table
+    meta_pretrain_index: np.ndarray | None  # (positions,) the meta-judge's rows (Variant.meta_judge), else None
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class ChunkPlan:
         per_group = []
         for group in self.groups:
             rows = group.inputs.pretrain_index
+            if group.inputs.meta_pretrain_index is not None:  # the meta-judge is one of the run's judges
+                rows = np.column_stack([rows, group.inputs.meta_pretrain_index])
             per_group.append(
                 {"pretrain_steps": steps[rows].max(axis=1), "pretrain_alignment": alignment[rows].min(axis=1)}
             )
@@ -95,6 +98,7 @@ class _Run:
     seed: int
     knobs: dict
     pretrain_rows: tuple[int, ...]
+    meta_pretrain_row: int | None  # the meta-judge's row (meta_source `judge`), else None
 
 
 def make_plan(study: ResolvedStudy, seeds, n_devices: int) -> ChunkPlan:
@@ -105,15 +109,19 @@ def make_plan(study: ResolvedStudy, seeds, n_devices: int) -> ChunkPlan:
     for c, name in enumerate(study.condition_names):
         knobs = study.conditions[name]
         settings = tuple(knobs[k] for k in PRETRAIN_KNOBS)
+        variant = study.variant(name)
         for s, seed in enumerate(seeds):
             rows = []
-            for member in range(knobs["n_judges"]):
+            # the meta-judge (meta_source `judge`) is pretrained as one more member, under its own tag
+            members = list(range(knobs["n_judges"])) + ([META_JUDGE_MEMBER] if variant.meta_judge else [])
+            for member in members:
                 key = (seed, member, settings)
                 if key not in pretrain_rows:
                     pretrain_rows[key] = len(pretrain_rows)
                     pretrain_knobs.append(knobs)
                 rows.append(pretrain_rows[key])
-            by_variant.setdefault(study.variant(name), []).append(_Run(c, s, seed, knobs, tuple(rows)))
+            meta_row = rows.pop() if variant.meta_judge else None
+            by_variant.setdefault(variant, []).append(_Run(c, s, seed, knobs, tuple(rows), meta_row))
 
     pretrain = PretrainInputs(
         seed=np.array([key[0] for key in pretrain_rows], np.int32),
@@ -134,6 +142,9 @@ def _group_plan(variant: Variant, runs: list[_Run], n_devices: int, sub_batch: i
         condition=condition_arrays([run.knobs for run in placed]),
         seed=np.array([run.seed for run in placed], np.int32),
         pretrain_index=np.array([run.pretrain_rows for run in placed], np.int32),
+        meta_pretrain_index=(
+            np.array([run.meta_pretrain_row for run in placed], np.int32) if variant.meta_judge else None
+        ),
     )
     return GroupPlan(
         variant=variant,

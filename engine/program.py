@@ -88,7 +88,9 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
         pretrained = pretrain_all(pretrain_inputs)
         all_runs, all_states, all_metrics = [], [], []
         for group_start, group in zip(group_starts, group_inputs, strict=True):
-            runs = make_run_inputs(group.condition, group.seed, pretrained.judge, group.pretrain_index)
+            runs = make_run_inputs(
+                group.condition, group.seed, pretrained.judge, group.pretrain_index, group.meta_pretrain_index
+            )
             states, metrics = group_start(runs)
             all_runs.append(runs)
             all_states.append(states)

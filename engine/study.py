@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.knobs import DEFAULTS, KNOBS, RUN, STUDY_KNOBS, Sizes, Variant, sizes_of, variant_of
+from engine.knobs import DEFAULTS, KNOBS, RUN, STUDY_KNOBS, Sizes, Variant, has_meta_judge, sizes_of, variant_of
 from engine.world import N_SEQUENCES
 
 TOP_LEVEL_KEYS = ("name", "seeds", "base", "conditions", "description")
@@ -262,8 +262,18 @@ def _check_combination(study: str, condition: str, knobs: dict) -> list[str]:
     (fewer steps or iterations, e.g. `coevo bench --steps-per-iter 20` on the blog study)
     produces them legitimately; the warning says which knob became a no-op.
     """
+    if has_meta_judge(knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
+        raise StudyError(
+            f"{_where(study, condition, 'meta_pairs')}: the meta-judge labels meta_pairs of batch_size fresh "
+            f"pairs, so meta_pairs must be <= batch_size ({knobs['batch_size']}), got {knobs['meta_pairs']}"
+        )
+    if knobs["batch_size"] % knobs["n_candidates"]:
+        raise StudyError(
+            f"{_where(study, condition, 'n_candidates')}: the batch is read as groups of n_candidates, so it must "
+            f"divide batch_size ({knobs['batch_size']}), got {knobs['n_candidates']}"
+        )
     fraction = knobs["meta_holdout_fraction"]
-    if knobs["meta_update_every"] > 0 and int(N_SEQUENCES * fraction) == 0:
+    if knobs["meta_update_every"] > 0 and knobs["meta_source"] == "holdout" and int(N_SEQUENCES * fraction) == 0:
         raise StudyError(
             f"{_where(study, condition, 'meta_holdout_fraction')}: meta_update_every > 0 needs at least one "
             f"held-out pair, but int(4096 * {fraction}) = 0"
@@ -314,6 +324,10 @@ def _check_combination(study: str, condition: str, knobs: dict) -> list[str]:
             f"steps_per_iter {steps} is not a multiple of {meta_every} and {restarts}, so the meta check runs "
             f"{steps // meta_every} times per iteration, not once every {meta_every} inner steps throughout",
         )
+    if knobs["update_rule"] == "reinforce":
+        for name in ("score_grid", "dpo_beta", "dpo_loss", "dpo_reference", "anchored_rejection", "future_chosen"):
+            if knobs[name] != DEFAULTS[name]:
+                warn(name, "has no effect: it is a knob of update_rule dpo, and this condition uses reinforce")
     if meta_on and knobs["meta_accuracy_threshold"] == 0:
         warn("meta_accuracy_threshold", "0: no accuracy is below it, so the meta step never runs (only measured)")
     if not meta_on and fraction > 0:

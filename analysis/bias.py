@@ -1,0 +1,210 @@
+"""Bias amplification figures (issue 11): for a Dataset with the bias records (docs/bias.md).
+
+Conditions are grouped by their knob coordinates, never by their names: a *mechanism* is a
+set of conditions whose knobs agree except `planted_bias`; a *bias level* is a value of
+`planted_bias`. Each mechanism keeps one colour in every figure. Diverged runs are left out.
+
+- amplification over iterations, one column per bias level: judge_bias(t) / judge_bias(0)
+  per run (at b = 0, where the ratio means nothing, judge_bias(t) − judge_bias(0)), and
+  below it the judge's quality weight (to tell a growing score scale from a real shift);
+- policy verbosity E_π[f] over iterations, one column per bias level, and below it bias_cost;
+- final judge bias against final real quality, one point per run: colour the mechanism,
+  marker the bias level.
+"""
+
+import os
+from pathlib import Path
+
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from analysis.data import diverged_note, mask_diverged
+from analysis.figures import BAND, SIZE, XLABEL, _line, _runs, _save, legend_label
+from engine.knobs import KNOBS
+
+OUTPUTS = ("bias_amplification.png", "bias_verbosity.png", "bias_scatter.png")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+UNIFORM_VERBOSITY = 0.5  # E[f] of the uniform policy: 4 positions × 1/8
+
+
+def has_bias_records(ds: xr.Dataset) -> bool:
+    """True for a Dataset written with the bias records (older files have none)."""
+    return "judge_bias" in ds.data_vars and "planted_bias" in ds.coords
+
+
+def bias_levels(ds: xr.Dataset) -> list[float]:
+    return sorted({float(b) for b in ds["planted_bias"].values})
+
+
+def mechanisms(ds: xr.Dataset) -> dict[str, dict[float, str]]:
+    """Mechanism label → {planted bias → condition}, in the Dataset's order of first appearance.
+
+    Conditions belong to one mechanism when every knob coordinate but `planted_bias` agrees.
+    The label is what the mechanism's condition names share once the part naming the bias is
+    taken away (`b0.3_anchor_0.1`, `b1_anchor_0.1` → `anchor_0.1`), or the one condition's name.
+    """
+    knobs = [name for name in KNOBS if name != "planted_bias" and name in ds.coords]
+    groups: dict[tuple, dict[float, str]] = {}
+    for condition in ds["condition"].values.tolist():
+        row = ds.sel(condition=condition)
+        key = tuple(row[name].item() for name in knobs)
+        groups.setdefault(key, {})[float(row["planted_bias"])] = condition
+    return {_label(list(members.values())): members for members in groups.values()}
+
+
+def _label(names: list[str]) -> str:
+    if len(names) == 1:
+        return names[0]
+    suffix = os.path.commonprefix([name[::-1] for name in names])[::-1]
+    label = suffix.lstrip("_-.+ ")
+    return label if label and not label[0].isdigit() else " / ".join(names)
+
+
+def amplification(ds: xr.Dataset) -> xr.DataArray:
+    """Per run and iteration: judge_bias(t) / judge_bias(0), or judge_bias(t) − judge_bias(0) at b = 0."""
+    bias = ds["judge_bias"]
+    start = bias.isel(iteration=0)
+    unbiased = ds["planted_bias"] == 0
+    return xr.where(unbiased, bias - start, bias / start)
+
+
+def _colours(labels) -> dict[str, str]:
+    return {label: f"C{i % 10}" for i, label in enumerate(labels)}
+
+
+def _bias_title(level: float) -> str:
+    return f"planted bias b = {level:g}" + ("  (none)" if level == 0 else "")
+
+
+def _trajectory_figure(ds, path, top, bottom, title: str, *, force: bool):
+    """Two rows (top, bottom) × one column per bias level; `top`/`bottom` are (values(ds, b), ylabel, ref)."""
+    levels, groups = bias_levels(ds), mechanisms(ds)
+    colours = _colours(groups)
+    masked = mask_diverged(ds)
+    x = ds["iteration"].values
+    fig = Figure(figsize=SIZE, layout="constrained")
+    axes = fig.subplots(2, len(levels), sharex=True, squeeze=False)
+    for column, level in enumerate(levels):
+        for row, (values_of, ylabel, reference) in enumerate((top, bottom)):
+            ax = axes[row, column]
+            values, ylabel, reference = values_of(masked, level), ylabel(level), reference(level)
+            if reference is not None:
+                ax.axhline(reference, color="black", linewidth=0.8, linestyle="--")
+            for label, members in groups.items():
+                if level in members:
+                    _line(ax, x, _runs(values, members[level]), colours[label], legend_label(label), band_alpha=0.12)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0, column].set_title(_bias_title(level), fontsize=11)
+        axes[1, column].set_xlabel(XLABEL)
+    fig.suptitle(f"{title}{diverged_note(ds)}", fontsize=13)
+    handles = [Line2D([], [], color=colours[label], linewidth=2) for label in groups]
+    fig.legend(
+        handles,
+        [legend_label(label) for label in groups],
+        loc="outside lower center",
+        ncol=min(6, len(groups)),
+        title=f"{BAND}, {ds.sizes['seed']} seeds",
+        frameon=False,
+    )
+    return _save(fig, path, force)
+
+
+def amplification_figure(ds: xr.Dataset, path, *, force: bool = False):
+    """Amplification of the judge's bias per bias level, and the judge's quality weight below it."""
+    amp = amplification(mask_diverged(ds))
+    top = (
+        lambda masked, level: amp,
+        lambda level: (
+            "judge_bias(t) − judge_bias(0)  [σ(q*)/token]"
+            if level == 0
+            else "amplification judge_bias(t) / judge_bias(0)"
+        ),
+        lambda level: 0.0 if level == 0 else 1.0,
+    )
+    bottom = (
+        lambda masked, level: masked["judge_quality_weight"],
+        lambda level: "judge quality weight  [J per unit q*]",
+        lambda level: None,
+    )
+    return _trajectory_figure(ds, path, top, bottom, "Does co-evolution amplify a planted verbosity bias?", force=force)
+
+
+def verbosity_figure(ds: xr.Dataset, path, *, force: bool = False):
+    """The policy's verbosity E_π[f] per bias level, and what its verbosity costs (bias_cost) below it."""
+    top = (
+        lambda masked, level: masked["policy_verbosity"],
+        lambda level: "policy verbosity E_π[f]  [filler tokens]",
+        lambda level: UNIFORM_VERBOSITY,
+    )
+    bottom = (
+        lambda masked, level: masked["bias_cost"],
+        lambda level: "bias cost  [q*]",
+        lambda level: 0.0,
+    )
+    title = "Does the policy's verbosity run away? (dashed: uniform policy 0.5; no cost)"
+    return _trajectory_figure(ds, path, top, bottom, title, force=force)
+
+
+def scatter_figure(ds: xr.Dataset, path, *, force: bool = False):
+    """Final judge bias against final real quality, one point per run (diverged runs left out)."""
+    levels, groups = bias_levels(ds), mechanisms(ds)
+    colours = _colours(groups)
+    final = mask_diverged(ds).isel(iteration=-1)
+    fig = Figure(figsize=SIZE, layout="constrained")
+    ax = fig.subplots()
+    for label, members in groups.items():
+        for level, condition in members.items():
+            run = final.sel(condition=condition)
+            ax.scatter(
+                run["judge_bias"].values,
+                run["policy_quality"].values,
+                color=colours[label],
+                marker=MARKERS[levels.index(level) % len(MARKERS)],
+                s=28,
+                alpha=0.75,
+                edgecolors="white",
+                linewidths=0.4,
+            )
+    for level in levels:
+        if level > 0:
+            ax.axvline(level, color="grey", linewidth=0.8, linestyle=":")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("final judge bias  [σ(q*) per filler token; dotted: planted b]")
+    ax.set_ylabel("final real quality Σπ q*  [q*]")
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"Final judge bias and real quality, one point per run{diverged_note(ds)}", fontsize=13)
+    colour_handles = [
+        Line2D([], [], color=colours[label], marker="o", linestyle="", label=legend_label(label)) for label in groups
+    ]
+    marker_handles = [
+        Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="", label=f"b = {level:g}")
+        for i, level in enumerate(levels)
+    ]
+    fig.legend(
+        handles=colour_handles + marker_handles,
+        loc="outside right center",
+        frameon=False,
+        title="mechanism (colour)\nplanted bias (marker)",
+    )
+    return _save(fig, path, force)
+
+
+def bias_figures(ds: xr.Dataset, out_dir, stem: str, *, force: bool = False) -> list:
+    """The three bias figures next to a results file; [] for a Dataset without bias records."""
+    if not has_bias_records(ds):
+        return []
+    paths = output_paths(out_dir, stem)
+    return [
+        amplification_figure(ds, paths[0], force=force),
+        verbosity_figure(ds, paths[1], force=force),
+        scatter_figure(ds, paths[2], force=force),
+    ]
+
+
+def output_paths(out_dir, stem: str) -> list[Path]:
+    """Every file `bias_figures` writes, so a command can check them before drawing any."""
+    return [Path(out_dir) / f"{stem}_{name}" for name in OUTPUTS]
