@@ -31,6 +31,7 @@ def test_dpo_on_ground_truth_pairs_raises_real_quality():
         initial_log_probs=initial,
         reference_log_probs=initial,
         pairs=coevolution.PairStats.zero(),
+        meta=None,
     )
 
     def step(state, key):
