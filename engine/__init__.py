@@ -10,8 +10,8 @@ import jax
 # for float32 products, and the lab's numbers would silently depend on the hardware.
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from engine.results import load, save  # noqa: E402
+from engine.results import load, per_iteration, save  # noqa: E402
 from engine.runner import run_study  # noqa: E402
 from engine.study import StudyError, resolve  # noqa: E402
 
-__all__ = ["StudyError", "load", "resolve", "run_study", "save"]
+__all__ = ["StudyError", "load", "per_iteration", "resolve", "run_study", "save"]

@@ -8,7 +8,8 @@ Levels, innermost first:
   branches);
 - `make_batch_run`: `start` (fresh policy, pretrained judges, iteration-0 diagnostics),
   `step` (the batch inner step above) and `advance` (a `lax.scan` of `step` over one outer
-  iteration, the reset, exact diagnostics), all over a batch of runs sharing a `Variant`;
+  iteration, the reset, exact diagnostics; with `record_every` k, a scan over chunks of k
+  steps with diagnostics after each), all over a batch of runs sharing a `Variant`;
 - `pretrain_judge`: a `lax.while_loop` with an early stop, vmapped over judges.
 `engine.plan` places runs on the program's run axis; `engine.program` stitches the groups
 of runs into one jitted, sharded program.
@@ -22,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from engine.diagnostics import exact_metrics, judge_scores_all, spearman
-from engine.knobs import Condition, Sizes, Variant, code
+from engine.diagnostics import DISTRIBUTIONS, exact_metrics, judge_scores_all, spearman
+from engine.knobs import Condition, Sizes, Variant, code, record_interval, records_per_iteration
 from engine.models import Judge, Policy, ensemble_scores, select_init
 from engine.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences, reference_q_star, transition_term
 
@@ -307,12 +308,15 @@ def is_due(every, index):
     return (every > 0) & ((index + 1) % jnp.maximum(every, 1) == 0)
 
 
-def run_metrics(state: RunState, q_star) -> dict:
-    metrics = exact_metrics(state.policy, state.judges, q_star)
+def run_metrics(state: RunState, q_star, distributions: bool = False) -> dict:
+    """One record of one run: the exact diagnostics (with π(x) and J(x) when `distributions`)."""
+    metrics = exact_metrics(state.policy, state.judges, q_star, distributions)
     params_finite = jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(_params((state.policy, state.judges)))])
     )
-    values_finite = jnp.all(jnp.isfinite(jnp.stack(list(metrics.values()))))
+    values_finite = jnp.all(
+        jnp.isfinite(jnp.stack([value for name, value in metrics.items() if name not in DISTRIBUTIONS]))
+    )
     return {**metrics, "meta_judge_accuracy": state.meta_accuracy, "finite": params_finite & values_finite}
 
 
@@ -325,8 +329,12 @@ class BatchRun(NamedTuple):
 
     start(runs) -> (states, metrics at iteration 0, right after pretraining)
     step(states, runs, q_stars, outer, inner) -> states after one inner step
-    advance(states, runs, outer) -> (states, metrics after outer iteration `outer`)
-    Metrics are dicts of (runs,) arrays.
+    advance(states, runs, outer) -> (states, the records of outer iteration `outer`)
+    start's metrics are dicts of (runs,) arrays; advance's of (runs, records) arrays, one
+    record every `record_every` inner steps (`records_per_iteration(sizes)`, 1 by default),
+    the last one at the end of the iteration. Saved distributions add (runs, [records,] 4096)
+    arrays: at start and every record with save_distributions "all", only advance's last
+    record (as (runs, 1, 4096)) with "final".
     """
 
     start: Callable
@@ -369,23 +377,49 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
             )
         return states
 
+    every, n_records = record_interval(sizes), records_per_iteration(sizes)
+    every_record = sizes.save_distributions == "all"  # π and J at every record
+    last_record = sizes.save_distributions != "none"  # ... or at the last one only
+
     def start(runs: RunInputs):
         q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
         states = jax.vmap(init_run)(runs)
         if holdout is not None:
             accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
-        return states, jax.vmap(run_metrics)(states, q_stars)
+        return states, jax.vmap(lambda s, q: run_metrics(s, q, every_record))(states, q_stars)
 
     def advance(states, runs: RunInputs, outer):
+        """One outer iteration. Records inside it are taken after every `every` inner steps, the
+        last one after the reset (REFERENCE.md); `meta_accuracy` starts each outer iteration
+        as NaN, so a record holds the last accuracy measured so far in this outer iteration."""
         q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
         states = eqx.tree_at(lambda s: s.meta_accuracy, states, jnp.full_like(states.meta_accuracy, jnp.nan))
 
         def inner_body(states, inner):
             return batch_inner_step(states, runs, q_stars, outer, inner), None
 
-        states, _ = jax.lax.scan(inner_body, states, jnp.arange(sizes.steps_per_iter))
+        def record(states, distributions):
+            return jax.vmap(lambda s, q: run_metrics(s, q, distributions))(states, q_stars)
+
+        def chunk_then_record(states, first):
+            states, _ = jax.lax.scan(inner_body, states, first + jnp.arange(every))
+            return states, record(states, every_record)
+
+        # Records before the last are stacked along a leading axis by the scan; only they
+        # leave it. The default (one record per iteration) is exactly the plain scan below.
+        within = None
+        if n_records > 1:
+            states, within = jax.lax.scan(chunk_then_record, states, every * jnp.arange(n_records - 1))
+        states, _ = jax.lax.scan(inner_body, states, every * (n_records - 1) + jnp.arange(every))
         states = jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
-        return states, jax.vmap(run_metrics)(states, q_stars)
+        last = jax.tree.map(lambda leaf: leaf[:, None], record(states, last_record))
+        if within is None:
+            return states, last
+        within = {name: jnp.moveaxis(values, 0, 1) for name, values in within.items()}
+        return states, {
+            name: jnp.concatenate([within[name], values], axis=1) if name in within else values
+            for name, values in last.items()
+        }
 
     return BatchRun(start, batch_inner_step, advance)

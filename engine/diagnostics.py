@@ -28,19 +28,26 @@ def policy_log_probs_all(policy: Policy):
     return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences()))
 
 
-def exact_metrics(policy: Policy, judges: Judge, q_star) -> dict:
-    """The per-iteration diagnostics of one run, each exact over all outputs."""
+def exact_metrics(policy: Policy, judges: Judge, q_star, distributions: bool = False) -> dict:
+    """The per-iteration diagnostics of one run, each exact over all outputs.
+
+    distributions: also return the (4096,) arrays they are sums over, `policy_probability`
+    π(x) and `judge_score` J(x) (ensemble mean), in `engine.world.all_sequences` order.
+    """
     log_probs = policy_log_probs_tree(policy)
     probs = jnp.exp(log_probs)
     scores = judge_scores_all(judges)
     # Elementwise product then sum, not a dot: a vmapped dot may pick a different kernel
     # for a different number of runs, and the last bit would then depend on the batch.
-    return {
+    metrics = {
         "policy_quality": jnp.sum(probs * q_star),
         "judge_alignment": spearman(scores, q_star),
         "policy_entropy": -jnp.sum(probs * log_probs),
         "judge_perceived_quality": jnp.sum(probs * scores),
     }
+    if distributions:
+        metrics |= {"policy_probability": probs, "judge_score": scores}
+    return metrics
 
 
 METRICS = (
@@ -57,6 +64,11 @@ UNITS = {
     "policy_entropy": "nats",
     "judge_perceived_quality": "J (expected under the policy)",
     "meta_judge_accuracy": "fraction of held-out pairs",
+    "policy_probability": "probability π(x)",
+    "judge_score": "J(x) (ensemble mean)",
 }
+
+# Saved with `save_distributions`, along a `sequence` dimension (engine.results).
+DISTRIBUTIONS = ("policy_probability", "judge_score")
 
 UNIFORM_ENTROPY = float(np.log(4096))

@@ -154,6 +154,22 @@ KNOBS = {
     "pretrain_max_steps": Knob(
         int, 5000, "pretraining gives up (flagged, not fatal) after this", unit="steps", positive=True, scope=STUDY
     ),
+    # what is recorded (never changes the dynamics)
+    "record_every": Knob(
+        int,
+        0,
+        "exact diagnostics every k inner steps (must divide steps_per_iter); 0 or steps_per_iter: once per "
+        "outer iteration, the Dataset over `iteration`; otherwise over `step` (global inner step)",
+        unit="inner steps",
+        low=0,
+        scope=STUDY,
+    ),
+    "save_distributions": Knob(
+        ("none", "final", "all"),
+        "none",
+        "also store π(x) and the ensemble-mean J(x) of all 4096 sequences: at the last record, or at every record",
+        scope=STUDY,
+    ),
 }
 
 DEFAULTS = {name: knob.default for name, knob in KNOBS.items()}
@@ -176,8 +192,18 @@ Variant = NamedTuple(
 )
 Variant.__doc__ = "The static structure a group of runs shares (one field per GROUP knob): hashable, a jit key."
 
-Sizes = NamedTuple("Sizes", [(name, int) for name in STUDY_KNOBS])
+Sizes = NamedTuple("Sizes", [(name, str if KNOBS[name].choices else KNOBS[name].kind) for name in STUDY_KNOBS])
 Sizes.__doc__ = "The study-wide sizes of the compiled loop (one field per STUDY knob)."
+
+
+def record_interval(sizes: Sizes) -> int:
+    """Inner steps between two records: `record_every`, where 0 means once per outer iteration."""
+    return sizes.record_every or sizes.steps_per_iter
+
+
+def records_per_iteration(sizes: Sizes) -> int:
+    """Records taken in one outer iteration (the last one at its end, after any reset); 1 by default."""
+    return sizes.steps_per_iter // record_interval(sizes)
 
 
 def code(name: str, choice: str) -> int:

@@ -204,6 +204,12 @@ def _check_study_wide(study: str, conditions: dict):
 
 
 def _check_combination(study: str, condition: str, knobs: dict):
+    every, length = knobs["record_every"], knobs["steps_per_iter"]
+    if every and length % every:
+        raise StudyError(
+            f"{_where(study, condition, 'record_every')}: must divide steps_per_iter ({length}) so that every "
+            f"outer iteration ends on a record, got {every}"
+        )
     fraction = knobs["meta_holdout_fraction"]
     if knobs["meta_update_every"] > 0 and int(N_SEQUENCES * fraction) == 0:
         raise StudyError(
