@@ -136,7 +136,8 @@ def pretrain_judge(job: PretrainInputs, sizes: Sizes) -> PretrainResult:
         _, _, steps, alignment = carry
         return (alignment < job.condition.judge_init_alignment) & (steps < sizes.pretrain_max_steps)
 
-    start = (judge, adam_init(_params(judge), job.condition.lr_judge), jnp.int32(0), jnp.float32(-jnp.inf))
+    rate = jnp.where(job.condition.lr_judge_pretrain > 0, job.condition.lr_judge_pretrain, job.condition.lr_judge)
+    start = (judge, adam_init(_params(judge), rate), jnp.int32(0), jnp.float32(-jnp.inf))
     judge, _, steps, alignment = jax.lax.while_loop(below_target, train_until_check, start)
     return PretrainResult(judge, steps, alignment)
 

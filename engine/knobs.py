@@ -92,6 +92,14 @@ KNOBS = {
     ),
     # the judge(s)
     "lr_judge": Knob(float, 3e-4, "Adam learning rate of the judge(s), pretraining too", positive=True, pretrain=True),
+    "lr_judge_pretrain": Knob(
+        float,
+        0.0,
+        "Adam learning rate of judge pretraining when > 0, so lr_judge changes only co-evolution "
+        "(0: lr_judge, the reference)",
+        low=0.0,
+        pretrain=True,
+    ),
     "judge_update_every": Knob(
         int, 1, "judge steps on inner steps where (inner+1) % k == 0", unit="inner steps", positive=True
     ),
