@@ -42,7 +42,9 @@ class ArgumentParser(argparse.ArgumentParser):
 def summary_lines(ds) -> list[str]:
     """Per condition (the first SUMMARY_ROWS): final quality and alignment, mean ± std over seeds,
     diverged runs left out; then the runs that diverged or missed their pretraining target."""
-    final = ds.isel(iteration=-1).where(~ds.diverged)
+    from engine.results import per_iteration
+
+    final = per_iteration(ds).isel(iteration=-1).where(~ds.diverged)
     lines = [f"{'condition':<16} {'final quality':>18} {'final alignment':>18}  seeds"]
     for condition in ds.condition.values[:SUMMARY_ROWS]:
         row = final.sel(condition=condition)
