@@ -17,7 +17,7 @@ import jax
 from engine.devices import JOIN_TIMEOUT, join_cluster, use_all_cpu_cores
 from engine.inputs import InputError, find_study, load_study, parse_seeds
 from engine.output import OutputError, check_output, leftover_temporaries, reserve
-from engine.results import ResultsFileError
+from engine.results import ResultsFileError, per_iteration
 from engine.study import StudyError
 
 EXIT_BAD_INPUT = 2
@@ -42,8 +42,6 @@ class ArgumentParser(argparse.ArgumentParser):
 def summary_lines(ds) -> list[str]:
     """Per condition (the first SUMMARY_ROWS): final quality and alignment, mean ± std over seeds,
     diverged runs left out; then the runs that diverged or missed their pretraining target."""
-    from engine.results import per_iteration
-
     final = per_iteration(ds).isel(iteration=-1).where(~ds.diverged)
     lines = [f"{'condition':<16} {'final quality':>18} {'final alignment':>18}  seeds"]
     for condition in ds.condition.values[:SUMMARY_ROWS]:
