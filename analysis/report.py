@@ -1,42 +1,84 @@
-"""Everything for one results file, written side by side under one stem."""
+"""Everything for one results file, written side by side under one stem.
+
+Per-iteration figures and tables read the records that end each outer iteration
+(`engine.results.per_iteration`), so a step-resolved file gets them too. A step-resolved file
+also gets the within-iteration figure and its order-of-events table (`analysis.within`); a
+2-knob grid study gets its phase diagrams and their table (`analysis.phase`). The
+published-condition comparisons (`best.png`, and `gap.png` beyond eight conditions) are drawn
+only when some of those conditions are present; a grid study's headline and table use its
+reference cell as the baseline.
+"""
 
 from pathlib import Path
 
 import xarray as xr
 
+from analysis.data import present
 from analysis.figures import BEST, BOUNDS, comparison, headline, perception_gap, small_multiples
+from analysis.grid import find_grid
+from analysis.phase import PHASE_METRICS, phase_figures, reference_condition
 from analysis.tables import condition_table, write_csv, write_markdown
+from analysis.within import order_table, within_figure
 from engine.output import check_output
+from engine.results import per_iteration
 
 OUTPUTS = ("headline.png", "best.png", "quality_by_condition.png", "gap.png", "table.md", "table.csv")
+PHASE_OUTPUTS = (*(f"phase_{metric}.png" for metric in PHASE_METRICS), "phase_table.csv")
+WITHIN_OUTPUTS = ("within.png", "order.csv")
+MAX_UNNAMED_GAP = 8  # perception_gap draws every condition up to this many, else the published ones
 
 
-def output_paths(out_dir, stem: str) -> list[Path]:
-    """Every file `write_all` may write, so a command can check them all before drawing any."""
-    return [Path(out_dir) / f"{stem}_{name}" for name in OUTPUTS]
+def is_phase_grid(ds: xr.Dataset) -> bool:
+    layout = find_grid(ds)
+    return layout is not None and len(layout.knobs) == 2
+
+
+def output_paths(out_dir, stem: str, ds: xr.Dataset | None = None) -> list[Path]:
+    """Every file `write_all` may write, so a command can check them all before drawing any.
+
+    With `ds`, also the phase-diagram and within-iteration outputs that this Dataset gets.
+    """
+    names = list(OUTPUTS)
+    if ds is not None and is_phase_grid(ds):
+        names += PHASE_OUTPUTS
+    if ds is not None and "step" in ds.dims:
+        names += WITHIN_OUTPUTS
+    return [Path(out_dir) / f"{stem}_{name}" for name in names]
 
 
 def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *, force: bool = False) -> list:
-    """Write the figures and both tables; return the paths written (skipped figures are not listed).
+    """Write the figures and tables; return the paths written (skipped figures are not listed).
 
     Every output is checked first, so an existing file (without `force`) stops the whole set,
-    not its fifth file. The headline shows `baseline`, or the first condition when the Dataset
-    has no baseline.
+    not its fifth file. The headline shows `baseline`, else a grid study's reference cell, else
+    the first condition.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = dict(zip(OUTPUTS, output_paths(out, stem), strict=True))
-    for path in paths.values():
+    every = output_paths(out, stem, ds)
+    for path in every:
         check_output(path, force=force)
+    paths = {path.name.removeprefix(f"{stem}_"): path for path in every}
     conditions = ds["condition"].values.tolist()
+    if baseline not in conditions:
+        baseline = reference_condition(ds) or baseline
     focus = baseline if baseline in conditions else conditions[0]
-    table = condition_table(ds, baseline)
+    by_iteration = per_iteration(ds)
+    table = condition_table(by_iteration, baseline)
+    published = [c for c in present(ds, BEST) if c not in BOUNDS]
     written = [
-        headline(ds, paths["headline.png"], focus, force=force),
-        comparison(ds, BEST, paths["best.png"], BOUNDS, force=force),
-        small_multiples(ds, paths["quality_by_condition.png"], "policy_quality", baseline, force=force),
-        perception_gap(ds, paths["gap.png"], force=force),
+        headline(by_iteration, paths["headline.png"], focus, force=force),
+        comparison(by_iteration, BEST, paths["best.png"], BOUNDS, force=force) if published else None,
+        small_multiples(by_iteration, paths["quality_by_condition.png"], "policy_quality", baseline, force=force),
+        perception_gap(by_iteration, paths["gap.png"], force=force)
+        if published or len(conditions) <= MAX_UNNAMED_GAP
+        else None,
         write_markdown(table, paths["table.md"], force=force),
         write_csv(table, paths["table.csv"], force=force),
     ]
+    if "within.png" in paths:
+        written.append(within_figure(ds, paths["within.png"], force=force))
+        written.append(write_csv(order_table(ds), paths["order.csv"], force=force))
+    if "phase_table.csv" in paths:
+        written += phase_figures(by_iteration, out, stem)
     return [path for path in written if path is not None]

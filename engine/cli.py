@@ -120,7 +120,7 @@ def command_figures(args) -> int:
 
     path = Path(args.path)
     ds = engine.load(path)
-    for output in output_paths(path.parent, path.stem):
+    for output in output_paths(path.parent, path.stem, ds):
         check_output(output, force=args.force, inputs={path: "the results file"})
     try:
         written = write_all(ds, path.parent, path.stem, force=args.force)
