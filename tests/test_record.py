@@ -1,6 +1,7 @@
 """Fine time resolution (`record_every`), saved distributions (`save_distributions`), and a real grid.
 
-One tiny grid study (2 × 2 per-run knobs, one Variant, two seeds) is run three ways: today's
+One tiny grid study (judge_update_every × lr_judge with pretraining held at 3e-4: one Variant,
+two seeds) is run three ways: today's
 default; `record_every` equal to the iteration length with the final distributions saved; and
 records every 2 inner steps with every distribution saved. Identical keys and steps: only what
 is recorded may differ. (Three compiled programs: the file's cost.)
@@ -12,6 +13,7 @@ import xarray as xr
 
 import engine
 from analysis.grid import stack_grid, unstack_grid
+from analysis.report import output_paths, write_all
 from engine.grid import grid
 from engine.knobs import KNOBS
 from engine.world import N_SEQUENCES, reference_q_star, render
@@ -22,7 +24,7 @@ RECORDING_KNOBS = ("record_every", "save_distributions")
 
 @pytest.fixture(scope="module")
 def tiny_grid(small):
-    conditions = grid(judge_update_every=[1, 2], lr_policy=[3e-4, 1e-3])
+    conditions = grid(judge_update_every=[1, 2], lr_judge=[3e-4, 1e-3], fixed={"lr_judge_pretrain": 3e-4})
     return lambda **base: small(conditions, name="tiny_grid", **base)
 
 
@@ -95,9 +97,9 @@ def test_saved_distributions_sum_to_one_and_give_back_the_metrics(fine):
 
 def test_a_real_grid_study_unstacks_and_stacks_back(fine):
     cells = unstack_grid(fine)
-    assert cells.policy_quality.dims == ("judge_update_every", "lr_policy", "seed", "step")
-    one = cells.policy_quality.sel(judge_update_every=2, lr_policy=1e-3)
-    np.testing.assert_array_equal(one, fine.policy_quality.sel(condition="judge_update_every_2+lr_policy_0.001"))
+    assert cells.policy_quality.dims == ("judge_update_every", "lr_judge", "seed", "step")
+    one = cells.policy_quality.sel(judge_update_every=2, lr_judge=1e-3)
+    np.testing.assert_array_equal(one, fine.policy_quality.sel(condition="judge_update_every_2+lr_judge_0.001"))
     back = stack_grid(cells).sel(condition=fine.condition)
     for name in fine.data_vars:
         np.testing.assert_array_equal(back[name].transpose(*fine[name].dims), fine[name], err_msg=name)
@@ -116,3 +118,21 @@ def test_final_distributions_are_the_last_record(fine, final):
     assert final["policy_probability"].dims == ("condition", "seed", "sequence")
     for name in ("policy_probability", "judge_score"):
         np.testing.assert_array_equal(final[name], fine[name].isel(step=-1).drop_vars(["step", "iteration"]))
+
+
+def test_lr_judge_pretrain_holds_the_starting_judge_across_lr_judge(default):
+    """Pretraining at 3e-4 in every cell: the same pretrained judge for both lr_judge values of a
+    seed (iteration 0 equal bit for bit), different co-evolution afterwards."""
+    cells = unstack_grid(default)
+    for name in ("pretrain_steps", "pretrain_alignment"):
+        np.testing.assert_array_equal(cells[name].sel(lr_judge=3e-4), cells[name].sel(lr_judge=1e-3))
+    alignment = cells.judge_alignment.sel(judge_update_every=1)
+    np.testing.assert_array_equal(alignment.sel(lr_judge=3e-4, iteration=0), alignment.sel(lr_judge=1e-3, iteration=0))
+    assert (alignment.sel(lr_judge=3e-4, iteration=1) != alignment.sel(lr_judge=1e-3, iteration=1)).all()
+
+
+def test_a_step_resolved_grid_gets_every_figure(fine, tmp_path):
+    written = write_all(fine, tmp_path, "fine")
+    names = sorted(path.split("/")[-1] for path in written)
+    assert names == sorted(path.name for path in output_paths(tmp_path, "fine", fine) if path.name != "fine_best.png")
+    assert {"fine_within.png", "fine_order.csv", "fine_phase_policy_quality.png"} <= set(names)
