@@ -139,7 +139,7 @@ def command_claims(args) -> int:
     paths = [Path(p) for p in args.paths]
     if args.out:
         check_output(args.out, force=args.force, inputs={path: "an input results file" for path in paths})
-    loaded = [engine.load(path) for path in paths]
+    loaded = [per_iteration(engine.load(path)) for path in paths]
     counts = [ds.sizes["seed"] for ds in loaded]
     labels = [f"{n} seeds" if counts.count(n) == 1 else path.stem for n, path in zip(counts, paths)]
     if len(set(labels)) < len(labels):
