@@ -62,7 +62,7 @@ def within_figure(ds: xr.Dataset, path, conditions=None, start=None, end=None, *
     window = mask_diverged(ds).sel(step=slice(start, end))
     steps = window["step"].values
     table = order_table(ds, start, end).set_index("condition")
-    spi = int(ds["steps_per_iter"].values[0])
+    spi = int(np.ravel(ds["steps_per_iter"].values)[0])
 
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)

@@ -147,7 +147,7 @@ def per_iteration(ds: xr.Dataset) -> xr.Dataset:
     Dataset in the per-iteration layout (the `step` coordinate dropped); any other unchanged."""
     if "step" not in ds.dims:
         return ds
-    ends = ds.isel(step=(ds["step"].values % int(ds["steps_per_iter"].values[0])) == 0)
+    ends = ds.isel(step=(ds["step"].values % int(np.ravel(ds["steps_per_iter"].values)[0])) == 0)
     return ends.drop_indexes("iteration").swap_dims(step="iteration").drop_vars("step")
 
 
