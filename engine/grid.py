@@ -38,7 +38,20 @@ from engine.study import _NAME_PATTERN, MAX_NAME_LENGTH
 
 KNOB_SEPARATOR = "+"  # between the knobs of one name; never part of a knob name or a finite value < 1e16
 VALUE_SEPARATOR = "_"  # between a knob and its value; never part of a value
-ABBREVIATIONS = {name: "".join(word[0] for word in name.split("_")) for name in KNOBS}
+def _abbreviations(names) -> dict:
+    """Initials of each name's words; where two would clash, the later one takes more letters of
+    its last word (`meta_source` → ms, `meta_select` → mse), then a number."""
+    out: dict[str, str] = {}
+    for name in names:
+        words = name.split("_")
+        stem = "".join(word[0] for word in words[:-1])
+        candidates = [stem + words[-1][:n] for n in range(1, len(words[-1]) + 1)]
+        candidates += [f"{name}{n}" for n in range(2, 2 + len(out) + 1)]
+        out[name] = next(c for c in candidates if c not in out.values())
+    return out
+
+
+ABBREVIATIONS = _abbreviations(KNOBS)
 
 
 def format_value(value) -> str:

@@ -21,9 +21,8 @@ def _dataset(study: dict, n_seeds: int = 3, n_iterations: int = 4, seed: int = 0
     names = resolved.condition_names
     rng = np.random.default_rng(seed)
     coords = {"condition": names, "seed": np.arange(n_seeds, dtype=np.int32), "iteration": np.arange(n_iterations)}
-    dtypes = {float: np.float64, int: np.int64, bool: np.bool_}
     for knob, spec in KNOBS.items():
-        coords[knob] = ("condition", np.array([resolved.conditions[c][knob] for c in names], dtypes[spec.kind]))
+        coords[knob] = ("condition", np.array([resolved.conditions[c][knob] for c in names], spec.coordinate_dtype))
     shape = (len(names), n_seeds, n_iterations)
     data = {
         "policy_quality": (("condition", "seed", "iteration"), rng.normal(size=shape).astype(np.float32)),
