@@ -22,7 +22,8 @@ def test_exact_metrics_equal_brute_force_sums():
     policy = Policy(key=jax.random.PRNGKey(0))
     judges = make_judges(jax.random.PRNGKey(1), 3)
     q = reference_q_star()
-    metrics = exact_metrics(policy, judges, q)
+    initial = policy_log_probs_all(Policy(key=jax.random.PRNGKey(2)))
+    metrics = exact_metrics(policy, judges, q, initial, 4)
     log_p = np.asarray(policy_log_probs_all(policy), np.float64)
     p = np.exp(log_p)
     scores = np.asarray(judge_scores_all(judges), np.float64)
@@ -32,3 +33,7 @@ def test_exact_metrics_equal_brute_force_sums():
     np.testing.assert_allclose(
         metrics["judge_alignment"], scipy.stats.spearmanr(scores, np.asarray(q)).statistic, atol=1e-5
     )
+    kl = p @ (log_p - np.asarray(initial, np.float64))
+    np.testing.assert_allclose(metrics["kl_to_initial"], kl, rtol=1e-4, atol=1e-6)
+    assert np.isclose(float(metrics["top_probability"]), p.max(), rtol=1e-5)
+    assert int(metrics["top_sequence"]) == int(p.argmax())
