@@ -4,16 +4,20 @@ Conditions are grouped by their knob coordinates, never by their names: a *mecha
 set of conditions whose knobs agree except `planted_bias`; a *bias level* is a value of
 `planted_bias`. Each mechanism keeps one colour in every figure. Diverged runs are left out.
 
-- amplification over iterations, one column per bias level: judge_bias(t) / judge_bias(0)
-  per run (at b = 0, where the ratio means nothing, judge_bias(t) − judge_bias(0)), and
-  below it the judge's quality weight (to tell a growing score scale from a real shift);
+- amplification over iterations, one column per bias level: the mean bias's
+  mean_s judge_bias(t) / mean_s judge_bias(0) with the band of the paired change (see
+  `amplification_of_mean`; at b = 0, where a ratio means nothing, judge_bias(t) −
+  judge_bias(0)), and below it the judge's quality weight (to tell a growing score scale
+  from a real shift);
 - policy verbosity E_π[f] over iterations, one column per bias level, and below it bias_cost;
 - final judge bias against final real quality, one point per run: colour the mechanism,
   marker the bias level.
 """
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import xarray as xr
 from matplotlib.figure import Figure
@@ -70,35 +74,60 @@ def amplification(ds: xr.Dataset) -> xr.DataArray:
     return xr.where(unbiased, bias - start, bias / start)
 
 
+def amplification_of_mean(ds: xr.Dataset) -> xr.DataArray:
+    """Per run: 1 + (judge_bias(t) − judge_bias(0)) / mean over seeds of judge_bias(0); at b = 0
+    judge_bias(t) − judge_bias(0).
+
+    Its mean over seeds is the amplification of the mean bias, mean judge_bias(t) / mean
+    judge_bias(0), and its t-band is the paired change's, rescaled. The per-run ratio
+    (`amplification`) explodes wherever a run's pretrained judge happens to have a bias near
+    0, as at small b it often does (b = 0.3: judge_bias(0) ≈ 0.07–0.23); the denominator here
+    is one number per condition, shared by every mechanism of a bias level (their runs of a
+    seed start from the same pretrained judge), so the band leaves its uncertainty out.
+    """
+    bias = ds["judge_bias"]
+    start = bias.isel(iteration=0)
+    change = bias - start
+    return xr.where(ds["planted_bias"] == 0, change, 1 + change / start.mean("seed"))
+
+
 def _colours(labels) -> dict[str, str]:
     return {label: f"C{i % 10}" for i, label in enumerate(labels)}
 
 
-def _bias_title(level: float) -> str:
-    return f"planted bias b = {level:g}" + ("  (none)" if level == 0 else "")
+class Row(NamedTuple):
+    """One row of a trajectory figure: what it draws per bias level, and how it is labelled."""
+
+    values: Callable  # (masked Dataset) -> (condition, seed, iteration) DataArray
+    ylabel: str  # on the left column only
+    reference: Callable  # (bias level) -> y of a dashed reference line, or None
+    heading: Callable = lambda level: ""  # (bias level) -> a second title line (top row only)
 
 
-def _trajectory_figure(ds, path, top, bottom, title: str, *, force: bool):
-    """Two rows (top, bottom) × one column per bias level; `top`/`bottom` are (values(ds, b), ylabel, ref)."""
+def _trajectory_figure(ds, path, rows: tuple[Row, Row], title: str, dashed: str, *, force: bool):
+    """Two rows × one column per bias level; one line (mean over seeds, t-band) per mechanism."""
     levels, groups = bias_levels(ds), mechanisms(ds)
     colours = _colours(groups)
     masked = mask_diverged(ds)
     x = ds["iteration"].values
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(2, len(levels), sharex=True, squeeze=False)
-    for column, level in enumerate(levels):
-        for row, (values_of, ylabel, reference) in enumerate((top, bottom)):
-            ax = axes[row, column]
-            values, ylabel, reference = values_of(masked, level), ylabel(level), reference(level)
+    for r, row in enumerate(rows):
+        values = row.values(masked)
+        for column, level in enumerate(levels):
+            ax = axes[r, column]
+            reference = row.reference(level)
             if reference is not None:
                 ax.axhline(reference, color="black", linewidth=0.8, linestyle="--")
             for label, members in groups.items():
                 if level in members:
                     _line(ax, x, _runs(values, members[level]), colours[label], legend_label(label), band_alpha=0.12)
-            ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[0, column].set_title(_bias_title(level), fontsize=11)
+        axes[r, 0].set_ylabel(row.ylabel)
+    for column, level in enumerate(levels):
+        heading = rows[0].heading(level)
+        axes[0, column].set_title(f"planted bias b = {level:g}" + (f"\n{heading}" if heading else ""), fontsize=10)
         axes[1, column].set_xlabel(XLABEL)
     fig.suptitle(f"{title}{diverged_note(ds)}", fontsize=13)
     handles = [Line2D([], [], color=colours[label], linewidth=2) for label in groups]
@@ -107,7 +136,7 @@ def _trajectory_figure(ds, path, top, bottom, title: str, *, force: bool):
         [legend_label(label) for label in groups],
         loc="outside lower center",
         ncol=min(6, len(groups)),
-        title=f"{BAND}, {ds.sizes['seed']} seeds",
+        title=f"{BAND}, {ds.sizes['seed']} seeds; dashed: {dashed}",
         frameon=False,
     )
     return _save(fig, path, force)
@@ -115,38 +144,33 @@ def _trajectory_figure(ds, path, top, bottom, title: str, *, force: bool):
 
 def amplification_figure(ds: xr.Dataset, path, *, force: bool = False):
     """Amplification of the judge's bias per bias level, and the judge's quality weight below it."""
-    amp = amplification(mask_diverged(ds))
-    top = (
-        lambda masked, level: amp,
-        lambda level: (
-            "judge_bias(t) − judge_bias(0)  [σ(q*)/token]"
-            if level == 0
-            else "amplification judge_bias(t) / judge_bias(0)"
-        ),
+    top = Row(
+        amplification_of_mean,
+        "judge bias, relative to iteration 0",
         lambda level: 0.0 if level == 0 else 1.0,
+        lambda level: (
+            "change: bias(t) − bias(0)  [σ(q*)/token]" if level == 0 else "amplification: mean bias(t) / mean bias(0)"
+        ),
     )
-    bottom = (
-        lambda masked, level: masked["judge_quality_weight"],
-        lambda level: "judge quality weight  [J per unit q*]",
-        lambda level: None,
-    )
-    return _trajectory_figure(ds, path, top, bottom, "Does co-evolution amplify a planted verbosity bias?", force=force)
+    bottom = Row(lambda masked: masked["judge_quality_weight"], "judge quality weight  [J per unit q*]", _none)
+    title = "Does co-evolution amplify a planted verbosity bias?"
+    return _trajectory_figure(ds, path, (top, bottom), title, "no change since pretraining", force=force)
 
 
 def verbosity_figure(ds: xr.Dataset, path, *, force: bool = False):
     """The policy's verbosity E_π[f] per bias level, and what its verbosity costs (bias_cost) below it."""
-    top = (
-        lambda masked, level: masked["policy_verbosity"],
-        lambda level: "policy verbosity E_π[f]  [filler tokens]",
+    top = Row(
+        lambda masked: masked["policy_verbosity"],
+        "policy verbosity E_π[f]  [filler tokens]",
         lambda level: UNIFORM_VERBOSITY,
     )
-    bottom = (
-        lambda masked, level: masked["bias_cost"],
-        lambda level: "bias cost  [q*]",
-        lambda level: 0.0,
-    )
-    title = "Does the policy's verbosity run away? (dashed: uniform policy 0.5; no cost)"
-    return _trajectory_figure(ds, path, top, bottom, title, force=force)
+    bottom = Row(lambda masked: masked["bias_cost"], "bias cost  [q*]", lambda level: 0.0)
+    title = "Does the policy's verbosity run away, and what does it cost?"
+    return _trajectory_figure(ds, path, (top, bottom), title, "the uniform policy (0.5); no cost", force=force)
+
+
+def _none(level):
+    return None
 
 
 def scatter_figure(ds: xr.Dataset, path, *, force: bool = False):
@@ -173,8 +197,9 @@ def scatter_figure(ds: xr.Dataset, path, *, force: bool = False):
         if level > 0:
             ax.axvline(level, color="grey", linewidth=0.8, linestyle=":")
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("final judge bias  [σ(q*) per filler token; dotted: planted b]")
-    ax.set_ylabel("final real quality Σπ q*  [q*]")
+    last = int(ds["iteration"].values[-1])
+    ax.set_xlabel(f"judge bias at iteration {last}  [σ(q*) per filler token; dotted: planted b]")
+    ax.set_ylabel(f"real quality Σπ q* at iteration {last}  [q*]")
     ax.grid(alpha=0.3)
     fig.suptitle(f"Final judge bias and real quality, one point per run{diverged_note(ds)}", fontsize=13)
     colour_handles = [

@@ -1,7 +1,8 @@
 """The whole co-evolution loop in one place: pretrain → one step → scan → vmap.
 
 Levels, innermost first:
-- per-judge and per-run updates (`policy_update`, `judge_pair_step`, `meta_update`);
+- per-judge and per-run updates (`policy_update`, `judge_pair_step`, `meta_update`, and
+  `meta_judge_update` for the meta-judge without ground truth);
 - `batch_inner_step`: one inner step for a batch of runs. Optional sub-steps (judge
   update, anchor, meta) run under `lax.cond(any(due))` *outside* the vmap, so a step on
   which no run of the batch needs them costs nothing (inside a vmap, cond runs both

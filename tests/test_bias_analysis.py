@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from analysis.bias import OUTPUTS, amplification, bias_figures, has_bias_records, mechanisms
+from analysis.bias import (
+    OUTPUTS,
+    amplification,
+    amplification_of_mean,
+    bias_figures,
+    has_bias_records,
+    mechanisms,
+)
 from analysis.report import write_all
 from engine.diagnostics import METRICS
 from engine.knobs import DEFAULTS, KNOBS
@@ -61,6 +68,15 @@ def test_amplification_is_a_ratio_with_a_bias_and_a_difference_without(ds):
     np.testing.assert_allclose(amp.sel(condition="b1_baseline").isel(seed=0), [1, 1.5, 2, 2.5])
     np.testing.assert_allclose(amp.sel(condition="b0.3_frozen").isel(seed=0), [1, 1, 1, 1])
     np.testing.assert_allclose(amp.sel(condition="b0_baseline").isel(seed=0), [0, 0.025, 0.05, 0.075])
+
+
+def test_amplification_of_the_mean_is_the_ratio_of_seed_means(ds):
+    ds = ds.copy(deep=True)
+    ds["judge_bias"].loc[dict(condition="b0.3_baseline", seed=0)] *= 1e-3  # one run's ratio would explode
+    bias = ds.judge_bias.sel(condition="b0.3_baseline")
+    amp = amplification_of_mean(ds).sel(condition="b0.3_baseline").mean("seed")
+    np.testing.assert_allclose(amp, bias.mean("seed") / bias.isel(iteration=0).mean("seed"))
+    np.testing.assert_allclose(amplification_of_mean(ds).sel(condition="b0_frozen"), 0)
 
 
 def test_figures_are_written_only_for_a_dataset_with_bias_records(ds, tmp_path):
