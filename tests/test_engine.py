@@ -160,13 +160,13 @@ def test_one_trace_per_study(small, monkeypatch):
     import engine.coevolution as coevolution
 
     traces = []
-    original = coevolution.policy_update
+    original = coevolution.reinforce_gradient
 
     def counting(*args, **kwargs):
         traces.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(coevolution, "policy_update", counting)
+    monkeypatch.setattr(coevolution, "reinforce_gradient", counting)
     conditions = {f"lr_{i}": {"lr_policy": 1e-4 * (i + 1), "reset_every": i} for i in range(4)}
     engine.run_study(small(conditions, seeds=[0, 1, 2]), max_runs_per_chunk=4)  # 3 chunks
     assert len(traces) == 1
