@@ -49,8 +49,10 @@ def test_uniform_policy_has_entropy_ln_4096_and_mean_quality():
     policy = eqx.tree_at(lambda p: (p.head.weight, p.head.bias), policy, (jnp.zeros((8, 32)), jnp.zeros(8)))
     judges = make_judges(jax.random.PRNGKey(7), 1)
     q = jnp.asarray(np.random.default_rng(0).normal(size=4096), jnp.float32)
-    metrics = exact_metrics(policy, judges, q)
+    uniform = jnp.full(4096, -np.log(4096), jnp.float32)
+    metrics = exact_metrics(policy, judges, q, uniform, 4)
     np.testing.assert_allclose(metrics["policy_entropy"], np.log(4096), rtol=1e-6)
+    np.testing.assert_allclose(metrics["kl_to_initial"], 0.0, atol=1e-6)
     np.testing.assert_allclose(metrics["policy_quality"], np.asarray(q).mean(), atol=1e-6)
 
 
