@@ -267,7 +267,7 @@ def _check_combination(study: str, condition: str, knobs: dict) -> list[str]:
             f"{_where(study, condition, 'meta_pairs')}: the meta-judge labels meta_pairs of batch_size fresh "
             f"pairs, so meta_pairs must be <= batch_size ({knobs['batch_size']}), got {knobs['meta_pairs']}"
         )
-    if knobs["batch_size"] % knobs["n_candidates"]:
+    if knobs["update_rule"] == "dpo" and knobs["batch_size"] % knobs["n_candidates"]:
         raise StudyError(
             f"{_where(study, condition, 'n_candidates')}: the batch is read as groups of n_candidates, so it must "
             f"divide batch_size ({knobs['batch_size']}), got {knobs['n_candidates']}"
