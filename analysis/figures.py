@@ -138,7 +138,9 @@ def small_multiples(
         if reference is not None:
             ax.plot(x, reference, color="grey", linewidth=1.5, label=legend_label(f"{baseline} mean"))
         _line(ax, x, _runs(masked[metric], condition), "C0", "mean over seeds")
-        ax.set_title(f"{condition}{diverged_note(ds, [condition])}", fontsize=10)
+        # Grid names (knob_value+knob_value) get a line per knob, so neighbouring titles do not overlap.
+        title = condition.replace("+", "\n") if len(conditions) > 12 else condition
+        ax.set_title(f"{title}{diverged_note(ds, [condition])}", fontsize=10 if "\n" not in title else 8)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes.flat[len(conditions) :]:

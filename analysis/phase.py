@@ -115,6 +115,17 @@ def _reference_cell(ds: xr.Dataset, layout: GridLayout, baseline) -> dict:
     return {knob: first[knob].item() for knob in layout.knobs}
 
 
+def reference_condition(ds: xr.Dataset, knobs=None) -> str | None:
+    """The condition name of the grid's baseline cell (see `phase_table`); None without a grid."""
+    layout = find_grid(ds, knobs)
+    if layout is None:
+        return None
+    cell = _reference_cell(ds, layout, None)
+    cells = ds.sel(condition=list(layout.cells))
+    match = np.logical_and.reduce([cells[knob].values == value for knob, value in cell.items()])
+    return str(cells["condition"].values[match][0])
+
+
 def _frozen_control(ds: xr.Dataset, layout: GridLayout):
     """The first control condition with freeze_judge true, or None."""
     if "freeze_judge" not in ds.coords or "freeze_judge" in layout.knobs:

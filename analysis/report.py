@@ -1,4 +1,14 @@
-"""Everything for one results file, written side by side under one stem."""
+"""Everything for one results file, written side by side under one stem.
+
+Per-iteration figures and tables read the records that end each outer iteration
+(`engine.results.per_iteration`), so a step-resolved file gets them too. A step-resolved file
+also gets the within-iteration figure and its order-of-events table (`analysis.within`); a
+2-knob grid study gets its phase diagrams and their table (`analysis.phase`); a study with
+self-rewarding or bias records gets their figures (`analysis.overoptimisation`,
+`analysis.bias`). The published-condition comparisons (`best.png`, and `gap.png` beyond eight
+conditions) are drawn only when some of those conditions are present; a grid study's headline
+and table use its reference cell as the baseline.
+"""
 
 from pathlib import Path
 
@@ -6,18 +16,42 @@ import xarray as xr
 
 from analysis.bias import bias_figures, has_bias_records
 from analysis.bias import output_paths as bias_output_paths
+from analysis.data import present
 from analysis.figures import BEST, BOUNDS, comparison, headline, perception_gap, small_multiples
+from analysis.grid import find_grid
 from analysis.overoptimisation import overoptimisation, pair_gap
+from analysis.phase import PHASE_METRICS, phase_figures, reference_condition
 from analysis.tables import condition_table, write_csv, write_markdown
+from analysis.within import order_table, within_figure
 from engine.output import check_output
+from engine.results import per_iteration
 
 OUTPUTS = ("headline.png", "best.png", "quality_by_condition.png", "gap.png", "table.md", "table.csv")
 OUTPUTS += ("overoptimisation.png", "pair_gap.png")  # only for Datasets with kl_to_initial / with dpo conditions
+PHASE_OUTPUTS = (*(f"phase_{metric}.png" for metric in PHASE_METRICS), "phase_table.csv")
+WITHIN_OUTPUTS = ("within.png", "order.csv")
+MAX_UNNAMED_GAP = 8  # perception_gap draws every condition up to this many, else the published ones
 
 
-def output_paths(out_dir, stem: str) -> list[Path]:
-    """Every file `write_all` may write, so a command can check them all before drawing any."""
-    return [Path(out_dir) / f"{stem}_{name}" for name in OUTPUTS]
+def is_phase_grid(ds: xr.Dataset) -> bool:
+    layout = find_grid(ds)
+    return layout is not None and len(layout.knobs) == 2
+
+
+def output_paths(out_dir, stem: str, ds: xr.Dataset | None = None) -> list[Path]:
+    """Every file `write_all` may write, so a command can check them all before drawing any.
+
+    With `ds`, also the phase-diagram, within-iteration and bias outputs that this Dataset gets.
+    """
+    names = list(OUTPUTS)
+    if ds is not None and is_phase_grid(ds):
+        names += PHASE_OUTPUTS
+    if ds is not None and "step" in ds.dims:
+        names += WITHIN_OUTPUTS
+    paths = [Path(out_dir) / f"{stem}_{name}" for name in names]
+    if ds is not None and has_bias_records(ds):
+        paths += bias_output_paths(out_dir, stem)
+    return paths
 
 
 def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *, force: bool = False) -> list:
@@ -29,22 +63,33 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = dict(zip(OUTPUTS, output_paths(out, stem), strict=True))
-    bias_paths = bias_output_paths(out, stem) if has_bias_records(ds) else []  # issue 11
-    for path in [*paths.values(), *bias_paths]:
+    every = output_paths(out, stem, ds)
+    for path in every:
         check_output(path, force=force)
+    paths = {path.name.removeprefix(f"{stem}_"): path for path in every}
     conditions = ds["condition"].values.tolist()
+    if baseline not in conditions:
+        baseline = reference_condition(ds) or baseline
     focus = baseline if baseline in conditions else conditions[0]
-    table = condition_table(ds, baseline)
+    by_iteration = per_iteration(ds)
+    table = condition_table(by_iteration, baseline)
+    published = [c for c in present(ds, BEST) if c not in BOUNDS]
     written = [
-        headline(ds, paths["headline.png"], focus, force=force),
-        comparison(ds, BEST, paths["best.png"], BOUNDS, force=force),
-        small_multiples(ds, paths["quality_by_condition.png"], "policy_quality", baseline, force=force),
-        perception_gap(ds, paths["gap.png"], force=force),
+        headline(by_iteration, paths["headline.png"], focus, force=force),
+        comparison(by_iteration, BEST, paths["best.png"], BOUNDS, force=force) if published else None,
+        small_multiples(by_iteration, paths["quality_by_condition.png"], "policy_quality", baseline, force=force),
+        perception_gap(by_iteration, paths["gap.png"], force=force)
+        if published or len(conditions) <= MAX_UNNAMED_GAP
+        else None,
         write_markdown(table, paths["table.md"], force=force),
         write_csv(table, paths["table.csv"], force=force),
-        overoptimisation(ds, paths["overoptimisation.png"], force=force),
-        pair_gap(ds, paths["pair_gap.png"], force=force),
-        *bias_figures(ds, out, stem, force=force),
+        overoptimisation(by_iteration, paths["overoptimisation.png"], force=force),
+        pair_gap(by_iteration, paths["pair_gap.png"], force=force),
+        *bias_figures(by_iteration, out, stem, force=force),
     ]
+    if "within.png" in paths:
+        written.append(within_figure(ds, paths["within.png"], force=force))
+        written.append(write_csv(order_table(ds), paths["order.csv"], force=force))
+    if "phase_table.csv" in paths:
+        written += phase_figures(by_iteration, out, stem)
     return [path for path in written if path is not None]

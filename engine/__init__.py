@@ -25,6 +25,7 @@ _PUBLIC = {
     "StudyError": "engine.study",
     "resolve": "engine.study",
     "load": "engine.results",
+    "per_iteration": "engine.results",
     "save": "engine.results",
     "run_study": "engine.runner",
 }

@@ -38,7 +38,9 @@ class ArgumentParser(argparse.ArgumentParser):
 def summary_lines(ds) -> list[str]:
     """Per condition (the first SUMMARY_ROWS): final quality and alignment, mean ± std over seeds,
     diverged runs left out; then the runs that diverged or missed their pretraining target."""
-    final = ds.isel(iteration=-1).where(~ds.diverged)
+    from engine.results import per_iteration
+
+    final = per_iteration(ds).isel(iteration=-1).where(~ds.diverged)
     lines = [f"{'condition':<16} {'final quality':>18} {'final alignment':>18}  seeds"]
     for condition in ds.condition.values[:SUMMARY_ROWS]:
         row = final.sel(condition=condition)
@@ -160,7 +162,7 @@ def command_figures(args) -> int:
 
     path = Path(args.path)
     ds = engine.load(path)
-    for output in output_paths(path.parent, path.stem):
+    for output in output_paths(path.parent, path.stem, ds):
         check_output(output, force=args.force, inputs={path: "the results file"})
     try:
         written = write_all(ds, path.parent, path.stem, force=args.force)
@@ -176,11 +178,12 @@ def command_claims(args) -> int:
     import engine
     from analysis.claims import claims_markdown, write_claims
     from engine.output import check_output
+    from engine.results import per_iteration
 
     paths = [Path(p) for p in args.paths]
     if args.out:
         check_output(args.out, force=args.force, inputs={path: "an input results file" for path in paths})
-    loaded = [engine.load(path) for path in paths]
+    loaded = [per_iteration(engine.load(path)) for path in paths]
     counts = [ds.sizes["seed"] for ds in loaded]
     labels = [f"{n} seeds" if counts.count(n) == 1 else path.stem for n, path in zip(counts, paths)]
     if len(set(labels)) < len(labels):

@@ -9,7 +9,8 @@ Levels, innermost first:
   branches);
 - `make_batch_run`: `start` (fresh policy, pretrained judges, iteration-0 diagnostics),
   `step` (the batch inner step above) and `advance` (a `lax.scan` of `step` over one outer
-  iteration, the reset, exact diagnostics), all over a batch of runs sharing a `Variant`;
+  iteration, the reset, exact diagnostics; with `record_every` k, a scan over chunks of k
+  steps with diagnostics after each), all over a batch of runs sharing a `Variant`;
 - `pretrain_judge`: a `lax.while_loop` with an early stop, vmapped over judges.
 `engine.plan` places runs on the program's run axis; `engine.program` stitches the groups
 of runs into one jitted, sharded program.
@@ -26,7 +27,7 @@ import optax
 from engine import exact, preference
 from engine.bias import biased_target, meta_pairs, verbosity
 from engine.diagnostics import FINITE_METRICS, exact_metrics, judge_scores_all, spearman
-from engine.knobs import Condition, Sizes, Variant, code
+from engine.knobs import Condition, Sizes, Variant, code, record_interval, records_per_iteration
 from engine.models import Judge, Policy, ensemble_scores, select_init
 from engine.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences, reference_q_star, transition_term
 
@@ -146,7 +147,8 @@ def pretrain_judge(job: PretrainInputs, sizes: Sizes) -> PretrainResult:
         _, _, steps, alignment = carry
         return (alignment < job.condition.judge_init_alignment) & (steps < sizes.pretrain_max_steps)
 
-    start = (judge, adam_init(_params(judge), job.condition.lr_judge), jnp.int32(0), jnp.float32(-jnp.inf))
+    rate = jnp.where(job.condition.lr_judge_pretrain > 0, job.condition.lr_judge_pretrain, job.condition.lr_judge)
+    start = (judge, adam_init(_params(judge), rate), jnp.int32(0), jnp.float32(-jnp.inf))
     judge, _, steps, alignment = jax.lax.while_loop(below_target, train_until_check, start)
     return PretrainResult(judge, steps, alignment)
 
@@ -565,9 +567,10 @@ def meta_judge_metrics(meta: MetaJudgeState | None, q_star) -> dict:
     return {"meta_judge_alignment": alignment, "meta_agreement": agreement}
 
 
-def run_metrics(state: RunState, run: RunInputs, q_star, n_candidates: int) -> dict:
+def run_metrics(state: RunState, run: RunInputs, q_star, n_candidates: int, distributions: bool = False) -> dict:
+    """One record of one run: the exact diagnostics (with π(x) and J(x) when `distributions`)."""
     f = verbosity(run.condition.bias_token)
-    metrics = exact_metrics(state.policy, state.judges, q_star, state.initial_log_probs, n_candidates, f)
+    metrics = exact_metrics(state.policy, state.judges, q_star, state.initial_log_probs, n_candidates, f, distributions)
     models = (state.policy, state.judges) + (() if state.meta is None else (state.meta.judge,))
     params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(_params(models))]))
     values_finite = jnp.all(jnp.isfinite(jnp.stack([metrics[name] for name in FINITE_METRICS])))
@@ -593,8 +596,12 @@ class BatchRun(NamedTuple):
 
     start(runs) -> (states, metrics at iteration 0, right after pretraining)
     step(states, runs, q_stars, outer, inner) -> states after one inner step
-    advance(states, runs, outer) -> (states, metrics after outer iteration `outer`)
-    Metrics are dicts of (runs,) arrays.
+    advance(states, runs, outer) -> (states, the records of outer iteration `outer`)
+    start's metrics are dicts of (runs,) arrays; advance's of (runs, records) arrays, one
+    record every `record_every` inner steps (`records_per_iteration(sizes)`, 1 by default),
+    the last one at the end of the iteration. Saved distributions add (runs, [records,] 4096)
+    arrays: at start and every record with save_distributions "all", only advance's last
+    record (as (runs, 1, 4096)) with "final".
     """
 
     start: Callable
@@ -683,18 +690,27 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
             )
         return states
 
+    every, n_records = record_interval(sizes), records_per_iteration(sizes)
+    every_record = sizes.save_distributions == "all"  # π and J at every record
+    last_record = sizes.save_distributions != "none"  # ... or at the last one only
+
     def start(runs: RunInputs):
         q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
         states = jax.vmap(init_run)(runs)
         if holdout is not None:
             accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
-        return states, metrics_of(states, runs, q_stars)
+        return states, metrics_of(states, runs, q_stars, every_record)
 
-    def metrics_of(states, runs, q_stars):
-        return jax.vmap(lambda s, r, q: run_metrics(s, r, q, variant.n_candidates))(states, runs, q_stars)
+    def metrics_of(states, runs, q_stars, distributions):
+        return jax.vmap(lambda s, r, q: run_metrics(s, r, q, variant.n_candidates, distributions))(
+            states, runs, q_stars
+        )
 
     def advance(states, runs: RunInputs, outer):
+        """One outer iteration. Records inside it are taken after every `every` inner steps, the
+        last one after the reset (REFERENCE.md); `meta_accuracy` starts each outer iteration
+        as NaN, so a record holds the last accuracy measured so far in this outer iteration."""
         q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
         states = eqx.tree_at(
             lambda s: (s.meta_accuracy, s.reference_log_probs, s.pairs),
@@ -712,8 +728,27 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         def inner_body(states, inner):
             return batch_inner_step(states, runs, q_stars, outer, inner), None
 
-        states, _ = jax.lax.scan(inner_body, states, jnp.arange(sizes.steps_per_iter))
+        def record(states, distributions):
+            return metrics_of(states, runs, q_stars, distributions)
+
+        def chunk_then_record(states, first):
+            states, _ = jax.lax.scan(inner_body, states, first + jnp.arange(every))
+            return states, record(states, every_record)
+
+        # Records before the last are stacked along a leading axis by the scan; only they
+        # leave it. The default (one record per iteration) is exactly the plain scan below.
+        within = None
+        if n_records > 1:
+            states, within = jax.lax.scan(chunk_then_record, states, every * jnp.arange(n_records - 1))
+        states, _ = jax.lax.scan(inner_body, states, every * (n_records - 1) + jnp.arange(every))
         states = jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
-        return states, metrics_of(states, runs, q_stars)
+        last = jax.tree.map(lambda leaf: leaf[:, None], record(states, last_record))
+        if within is None:
+            return states, last
+        within = {name: jnp.moveaxis(values, 0, 1) for name, values in within.items()}
+        return states, {
+            name: jnp.concatenate([within[name], values], axis=1) if name in within else values
+            for name, values in last.items()
+        }
 
     return BatchRun(start, batch_inner_step, advance)

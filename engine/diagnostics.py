@@ -29,13 +29,23 @@ def policy_log_probs_all(policy: Policy):
     return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences()))
 
 
-def exact_metrics(policy: Policy, judges: Judge, q_star, initial_log_probs, n_candidates: int, verbosity=None) -> dict:
+def exact_metrics(
+    policy: Policy,
+    judges: Judge,
+    q_star,
+    initial_log_probs,
+    n_candidates: int,
+    verbosity=None,
+    distributions: bool = False,
+) -> dict:
     """The per-iteration diagnostics of one run, each exact over all outputs.
 
     initial_log_probs: log π₀ over the 4096 (for the KL); n_candidates: the N of the
     best/worst-of-N gaps (order statistics of N i.i.d. draws from π, ranked by the judge).
     With `verbosity` (f over the 4096, `engine.bias.verbosity`), the bias records too
-    (`BIAS_METRICS`, `engine.bias.bias_metrics`), from the same π and J.
+    (`BIAS_METRICS`, `engine.bias.bias_metrics`), from the same π and J. With `distributions`,
+    also the (4096,) arrays they are sums over, `policy_probability` π(x) and `judge_score` J(x)
+    (ensemble mean), in `engine.world.all_sequences` order.
     """
     log_probs = exact.policy_log_probs_tree(policy)
     probs = jnp.exp(log_probs)
@@ -56,6 +66,8 @@ def exact_metrics(policy: Policy, judges: Judge, q_star, initial_log_probs, n_ca
     }
     if verbosity is not None:
         metrics.update(bias_metrics(probs, scores, q_star, verbosity))
+    if distributions:
+        metrics |= {"policy_probability": probs, "judge_score": scores}
     return metrics
 
 
@@ -98,6 +110,11 @@ UNITS = {
     "bias_cost": "q* (expected max q* - best q* at the policy's verbosity level)",
     "meta_judge_alignment": "Spearman rho (meta-judge with q*)",
     "meta_agreement": "fraction of the meta-labelled pairs (mean over the iteration's meta steps)",
+    "policy_probability": "probability π(x)",
+    "judge_score": "J(x) (ensemble mean)",
 }
+
+# Saved with `save_distributions`, along a `sequence` dimension (engine.results).
+DISTRIBUTIONS = ("policy_probability", "judge_score")
 
 UNIFORM_ENTROPY = float(np.log(4096))

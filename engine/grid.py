@@ -38,6 +38,8 @@ from engine.study import _NAME_PATTERN, MAX_NAME_LENGTH
 
 KNOB_SEPARATOR = "+"  # between the knobs of one name; never part of a knob name or a finite value < 1e16
 VALUE_SEPARATOR = "_"  # between a knob and its value; never part of a value
+
+
 def _abbreviations(names) -> dict:
     """Initials of each name's words; where two would clash, the later one takes more letters of
     its last word (`meta_source` → ms, `meta_select` → mse), then a number."""

@@ -162,6 +162,14 @@ KNOBS = {
     "entropy_exact": Knob(float, 0.0, "− c·H(π) in the policy loss, H exact over all 4096 outputs", low=0.0),
     # the judge(s)
     "lr_judge": Knob(float, 3e-4, "Adam learning rate of the judge(s), pretraining too", positive=True, pretrain=True),
+    "lr_judge_pretrain": Knob(
+        float,
+        0.0,
+        "Adam learning rate of judge pretraining when > 0, so lr_judge changes only co-evolution "
+        "(0: lr_judge, the reference)",
+        low=0.0,
+        pretrain=True,
+    ),
     "judge_update_every": Knob(
         int, 1, "judge steps on inner steps where (inner+1) % k == 0", unit="inner steps", positive=True
     ),
@@ -285,6 +293,22 @@ KNOBS = {
     "pretrain_max_steps": Knob(
         int, 5000, "pretraining gives up (flagged, not fatal) after this", unit="steps", positive=True, scope=STUDY
     ),
+    # what is recorded (never changes the dynamics)
+    "record_every": Knob(
+        int,
+        0,
+        "exact diagnostics every k inner steps (must divide steps_per_iter); 0 or steps_per_iter: once per "
+        "outer iteration, the Dataset over `iteration`; otherwise over `step` (global inner step)",
+        unit="inner steps",
+        low=0,
+        scope=STUDY,
+    ),
+    "save_distributions": Knob(
+        ("none", "final", "all"),
+        "none",
+        "also store π(x) and the ensemble-mean J(x) of all 4096 sequences: at the last record, or at every record",
+        scope=STUDY,
+    ),
 }
 
 DEFAULTS = {name: knob.default for name, knob in KNOBS.items()}
@@ -309,8 +333,18 @@ Variant.__doc__ = (
     "knobs add): hashable, a jit key."
 )
 
-Sizes = NamedTuple("Sizes", [(name, int) for name in STUDY_KNOBS])
+Sizes = NamedTuple("Sizes", [(name, str if KNOBS[name].choices else KNOBS[name].kind) for name in STUDY_KNOBS])
 Sizes.__doc__ = "The study-wide sizes of the compiled loop (one field per STUDY knob)."
+
+
+def record_interval(sizes: Sizes) -> int:
+    """Inner steps between two records: `record_every`, where 0 means once per outer iteration."""
+    return sizes.record_every or sizes.steps_per_iter
+
+
+def records_per_iteration(sizes: Sizes) -> int:
+    """Records taken in one outer iteration (the last one at its end, after any reset); 1 by default."""
+    return sizes.steps_per_iter // record_interval(sizes)
 
 
 def code(name: str, choice: str) -> int:

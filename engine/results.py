@@ -1,5 +1,13 @@
 """Results as one labelled xarray Dataset: (condition, seed, iteration), one variable per metric.
 
+With `record_every` k below the iteration length, the time dimension is `step` instead (the
+global inner step of each record: 0 = after pretraining, then k, 2k, ...), with a coordinate
+`iteration` along it (the outer iteration a record falls in: ceil(step / steps_per_iter),
+indexed, so `ds.sel(iteration=2)` gives that iteration's records); `per_iteration` gives back
+the per-iteration layout. Run-level summaries (ceiling, divergence) are always per outer
+iteration. Saved distributions (`save_distributions`) add `policy_probability` and
+`judge_score` along a `sequence` dimension labelled with the arrows (`engine.world.render`).
+
 Condition knobs are coordinates along `condition`; the study, versions, git commit and
 timings are attrs, so a file carries what is needed to rerun it. Files are written to a
 temporary name and renamed into place, so a result file is never half-written.
@@ -14,8 +22,8 @@ import jaxlib
 import numpy as np
 import xarray as xr
 
-from engine.diagnostics import CORE_METRICS, METRICS, UNITS
-from engine.knobs import KNOBS
+from engine.diagnostics import CORE_METRICS, DISTRIBUTIONS, METRICS, UNITS
+from engine.knobs import KNOBS, record_interval, records_per_iteration
 from engine.output import write_atomically
 from engine.study import ResolvedStudy
 from engine.world import all_sequences, render
@@ -66,12 +74,29 @@ def git_commit() -> str:
         return "unknown"
 
 
+def time_coordinates(sizes) -> tuple[str, dict]:
+    """The time dimension of a study's records and its coordinates.
+
+    One record per outer iteration: `iteration` 0..n_iterations. Finer: `step` (the global
+    inner step of each record) with `iteration` along it (ceil(step / steps_per_iter)).
+    """
+    if records_per_iteration(sizes) == 1:
+        return "iteration", {"iteration": np.arange(sizes.n_iterations + 1, dtype=np.int32)}
+    step = record_interval(sizes) * np.arange(sizes.n_iterations * records_per_iteration(sizes) + 1, dtype=np.int32)
+    iteration = (-(-step // sizes.steps_per_iter)).astype(np.int32)
+    return "step", {
+        "step": (("step",), step, {"long_name": "global inner step of the record (0 = after pretraining)"}),
+        "iteration": (("step",), iteration, {"long_name": "outer iteration the record falls in"}),
+    }
+
+
 def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Dataset:
-    """Assemble the program's (condition, seed[, iteration]) arrays into the Dataset."""
+    """Assemble the program's (condition, seed[, record][, 4096]) arrays into the Dataset."""
+    time, time_coords = time_coordinates(study.sizes)
     coords = {
         "condition": study.condition_names,
         "seed": np.array(study.seeds, np.int32),
-        "iteration": np.arange(study.sizes.n_iterations + 1, dtype=np.int32),
+        **time_coords,
     }
     for name, knob in KNOBS.items():
         values = [study.conditions[c][name] for c in study.condition_names]
@@ -83,13 +108,22 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
         if metric == "top_sequence":  # an index into the 4096, stored as its arrows
             values = np.asarray(SEQUENCE_NAMES, dtype=object)[values]
         data[metric] = (
-            ("condition", "seed", "iteration"),
+            ("condition", "seed", time),
             values,
             {"units": UNITS[metric], "long_name": metric.replace("_", " ")},
         )
+    if study.sizes.save_distributions != "none":
+        coords["sequence"] = ("sequence", SEQUENCE_NAMES, {"long_name": "tokens as arrows"})
+        final = study.sizes.save_distributions == "final"
+        when = {"recorded": "at the final record only"} if final else {}
+        for name in DISTRIBUTIONS:
+            values = arrays[name][:, :, -1] if final else arrays[name]
+            dims = ("condition", "seed", *(() if final else (time,)), "sequence")
+            data[name] = (dims, values, {"units": UNITS[name], "long_name": name.replace("_", " "), **when})
+    boundaries = slice(None, None, records_per_iteration(study.sizes))  # the record ending each outer iteration
     run_level = {
-        **ceiling_summary(arrays["policy_quality"]),
-        **divergence(arrays["finite"]),
+        **ceiling_summary(arrays["policy_quality"][..., boundaries]),
+        **divergence(arrays["finite"][..., boundaries]),
         "pretrain_steps": arrays["pretrain_steps"],
         "pretrain_alignment": arrays["pretrain_alignment"],
     }
@@ -109,7 +143,23 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
         + f" x{jax.device_count()}",
         **{key: float(value) for key, value in timings.items()},
     }
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    return _indexed(xr.Dataset(data, coords=coords, attrs=attrs))
+
+
+def _indexed(ds: xr.Dataset) -> xr.Dataset:
+    """A step-resolved Dataset with `iteration` indexed (netCDF does not keep the index)."""
+    if "step" in ds.dims and "iteration" in ds.coords and "iteration" not in ds.xindexes:
+        return ds.set_xindex("iteration")
+    return ds
+
+
+def per_iteration(ds: xr.Dataset) -> xr.Dataset:
+    """The records that end each outer iteration, over an `iteration` dimension: a step-resolved
+    Dataset in the per-iteration layout (the `step` coordinate dropped); any other unchanged."""
+    if "step" not in ds.dims:
+        return ds
+    ends = ds.isel(step=(ds["step"].values % int(np.ravel(ds["steps_per_iter"].values)[0])) == 0)
+    return ends.drop_indexes("iteration").swap_dims(step="iteration").drop_vars("step")
 
 
 def save(ds: xr.Dataset, path, *, force: bool = False) -> Path:
@@ -122,8 +172,10 @@ class ResultsFileError(ValueError):
 
 
 # What analysis reads, with its dimensions: a file without them was not written by coevo.
+# TIME stands for the time dimension: `iteration`, or `step` in a step-resolved file.
+TIME = "time"
 REQUIRED = {
-    **{metric: ("condition", "seed", "iteration") for metric in CORE_METRICS},
+    **{metric: ("condition", "seed", TIME) for metric in CORE_METRICS},
     "peak_iteration": ("condition", "seed"),
     "diverged": ("condition", "seed"),
 }
@@ -143,15 +195,20 @@ def load(path) -> xr.Dataset:
             ds = ds.load()
     except Exception as error:  # netCDF4/HDF5 raise OSError, ValueError, RuntimeError, ... by where the damage is
         raise ResultsFileError(f"{path}: not a readable netCDF file ({type(error).__name__}: {error})") from None
-    wrong = [name for name, dims in REQUIRED.items() if name not in ds or ds[name].dims != dims]
+    time = "step" if "step" in ds.dims else "iteration"
+    wrong = [
+        name
+        for name, dims in REQUIRED.items()
+        if name not in ds or ds[name].dims != tuple(time if dim == TIME else dim for dim in dims)
+    ]
     if wrong:
         raise ResultsFileError(
-            f"{path}: not a coevo results file: no {', '.join(wrong)} over (condition, seed[, iteration])"
+            f"{path}: not a coevo results file: no {', '.join(wrong)} over (condition, seed[, iteration or step])"
         )
-    empty = [dim for dim in ("condition", "seed", "iteration") if ds.sizes[dim] == 0]
+    empty = [dim for dim in ("condition", "seed", time) if ds.sizes[dim] == 0]
     if empty:
         raise ResultsFileError(f"{path}: holds no {' and no '.join(empty)}")
-    return ds
+    return _indexed(ds)
 
 
 def study_of(ds: xr.Dataset) -> dict:

@@ -58,6 +58,17 @@ def seed_chunks(seeds, n_conditions: int, max_runs: int) -> list[list[int]]:
     return chunks
 
 
+def join_records(records: list[dict]) -> dict:
+    """One group's records, in time order, each a dict of (runs, records[, 4096]) arrays, joined
+    along axis 1. A variable missing from the earlier records (distributions saved at the final
+    record only) keeps just its last record."""
+    names = records[-1]
+    return {
+        name: np.concatenate([r[name] for r in records], axis=1) if name in records[0] else records[-1][name]
+        for name in names
+    }
+
+
 def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progress=False) -> xr.Dataset:
     """Run every condition × seed of a study dict; returns the results Dataset.
 
@@ -85,16 +96,14 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     with tqdm(total=total, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0) as bar:
         for plan in plans:
             started = compiled.start(*plan.program_inputs())
-            states, history = started.states, [fetch(started.metrics)]
+            states = started.states
+            history = [[{name: values[:, None] for name, values in group.items()} for group in fetch(started.metrics)]]
             bar.update(n_runs)
             for outer in range(resolved.sizes.n_iterations):
                 states, metrics = compiled.advance(states, started.runs, np.int32(outer))
                 history.append(fetch(metrics))
                 bar.update(n_runs)
-            trajectories = [
-                {name: np.stack([step[g][name] for step in history], axis=1) for name in history[0][g]}
-                for g in range(len(plan.groups))
-            ]
+            trajectories = [join_records([records[g] for records in history]) for g in range(len(plan.groups))]
             pretrained = fetch((started.pretrain_steps, started.pretrain_alignment))
             per_chunk.append({**plan.scatter(trajectories), **plan.pretrain_outcome(*pretrained)})
     run_seconds = time.perf_counter() - t0

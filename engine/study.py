@@ -262,6 +262,12 @@ def _check_combination(study: str, condition: str, knobs: dict) -> list[str]:
     (fewer steps or iterations, e.g. `coevo bench --steps-per-iter 20` on the blog study)
     produces them legitimately; the warning says which knob became a no-op.
     """
+    every, length = knobs["record_every"], knobs["steps_per_iter"]
+    if every and length % every:
+        raise StudyError(
+            f"{_where(study, condition, 'record_every')}: must divide steps_per_iter ({length}) so that every "
+            f"outer iteration ends on a record, got {every}"
+        )
     if has_meta_judge(knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
         raise StudyError(
             f"{_where(study, condition, 'meta_pairs')}: the meta-judge labels meta_pairs of batch_size fresh "
