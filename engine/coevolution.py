@@ -278,15 +278,20 @@ def reinforce_gradient(state: RunState, run: RunInputs, key, variant: Variant, s
 
 def dpo_pairs(state: RunState, run: RunInputs, keys, tokens, variant: Variant, sizes: Sizes) -> preference.Pairs:
     """Self-Rewarding's pairs from the batch (the judge's best vs worst of each group of
-    n_candidates), with Temporal Self-Rewarding's anchored rejection and future-guided chosen
-    where the run's variant has them."""
+    n_candidates, or Meta-Rewarding's length-controlled pairs), with Temporal Self-Rewarding's
+    anchored rejection and future-guided chosen where the run's variant has them."""
     condition, n = run.condition, variant.n_candidates
 
     def scores_of(tokens):
         return jax.lax.stop_gradient(ensemble_scores(state.judges, tokens).mean(axis=0))
 
     scores = scores_of(tokens)
-    pairs = preference.gather_pairs(tokens, scores, preference.best_worst_pairs(scores, n, condition.score_grid))
+    if variant.length_controlled:
+        wordiness = jnp.sum(tokens == condition.bias_token, axis=1)
+        index = preference.length_controlled_pairs(scores, wordiness, n, condition.length_control, condition.score_grid)
+    else:
+        index = preference.best_worst_pairs(scores, n, condition.score_grid)
+    pairs = preference.gather_pairs(tokens, scores, index)
     if variant.anchored_rejection:
         index = jax.random.categorical(keys["initial"], state.initial_log_probs, shape=(sizes.batch_size,))
         initial_tokens = jnp.asarray(all_sequences())[index]

@@ -76,6 +76,11 @@ def policy_regularised(knobs: dict) -> bool:
     return knobs["kl_penalty"] > 0 or knobs["entropy_exact"] > 0
 
 
+def length_controlled(knobs: dict) -> bool:
+    """Does a dpo run pick its pairs with Meta-Rewarding's length control? (ρ = 0: plain best vs worst.)"""
+    return knobs["update_rule"] == "dpo" and knobs["length_control"] > 0
+
+
 def judge_anchored(knobs: dict) -> bool:
     return knobs["judge_anchor"] > 0
 
@@ -146,6 +151,15 @@ KNOBS = {
     ),
     "future_chosen": Knob(
         bool, False, "dpo: the chosen is a one-step look-ahead policy's best when the judge prefers it", scope=GROUP
+    ),
+    "length_control": Knob(
+        float,
+        0.0,
+        "dpo: Meta-Rewarding's length control ρ: chosen = the least verbose (bias_token count) with score "
+        "≥ (1−ρ)·S_max + ρ·S_min, rejected = the most verbose with score ≤ (1−ρ)·S_min + ρ·S_max (0: best vs worst)",
+        low=0.0,
+        high=1.0,
+        variant=("length_controlled", length_controlled),
     ),
     "kl_penalty": Knob(
         float,

@@ -331,7 +331,15 @@ def _check_combination(study: str, condition: str, knobs: dict) -> list[str]:
             f"{steps // meta_every} times per iteration, not once every {meta_every} inner steps throughout",
         )
     if knobs["update_rule"] == "reinforce":
-        for name in ("score_grid", "dpo_beta", "dpo_loss", "dpo_reference", "anchored_rejection", "future_chosen"):
+        for name in (
+            "score_grid",
+            "dpo_beta",
+            "dpo_loss",
+            "dpo_reference",
+            "anchored_rejection",
+            "future_chosen",
+            "length_control",
+        ):
             if knobs[name] != DEFAULTS[name]:
                 warn(name, "has no effect: it is a knob of update_rule dpo, and this condition uses reinforce")
     if meta_on and knobs["meta_accuracy_threshold"] == 0:
