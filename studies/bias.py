@@ -13,7 +13,10 @@ Mechanisms: the reference baseline (self-labelled judge), the slow judge (asymme
 frozen judge (no co-evolution: the bias stays planted, does the policy exploit it?), the
 q*-anchor oracle (anchor_0.1), and the ground-truth-free meta-judge, a second judge pretrained
 with the same planted bias, frozen or learning on its own labels (the three-player loop). It
-labels the judge's 16 least certain of 64 fresh policy pairs every inner step.
+labels the judge's 16 least certain of 64 fresh policy pairs every inner step. kl_0.1: the
+exact KL(π‖π₀) penalty at 0.1 (`kl_penalty`; the middle coefficient of the regularisers
+study). dpo and dpo_lc0.4: the policy trained on the judge's best-vs-worst pairs of 4
+(Self-Rewarding), plainly or with Meta-Rewarding's length control at ρ = 0.4.
 """
 
 PLANTED_BIAS = {"b0": 0.0, "b0.3": 0.3, "b1": 1.0}
@@ -27,6 +30,9 @@ MECHANISMS = {
     "anchor_0.1": {"anchor_fraction": 0.1},
     "meta_frozen_judge": {**META_JUDGE, "meta_learns": False},
     "meta_learning_judge": {**META_JUDGE, "meta_learns": True},
+    "kl_0.1": {"kl_penalty": 0.1},
+    "dpo": {"update_rule": "dpo"},
+    "dpo_lc0.4": {"update_rule": "dpo", "length_control": 0.4},
 }
 
 CONDITIONS = {
@@ -38,7 +44,7 @@ CONDITIONS = {
 STUDY = {
     "name": "bias",
     "description": "Issue 11: planted verbosity bias b in {0, 0.3, 1} x baseline, asymmetric_10, frozen, "
-    "anchor_0.1, meta-judge (frozen / learning); seeds 0-99.",
+    "anchor_0.1, meta-judge (frozen / learning), KL 0.1, dpo with length control 0 / 0.4; seeds 0-99.",
     "seeds": list(range(100)),
     "base": {"bias_token": 2},
     "conditions": CONDITIONS,

@@ -193,3 +193,34 @@ def test_meta_knobs_are_checked(small):
     assert not off.meta_judge and off.n_meta_pairs == 0
     holdout = engine.resolve(small({"m": {"meta_holdout_fraction": 0.05, "meta_update_every": 2}})).variant("m")
     assert not holdout.meta_judge and holdout.n_meta_pairs == 0 and holdout.n_holdout == 204
+
+
+# ------------------------------------------------------------- length control in the dpo rule
+
+
+def test_dpo_pairs_use_length_control_with_the_runs_filler_token_and_rho(small):
+    """A dpo run with length_control ρ picks `length_controlled_pairs` of its own batch, with
+    verbosity = its bias_token count; ρ = 0 compiles the plain best-vs-worst code."""
+    from engine import preference
+    from engine.coevolution import dpo_pairs
+    from engine.models import ensemble_scores
+
+    knobs = {"update_rule": "dpo", "length_control": 0.4, "bias_token": 5}
+    resolved = engine.resolve(small({"lc": knobs, "plain": {"update_rule": "dpo"}}, seeds=[0]))
+    assert resolved.variant("lc").length_controlled and not resolved.variant("plain").length_controlled
+    condition = jax.tree.map(lambda leaf: jnp.asarray(leaf[0]), condition_arrays([resolved.conditions["lc"]]))
+    run = make_run_inputs(condition, jnp.int32(0), make_judges(jax.random.PRNGKey(3), 1), jnp.zeros(1, jnp.int32))
+    state, sizes, variant = init_run(run), sizes_of(resolved.conditions["lc"]), resolved.variant("lc")
+    # a batch where filler-token counts vary inside every group
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (sizes.batch_size, 4), 0, 8).at[::3, :2].set(5)
+    keys = {"initial": jax.random.PRNGKey(4), "lookahead": jax.random.PRNGKey(5)}
+    pairs = dpo_pairs(state, run, keys, tokens, variant, sizes)
+    scores = ensemble_scores(state.judges, tokens).mean(axis=0)
+    wordiness = jnp.sum(tokens == 5, axis=1)
+    expected = preference.length_controlled_pairs(scores, wordiness, variant.n_candidates, 0.4)
+    np.testing.assert_array_equal(pairs.chosen, tokens[expected.chosen])
+    np.testing.assert_array_equal(pairs.rejected, tokens[expected.rejected])
+    plain = preference.best_worst_pairs(scores, variant.n_candidates)
+    assert not np.array_equal(expected.chosen, plain.chosen)  # the test can tell the two apart
+    with pytest.raises(engine.StudyError, match="length_control"):
+        engine.resolve(small({"x": {"update_rule": "dpo", "length_control": 1.5}}))
