@@ -34,8 +34,12 @@ UNIFORM_VERBOSITY = 0.5  # E[f] of the uniform policy: 4 positions × 1/8
 
 
 def has_bias_records(ds: xr.Dataset) -> bool:
-    """True for a Dataset written with the bias records (older files have none)."""
-    return "judge_bias" in ds.data_vars and "planted_bias" in ds.coords
+    """True for a Dataset with the bias records (older files have none) and a planted bias or a
+    meta-judge in some condition: the bias figures say nothing about a study without either."""
+    if "judge_bias" not in ds.data_vars or "planted_bias" not in ds.coords:
+        return False
+    meta_judge = "meta_source" in ds.coords and (ds["meta_source"].values.astype(str) == "judge").any()
+    return bool((ds["planted_bias"] > 0).any() or meta_judge)
 
 
 def bias_levels(ds: xr.Dataset) -> list[float]:

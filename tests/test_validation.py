@@ -208,7 +208,7 @@ def with_knob(name: str, value) -> tuple[dict, str | None]:
 
 
 def test_knob_groups_are_not_empty():
-    assert len(FRACTIONS) == 4 and "n_judges" in POSITIVE_INTS and "batch_size" in POSITIVE_INTS
+    assert len(FRACTIONS) == 5 and "n_judges" in POSITIVE_INTS and "batch_size" in POSITIVE_INTS
     assert POSITIVE_FLOATS == ["dpo_beta", "lr_judge", "lr_policy"]
 
 
