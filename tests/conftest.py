@@ -30,6 +30,24 @@ def small():
     return small_study
 
 
+@pytest.fixture
+def printed_before_running(monkeypatch, capsys):
+    """`coevo run` stops (as by Ctrl-C) where it would start the study; the list this returns
+    receives what it printed until then (capsys's (out, err)), one entry per `coevo run`."""
+    import engine
+    import engine.cli
+
+    seen = []
+
+    def trap(resolved, **kwargs):
+        seen.append(capsys.readouterr())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "run_study", trap)
+    monkeypatch.setattr(engine.cli, "use_all_cpu_cores", lambda: None)
+    return seen
+
+
 def write_results_file(path: Path, **drop) -> Path:
     """A minimal results file of the shape `coevo run` writes (variables in `drop` left out)."""
     curves = np.zeros((1, 3, 2))

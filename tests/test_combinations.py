@@ -5,7 +5,6 @@ prints and the Dataset keeps in attrs['warnings']."""
 import numpy as np
 import pytest
 
-import engine
 from engine.cli import main
 from engine.diagnostics import METRICS
 from engine.results import make_dataset
@@ -134,16 +133,10 @@ def test_warnings_are_kept_in_the_dataset():
     assert ds.attrs["warnings"] == resolved.warnings[0]
 
 
-def test_coevo_run_prints_warnings_before_compiling(tmp_path, monkeypatch, capsys):
-    seen = []
-
-    def trap(resolved, **kwargs):
-        seen.append(capsys.readouterr().err)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine, "run_study", trap)
-    monkeypatch.setattr(engine.cli, "use_all_cpu_cores", lambda: None)
+def test_coevo_run_prints_warnings_before_compiling(tmp_path, printed_before_running):
     source = tmp_path / "warned.py"
     source.write_text(f"STUDY = {study(**META)!r}\n")
     assert main(["run", str(source), "--out", str(tmp_path / "x.nc"), "--quiet"]) == 130
-    assert seen == [f"coevo: warning: {resolve(study(**META)).warnings[0]}\n"]
+    assert [printed.err for printed in printed_before_running] == [
+        f"coevo: warning: {resolve(study(**META)).warnings[0]}\n"
+    ]

@@ -6,8 +6,6 @@ import time
 
 import pytest
 
-import engine
-import engine.cli
 from engine.cli import main
 from engine.estimate import GIB, available_memory, check, estimate
 from engine.study import StudyError, resolve
@@ -86,16 +84,9 @@ def test_available_memory_is_a_positive_number_with_its_source():
     assert 0 < available < math.inf and source
 
 
-def test_coevo_run_prints_the_estimate_before_compiling(tmp_path, monkeypatch, capsys):
-    seen = []
-
-    def trap(resolved, **kwargs):
-        seen.append(capsys.readouterr().out)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine, "run_study", trap)
-    monkeypatch.setattr(engine.cli, "use_all_cpu_cores", lambda: None)
+def test_coevo_run_prints_the_estimate_before_compiling(tmp_path, printed_before_running):
     source = tmp_path / "long.py"
     source.write_text(f"STUDY = {one({'baseline': {}})!r}\n")
     assert main(["run", str(source), "--seeds", "0-99999", "--out", str(tmp_path / "x.nc"), "--quiet"]) == 130
+    seen = [printed.out for printed in printed_before_running]
     assert len(seen) == 1 and "estimated run time ≈ " in seen[0] and "for 100000 runs" in seen[0]
