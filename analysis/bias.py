@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged
-from analysis.figures import BAND, SIZE, XLABEL, _line, _runs, _save, legend_label
+from analysis.figures import BAND, SIZE, XLABEL, _line, _runs, _save, bottom_legend, legend_label
 from engine.knobs import KNOBS
 
 OUTPUTS = ("bias_amplification.png", "bias_verbosity.png", "bias_scatter.png")
@@ -135,14 +135,8 @@ def _trajectory_figure(ds, path, rows: tuple[Row, Row], title: str, dashed: str,
         axes[1, column].set_xlabel(XLABEL)
     fig.suptitle(f"{title}{diverged_note(ds)}", fontsize=13)
     handles = [Line2D([], [], color=colours[label], linewidth=2) for label in groups]
-    fig.legend(
-        handles,
-        [legend_label(label) for label in groups],
-        loc="outside lower center",
-        ncol=min(6, len(groups)),
-        title=f"{BAND}, {ds.sizes['seed']} seeds; dashed: {dashed}",
-        frameon=False,
-    )
+    labels = [legend_label(label) for label in groups]
+    bottom_legend(fig, handles, labels, f"{BAND}, {ds.sizes['seed']} seeds; dashed: {dashed}", max_columns=6)
     return _save(fig, path, force)
 
 

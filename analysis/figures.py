@@ -56,6 +56,19 @@ def _axes_2x2(title: str):
     return fig, axes
 
 
+def bottom_legend(fig, handles, labels, title: str, max_columns: int = 4, **style):
+    """The figure's legend under its panels, frameless, in at most `max_columns` columns."""
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=min(max_columns, len(labels)),
+        title=title,
+        frameon=False,
+        **style,
+    )
+
+
 def _save(fig, path, force: bool) -> str:
     return str(write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=DPI, format="png"), force=force))
 
@@ -81,7 +94,7 @@ def headline(ds: xr.Dataset, path, condition: str = "baseline", *, force: bool =
         ax.plot(x, runs.T, color="grey", alpha=0.45, linewidth=0.8)[0].set_label("individual seeds")
         _line(ax, x, runs, "C0", "mean over seeds")
     handles, labels = axes.flat[2].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), title=BAND, frameon=False)
+    bottom_legend(fig, handles, labels, BAND, max_columns=len(labels))
     return _save(fig, path, force)
 
 
@@ -107,14 +120,7 @@ def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS, *, force: bool =
                 band_alpha=0.08 if dotted else 0.15,
             )
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="outside lower center",
-        ncol=min(4, len(labels)),
-        title=f"{BAND}; dotted: bounds (frozen judge, q*-anchor oracle)",
-        frameon=False,
-    )
+    bottom_legend(fig, handles, labels, f"{BAND}; dotted: bounds (frozen judge, q*-anchor oracle)")
     return _save(fig, path, force)
 
 

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged, present
-from analysis.figures import SIZE, _n_kept, _runs, _save, legend_label
+from analysis.figures import SIZE, _n_kept, _runs, _save, bottom_legend, legend_label
 from analysis.stats import t_band
 
 MAX_CONDITIONS = 12  # lines beyond this are unreadable; the first 12 in the Dataset's order are drawn
@@ -103,7 +103,7 @@ def overoptimisation(ds: xr.Dataset, path, conditions=None, *, force: bool = Fal
         "point = mean over seeds of √KL and of quality;\n"
         "cross bars: 95% t-intervals of both means over seeds; both axes are exact sums over all 4096 sequences"
     )
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), title=caption, frameon=False)
+    bottom_legend(fig, handles, labels, caption)
     return _save(fig, path, force)
 
 
@@ -194,6 +194,6 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
         "Best − worst of N: exact order statistics of N = n_candidates draws from π, ranked by the judge "
         "(every rule).\nRatio panel: geometric mean over seeds of gap_t / gap_1, band on the log scale."
     )
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), title=caption, frameon=False)
+    bottom_legend(fig, handles, labels, caption)
     fig.suptitle(f"The chosen–rejected gap over iterations{diverged_note(ds, conditions)}{shown}", fontsize=13)
     return _save(fig, path, force)

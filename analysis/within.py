@@ -17,7 +17,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from analysis.data import diverged_note, mask_diverged
-from analysis.figures import BAND, PANELS, SIZE, UNIFORM_ENTROPY, _save, legend_label
+from analysis.figures import BAND, PANELS, SIZE, UNIFORM_ENTROPY, _save, bottom_legend, legend_label
 from analysis.phase import CAPTION_WIDTH, half_change_order, half_change_step, t_interval
 from analysis.stats import t_band
 
@@ -102,12 +102,10 @@ def within_figure(ds: xr.Dataset, path, conditions=None, start=None, end=None, *
         fontsize=13,
     )
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(
+    bottom_legend(
+        fig,
         handles,
         labels,
-        loc="outside lower center",
-        ncol=min(4, len(labels)),
-        frameon=False,
         fontsize=9,
         title_fontsize=9,
         title=textwrap.fill(
