@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 import engine
+from engine import preference
 from engine.bias import bias_cost, judge_fit, policy_verbosity, verbosity
 from engine.coevolution import (
     META_JUDGE_MEMBER,
+    dpo_pairs,
     init_run,
     make_run_inputs,
     meta_judge_update,
@@ -20,7 +22,7 @@ from engine.coevolution import (
 )
 from engine.diagnostics import BIAS_METRICS, CORE_METRICS, META_JUDGE_METRICS, judge_scores_all, policy_log_probs_all
 from engine.knobs import condition_arrays, sizes_of
-from engine.models import make_judges
+from engine.models import ensemble_scores, make_judges
 from engine.plan import PRETRAIN_SUB_BATCH, make_plan
 from engine.program import in_sub_batches
 
@@ -201,10 +203,6 @@ def test_meta_knobs_are_checked(small):
 def test_dpo_pairs_use_length_control_with_the_runs_filler_token_and_rho(small):
     """A dpo run with length_control ρ picks `length_controlled_pairs` of its own batch, with
     verbosity = its bias_token count; ρ = 0 compiles the plain best-vs-worst code."""
-    from engine import preference
-    from engine.coevolution import dpo_pairs
-    from engine.models import ensemble_scores
-
     knobs = {"update_rule": "dpo", "length_control": 0.4, "bias_token": 5}
     resolved = engine.resolve(small({"lc": knobs, "plain": {"update_rule": "dpo"}}, seeds=[0]))
     assert resolved.variant("lc").length_controlled and not resolved.variant("plain").length_controlled
