@@ -8,8 +8,10 @@ and `engine` import nothing heavy, and `main` installs the SIGTERM handler befor
 """
 
 import argparse
+import os
 import signal
 import sys
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -293,6 +295,19 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def _resend_a_swallowed_stop(unraisable, default=sys.unraisablehook):
+    """A signal arriving while JAX's garbage-collection callback runs raises its KeyboardInterrupt /
+    Terminated inside that callback, where Python can only print it and drop it ("Exception ignored
+    in: _xla_gc_callback"), and the run went on to exit 0. Send the signal again from a helper
+    thread instead, so that its handler raises at the main thread's next bytecode, outside the callback."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return default(unraisable)
+    signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+    resend = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+    resend.daemon = True
+    resend.start()
+
+
 def import_engine():
     """The heavy modules (JAX, XLA's backends, xarray, netCDF), with Ctrl-C and SIGTERM held until they
     are loaded: an exception raised inside those imports can leave them half-initialised (seen: a
@@ -315,6 +330,7 @@ def import_engine():
 
 def main(argv=None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)  # first: everything heavy is imported below
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _resend_a_swallowed_stop
     try:
         import_engine()
         args = build_parser().parse_args(argv)
@@ -334,6 +350,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 if __name__ == "__main__":
