@@ -7,6 +7,7 @@ import xarray as xr
 
 import engine
 from engine.diagnostics import METRICS
+from engine.knobs import DEFAULTS
 
 CONDITIONS = {
     "baseline": {},
@@ -172,10 +173,15 @@ def test_one_trace_per_study(small, monkeypatch):
     assert len(traces) == 1
 
 
+# Two conditions of one group at two seeds, the SMALL sizes: the blow-up test's program (the
+# iteration count is not part of it), so these tests share one compilation.
+ONE_GROUP = {"baseline": {}, "slow": {"judge_update_every": 2}}
+
+
 def test_missed_pretraining_is_flagged_not_fatal(small):
-    ds = engine.run_study(small({"baseline": {}}, judge_init_alignment=0.99, pretrain_max_steps=100, n_iterations=1))
-    assert (ds.pretrain_steps == 100).all() and not ds.pretrain_reached.any()
-    assert (ds.pretrain_alignment < 0.99).all()
+    ds = engine.run_study(small(ONE_GROUP, judge_init_alignment=1.0, n_iterations=1))  # 0.99 is reached
+    assert (ds.pretrain_steps == DEFAULTS["pretrain_max_steps"]).all() and not ds.pretrain_reached.any()
+    assert (ds.pretrain_alignment < 1.0).all()
 
 
 def test_numerical_blow_up_is_flagged(small):

@@ -55,7 +55,8 @@ def test_every_declaration_is_consistent_and_its_default_valid():
 
 
 def test_dataset_coordinates_carry_every_knob(small):
-    ds = engine.run_study(small({"baseline": {}}, n_iterations=1, steps_per_iter=2))
+    # test_engine.ONE_GROUP's shapes: its program is usually compiled already
+    ds = engine.run_study(small({"baseline": {}, "slow": {"judge_update_every": 2}}, n_iterations=1))
     for name, knob in KNOBS.items():
         assert ds[name].dims == ("condition",)
         assert ds[name].attrs["description"] == knob.doc

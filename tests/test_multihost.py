@@ -1,18 +1,18 @@
-"""Two processes joined with jax.distributed (one CPU device each) equal one process with two devices."""
+"""Two processes joined with jax.distributed (one CPU device each) equal one process with two devices
+(this one: conftest gives the test process two CPU devices). The study is test_engine's sharding
+study, so the one-process program usually comes from the session's compilation cache."""
 
 import os
 import socket
 import subprocess
 import sys
 
+import jax
 import xarray as xr
 
 import engine
 
-STUDY = (
-    'STUDY = {"name": "mh", "seeds": [0, 1, 2], "base": {"steps_per_iter": 5, "n_iterations": 2,'
-    ' "judge_init_alignment": 0.5}, "conditions": {"baseline": {}, "asym_2": {"judge_update_every": 2}}}\n'
-)
+CONDITIONS = {"baseline": {}, "asym_2": {"judge_update_every": 2}}
 
 
 def free_port() -> int:
@@ -21,9 +21,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_process_with_two_devices(tmp_path):
+def test_two_processes_equal_one_process_with_two_devices(tmp_path, small):
+    one_process = small(CONDITIONS, seeds=[0, 1, 2])
     study = tmp_path / "mh.py"
-    study.write_text(STUDY)
+    study.write_text(f"STUDY = {one_process!r}\n")
     coordinator = f"localhost:{free_port()}"
     env = {**os.environ, "COEVO_CPU_DEVICES": "1"}
 
@@ -48,7 +49,7 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
     ]
     for process in cluster:
         assert process.wait(timeout=300) == 0, process.stderr.read()
-    single = coevo("--out", str(tmp_path / "single.nc"), stdout=subprocess.DEVNULL)
-    assert single.wait(timeout=300) == 0
-    multi, one = engine.load(tmp_path / "multi.nc"), engine.load(tmp_path / "single.nc")
+    assert len(jax.devices()) == 2
+    engine.save(engine.run_study(one_process), tmp_path / "one.nc")
+    multi, one = engine.load(tmp_path / "multi.nc"), engine.load(tmp_path / "one.nc")
     xr.testing.assert_identical(multi.drop_attrs(), one.drop_attrs())
