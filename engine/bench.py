@@ -19,6 +19,25 @@ from engine.inputs import load_study
 DEFAULT_SIZES = (1, 17, 85, 340)
 SEQUENTIAL_MAX = 17
 
+# `--mechanisms`: one condition per mechanism (each a group of runs of its own, so its own code,
+# but the two exact regularisers, which share one),
+# priced against the baseline; the curve adds them to one study in this order.
+MECHANISMS = {
+    "baseline": {},
+    "ensemble_3": {"n_judges": 3},
+    "anchor_0.1": {"anchor_fraction": 0.1},
+    "meta_10": {"meta_holdout_fraction": 0.05, "meta_update_every": 10},
+    "meta_judge": {"meta_source": "judge", "meta_update_every": 1, "meta_pairs": 16},
+    "kl_exact_0.1": {"kl_penalty": 0.1},
+    "entropy_exact_0.1": {"entropy_exact": 0.1},
+    "judge_anchor_1": {"judge_anchor": 1.0},
+    "dpo": {"update_rule": "dpo"},
+    "dpo_lc0.4": {"update_rule": "dpo", "length_control": 0.4},
+    "dpo_temporal": {"update_rule": "dpo", "anchored_rejection": True, "future_chosen": True},
+}
+MECHANISM_SEEDS = 8
+CURVE_POINTS = (1, 2, 4, 8, len(MECHANISMS))
+
 
 def run_counts(text: str) -> tuple[int, ...]:
     """--sizes: comma-separated positive run counts, e.g. '1,17,85'."""
@@ -52,11 +71,22 @@ def add_arguments(parser):
     parser.add_argument("--iterations", type=positive_int, help="shorten runs (default: the study's)")
     parser.add_argument("--no-sequential", action="store_true", help="skip the one-run-at-a-time comparison")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument(
+        "--mechanisms",
+        action="store_true",
+        help="instead: each mechanism's compile seconds and cost per run-step against the baseline, "
+        "and compile seconds against the number of mechanisms in one study",
+    )
     parser.add_argument("--measure", type=measurement, help=argparse.SUPPRESS)  # one measurement, as JSON
 
 
 def baseline_study(n_runs: int, base: dict) -> dict:
     return {"name": f"baseline_x{n_runs}", "seeds": list(range(n_runs)), "base": base, "conditions": {"baseline": {}}}
+
+
+def mechanisms_study(names, base: dict) -> dict:
+    conditions = {name: MECHANISMS[name] for name in names}
+    return {"name": "mechanisms", "seeds": list(range(MECHANISM_SEEDS)), "base": base, "conditions": conditions}
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -109,6 +139,8 @@ def measure(measurement: dict) -> dict:
         return {"matmul_peak_gflops": matmul_peak_gflops(), "device": str(jax.devices()[0].device_kind)}
     if measurement.get("kind") == "flops":
         return {"flops_per_inner_step": flops_per_inner_step(measurement["study"])}
+    if measurement.get("kind") == "inner_steps":
+        return inner_step_cost(measurement["study"])
     study = measurement["study"]
     one_at_a_time = measurement.get("one_at_a_time")
     studies = [{**study, "seeds": [seed]} for seed in study["seeds"]] if one_at_a_time else [study]
@@ -130,6 +162,55 @@ def measure(measurement: dict) -> dict:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "devices": len(jax.devices()),
     }
+
+
+def inner_step_cost(study: dict) -> dict:
+    """Compile seconds (cold) and seconds per run-step of the inner loop alone: the same study at
+    1 and at 3 outer iterations (the iteration count is not part of the program, so the second
+    call reuses the first's compilation); the difference is 2 iterations of inner steps, with
+    pretraining, start-up and the first iteration's diagnostics cancelled out."""
+    import engine
+
+    timings = []
+    for n_iterations in (1, 3):
+        ds = engine.run_study({**study, "base": {**study.get("base", {}), "n_iterations": n_iterations}})
+        timings.append((ds.attrs["compile_seconds"], ds.attrs["run_seconds"]))
+    resolved = engine.resolve(study)
+    run_steps = len(resolved.conditions) * len(resolved.seeds) * 2 * resolved.sizes.steps_per_iter
+    return {"compile_s": timings[0][0], "s_per_run_step": (timings[1][1] - timings[0][1]) / run_steps}
+
+
+def mechanisms_report(base: dict) -> dict:
+    """Issue 13's per-mechanism prices and compile curve, each point in a fresh process."""
+    base = {"steps_per_iter": 100, **base}
+    single = {
+        name: in_subprocess({"kind": "inner_steps", "study": mechanisms_study([name], base)}) for name in MECHANISMS
+    }
+    names = list(MECHANISMS)
+    curve = {
+        k: in_subprocess({"study": mechanisms_study(names[:k], {**base, "n_iterations": 1})}) for k in CURVE_POINTS
+    }
+    return {
+        "seeds": MECHANISM_SEEDS,
+        "steps_per_iter": base["steps_per_iter"],
+        "single": single,
+        "curve": {k: {"mechanisms": names[:k], "compile_s": row["compile_s"]} for k, row in curve.items()},
+    }
+
+
+def format_mechanisms(report: dict) -> str:
+    baseline = report["single"]["baseline"]
+    lines = [
+        f"each mechanism alone: one condition, {report['seeds']} seeds, cold compilation; run-step cost from "
+        f"2 iterations of {report['steps_per_iter']} inner steps",
+        f"{'mechanism':<20} {'compile s':>10} {'ms/run-step':>12} {'x baseline':>11}",
+    ]
+    for name, row in report["single"].items():
+        relative = row["s_per_run_step"] / baseline["s_per_run_step"]
+        lines.append(f"{name:<20} {row['compile_s']:>10.1f} {1e3 * row['s_per_run_step']:>12.3f} {relative:>10.2f}x")
+    lines.append("compile seconds against the number of mechanisms in one study (in the order above):")
+    lines += [f"{k:>3} mechanisms: {row['compile_s']:.1f} s" for k, row in report["curve"].items()]
+    return "\n".join(lines)
 
 
 def in_subprocess(measurement: dict) -> dict:
@@ -157,6 +238,12 @@ def main(args) -> int:
         base["steps_per_iter"] = args.steps_per_iter
     if args.iterations:
         base["n_iterations"] = args.iterations
+    if args.mechanisms:
+        for k in CURVE_POINTS:
+            resolve(mechanisms_study(list(MECHANISMS)[:k], base))
+        report = mechanisms_report(base)
+        print(json.dumps(report, indent=2) if args.json else format_mechanisms(report))
+        return 0
     study = load_study(args.study)
     resolve(study)  # a StudyError here is one line, not a traceback from a measurement subprocess
     study = {**study, "base": {**study.get("base", {}), **base}}

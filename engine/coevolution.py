@@ -648,17 +648,23 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         judge_due = is_due(condition.judge_update_every, inner) & ~condition.freeze_judge
         anchors = jax.vmap(lambda r: judge_anchor_of(r, variant))(runs) if variant.judge_anchored else None
 
-        def judge_steps(states):
-            states = jax.vmap(lambda s, k, d, a: self_labelled_update(s, k, d, sizes, a))(
+        def self_labelled_steps(states):
+            return jax.vmap(lambda s, k, d, a: self_labelled_update(s, k, d, sizes, a))(
                 states, key_judge, judge_due, anchors
             )
-            if variant.n_anchor:
-                states = jax.vmap(lambda s, k, d, q, a: anchor_update(s, k, d, q, variant.n_anchor, a))(
-                    states, key_anchor, judge_due, q_stars, anchors
-                )
-            return states
 
-        states = jax.lax.cond(judge_due.any(), judge_steps, lambda s: s, states)
+        states = jax.lax.cond(judge_due.any(), self_labelled_steps, lambda s: s, states)
+
+        if variant.n_anchor:  # runs of the group without an anchor (engine.plan.group_variants) skip it
+            anchor_due = judge_due & (condition.anchor_fraction > 0)
+            states = jax.lax.cond(
+                anchor_due.any(),
+                lambda s: jax.vmap(lambda s, k, d, q, a: anchor_update(s, k, d, q, variant.n_anchor, a))(
+                    s, key_anchor, anchor_due, q_stars, anchors
+                ),
+                lambda s: s,
+                states,
+            )
 
         if variant.meta_judge:  # meta_source `judge` (issue 11)
             learns = judge_due & condition.meta_learns
@@ -702,8 +708,9 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
     def start(runs: RunInputs):
         q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
         states = jax.vmap(init_run)(runs)
-        if holdout is not None:
+        if holdout is not None:  # NaN for runs of the group without meta steps (engine.plan.group_variants)
             accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars)
+            accuracy = jnp.where(runs.condition.meta_update_every > 0, accuracy, states.meta_accuracy)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
         return states, metrics_of(states, runs, q_stars, every_record)
 

@@ -7,7 +7,8 @@ one-line meaning, and a scope:
   condition of a study runs in the same compiled program (categorical values travel as
   int32 codes: the index of the choice);
 - GROUP: fixes the static structure of the program (array shapes, which update rule);
-  runs are grouped by their `Variant`, so a run pays only for its own structure;
+  runs are grouped by their `Variant`, so a run pays only for its own structure (a RUN knob
+  may add a static flag or size to the Variant too: see `Knob.variant`);
 - STUDY: fixes the loop's sizes (`Sizes`), equal in every condition of a study.
 From the table come: `Condition`, `Variant`, `Sizes`, validation (`engine.study`), the
 Dataset's knob coordinates (`engine.results`) and the README's knob table
@@ -218,7 +219,6 @@ KNOBS = {
         unit="of the batch",
         low=0.0,
         high=1.0,
-        scope=GROUP,
         variant=("n_anchor", anchor_pairs),
     ),
     "meta_holdout_fraction": Knob(
@@ -228,7 +228,6 @@ KNOBS = {
         unit="of 4096",
         low=0.0,
         high=1.0,
-        scope=GROUP,
         variant=("n_holdout", holdout_pairs),
     ),
     "meta_update_every": Knob(int, 0, "meta step cadence, both meta sources (0: off)", unit="inner steps", low=0),

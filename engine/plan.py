@@ -1,6 +1,6 @@
 """The run plan of a chunk of a study: where each run sits on the program's run axis.
 
-`make_plan` groups a chunk's runs by `Variant`, lists each judge to pretrain once (per
+`make_plan` groups a chunk's runs by `Variant` (`group_variants`), lists each judge to pretrain once (per
 seed, ensemble member and pretraining knobs), orders each group's runs into sub-batches
 dealt round-robin to the devices, and keeps the inverse permutation. The compiled
 program takes `ChunkPlan.program_inputs()`; `ChunkPlan.scatter` puts its outputs back
@@ -101,15 +101,38 @@ class _Run:
     meta_pretrain_row: int | None  # the meta-judge's row (meta_source `judge`), else None
 
 
+# Sizes of optional steps a run without them (size 0) can share: such a run joins the group of
+# the largest size among the conditions that differ from it only there, where `lax.cond` skips
+# those steps on its sub-batches (the q* anchor, the held-out meta step). Fewer groups, less to compile.
+SHAREABLE_SIZES = ("n_anchor", "n_holdout")
+
+
+def group_variants(variants: list[Variant]) -> list[Variant]:
+    """The Variant of the group each condition runs in: its own, except that each size in
+    SHAREABLE_SIZES that is 0 (off) becomes the largest among its class (the conditions equal to
+    it once those sizes are set to 0). Different nonzero sizes stay apart: a 3-pair anchor draws
+    other random pairs than a 6-pair one, and padding would change its numbers."""
+    off = {name: 0 for name in SHAREABLE_SIZES}
+    largest: dict[Variant, dict[str, int]] = {}
+    for variant in variants:
+        sizes = largest.setdefault(variant._replace(**off), dict(off))
+        for name in SHAREABLE_SIZES:
+            sizes[name] = max(sizes[name], getattr(variant, name))
+    return [
+        variant._replace(**{name: getattr(variant, name) or largest[variant._replace(**off)][name] for name in off})
+        for variant in variants
+    ]
+
+
 def make_plan(study: ResolvedStudy, seeds, n_devices: int) -> ChunkPlan:
     """Place the runs of `seeds` × every condition of `study` on a run axis over `n_devices`."""
     pretrain_rows: dict[tuple, int] = {}
     pretrain_knobs: list[dict] = []
     by_variant: dict[Variant, list[_Run]] = {}
-    for c, name in enumerate(study.condition_names):
+    groups = group_variants([study.variant(name) for name in study.condition_names])
+    for c, (name, variant) in enumerate(zip(study.condition_names, groups, strict=True)):
         knobs = study.conditions[name]
         settings = tuple(knobs[k] for k in PRETRAIN_KNOBS)
-        variant = study.variant(name)
         for s, seed in enumerate(seeds):
             rows = []
             # the meta-judge (meta_source `judge`) is pretrained as one more member, under its own tag

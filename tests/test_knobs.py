@@ -22,7 +22,7 @@ from engine.knobs import (
     knob_table,
     with_knob_table,
 )
-from engine.plan import make_plan
+from engine.plan import group_variants, make_plan
 from studies.blog import CONDITIONS as BLOG_CONDITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +62,30 @@ def test_dataset_coordinates_carry_every_knob(small):
         assert ds[name].attrs["description"] == knob.doc
 
 
+def test_runs_without_an_anchor_or_held_out_set_join_the_group_that_has_one(small):
+    conditions = {
+        "baseline": {},
+        "anchor_0.05": {"anchor_fraction": 0.05},
+        "anchor_0.1": {"anchor_fraction": 0.1},
+        "meta": {"meta_holdout_fraction": 0.05, "meta_update_every": 2},
+        "ensemble_2": {"n_judges": 2},
+        "ensemble_2_meta": {"n_judges": 2, "meta_holdout_fraction": 0.02, "meta_update_every": 2},
+        "dpo": {"update_rule": "dpo"},
+    }
+    study = engine.resolve(small(conditions, seeds=[0]))
+    own = {name: study.variant(name) for name in conditions}
+    grouped = dict(zip(conditions, group_variants(list(own.values())), strict=True))
+    assert own["baseline"].n_anchor == own["baseline"].n_holdout == 0
+    # the largest anchor and held-out set of their class; a 3-pair anchor keeps its own group
+    assert grouped["baseline"] == grouped["anchor_0.1"] == grouped["meta"] == own["baseline"]._replace(
+        n_anchor=own["anchor_0.1"].n_anchor, n_holdout=own["meta"].n_holdout
+    )
+    assert grouped["anchor_0.05"] == own["anchor_0.05"]._replace(n_holdout=own["meta"].n_holdout)
+    assert grouped["ensemble_2"] == grouped["ensemble_2_meta"] == own["ensemble_2_meta"]
+    assert grouped["dpo"] == own["dpo"]  # another update rule: a class of its own
+    assert len(make_plan(study, study.seeds, n_devices=2).groups) == 4
+
+
 def test_plan_places_every_run_once_and_scatters_it_back(small):
     conditions = {
         "baseline": {},
@@ -72,7 +96,7 @@ def test_plan_places_every_run_once_and_scatters_it_back(small):
     }
     study = engine.resolve(small(conditions, seeds=[11, 12, 13]))
     plan = make_plan(study, study.seeds, n_devices=2)
-    assert plan.n_runs == 15 and len(plan.groups) == 4
+    assert plan.n_runs == 15 and len(plan.groups) == 3  # baseline and slow join the anchor's group
     per_group = [
         {
             "seed": g.inputs.seed,
