@@ -1,10 +1,12 @@
 """One compiled program for a whole study: pretraining, every group of runs, every run.
 
-Given a chunk's `ChunkPlan` (engine.plan), one jitted function pretrains the listed judges
-(vmapped, sharded), gathers each run's judges, and starts each group's runs (vmapped,
-sharded over the "runs" mesh axis: every CPU core or GPU is one device); a second one
-advances every run by one outer iteration. Inputs are plain arrays, so chunks of a large
-study with equal shapes reuse the same compiled program.
+Given a chunk's `ChunkPlan` (engine.plan), three jitted functions: `pretrain` pretrains the
+listed judges (vmapped, sharded); `start` gathers each run's judges and starts each group's
+runs (vmapped, sharded over the "runs" mesh axis: every CPU core or GPU is one device);
+`advance` advances every run by one outer iteration. Pretraining is a program of its own
+because it depends only on the number of judges and the pretraining sizes: studies that
+share those share its compilation through the persistent cache. Inputs are plain arrays,
+so chunks of a large study with equal shapes reuse the same compiled programs.
 """
 
 from collections.abc import Callable
@@ -23,26 +25,25 @@ RUN_AXIS = "runs"
 
 
 class Started(NamedTuple):
-    """What `start` returns: pretraining outcome per judge, then per group the runs' inputs,
-    their states and their iteration-0 metrics."""
+    """What `start` returns: per group the runs' inputs, their states and their iteration-0 metrics."""
 
-    pretrain_steps: jax.Array
-    pretrain_alignment: jax.Array
     runs: list
     states: list
     metrics: list
 
 
 class StudyProgram(NamedTuple):
-    """The study's two jitted functions; every group of runs runs inside each call.
+    """The study's three jitted functions; every group of runs runs inside each call.
 
-    start(pretrain_inputs, group_inputs) -> Started
+    pretrain(pretrain_inputs) -> coevolution.PretrainResult   (stacked judges; steps, alignment per row)
+    start(pretrained_judges, group_inputs) -> Started
     advance(states, runs, outer) -> (states, metrics)   (one outer iteration of every run)
-    The host calls start once and advance once per outer iteration, so progress can be
-    shown between calls and both executables can live in JAX's persistent cache (which
+    The host calls pretrain and start once and advance once per outer iteration, so progress
+    can be shown between calls and the executables can live in JAX's persistent cache (which
     refuses programs that call back to the host).
     """
 
+    pretrain: Callable
     start: Callable
     advance: Callable
 
@@ -77,6 +78,9 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
 
     pretrain_all = sharded(in_sub_batches(jax.vmap(lambda job: pretrain_judge(job, sizes)), PRETRAIN_SUB_BATCH))
 
+    def pretrain(pretrain_inputs):
+        return pretrain_all(pretrain_inputs)
+
     batch_runs = [make_batch_run(variant, sizes) for variant in variants]
     group_starts = [sharded(in_sub_batches(batch.start, sub_batch)) for batch in batch_runs]
     group_advances = [
@@ -84,18 +88,17 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
         for batch in batch_runs
     ]
 
-    def start(pretrain_inputs, group_inputs) -> Started:
-        pretrained = pretrain_all(pretrain_inputs)
+    def start(pretrained_judges, group_inputs) -> Started:
         all_runs, all_states, all_metrics = [], [], []
         for group_start, group in zip(group_starts, group_inputs, strict=True):
             runs = make_run_inputs(
-                group.condition, group.seed, pretrained.judge, group.pretrain_index, group.meta_pretrain_index
+                group.condition, group.seed, pretrained_judges, group.pretrain_index, group.meta_pretrain_index
             )
             states, metrics = group_start(runs)
             all_runs.append(runs)
             all_states.append(states)
             all_metrics.append(metrics)
-        return Started(pretrained.steps, pretrained.alignment, all_runs, all_states, all_metrics)
+        return Started(all_runs, all_states, all_metrics)
 
     def advance(all_states, all_runs, outer):
         results = [
@@ -104,10 +107,11 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
         ]
         return [states for states, _ in results], [metrics for _, metrics in results]
 
-    # Explicit shardings let `advance` be compiled from abstract shapes, alongside `start`.
+    # Explicit shardings let `start` and `advance` be compiled from abstract shapes.
     by_run = jax.sharding.NamedSharding(mesh, runs_axis)
     return StudyProgram(
-        jax.jit(start, out_shardings=by_run),
+        jax.jit(pretrain, out_shardings=by_run),
+        jax.jit(start, in_shardings=(by_run, by_run), out_shardings=by_run),
         jax.jit(
             advance,
             in_shardings=(by_run, by_run, jax.sharding.NamedSharding(mesh, replicated)),
@@ -118,10 +122,13 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
 
 
 def compile_program(program: StudyProgram, inputs):
-    """Lower both functions, then compile them concurrently (XLA compiles outside the GIL)."""
-    lowered_start = program.start.lower(*inputs)
+    """Lower the three functions from the chunk's input shapes, then compile them concurrently
+    (XLA compiles outside the GIL)."""
+    pretrain_inputs, group_inputs = inputs
+    lowered_pretrain = program.pretrain.lower(pretrain_inputs)
+    lowered_start = program.start.lower(lowered_pretrain.out_info.judge, group_inputs)
     started = lowered_start.out_info
     lowered_advance = program.advance.lower(started.states, started.runs, jax.ShapeDtypeStruct((), np.int32))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        start, advance = pool.map(lambda lowered: lowered.compile(), (lowered_start, lowered_advance))
-    return StudyProgram(start, advance)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        compiled = pool.map(lambda lowered: lowered.compile(), (lowered_pretrain, lowered_start, lowered_advance))
+    return StudyProgram(*compiled)

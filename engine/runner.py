@@ -1,4 +1,4 @@
-"""Run a study: resolve → plan each chunk → compile once → start + advance per chunk → Dataset."""
+"""Run a study: resolve → plan each chunk → compile once → pretrain + start + advance per chunk → Dataset."""
 
 import itertools
 import os
@@ -95,7 +95,9 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     t0 = time.perf_counter()
     with tqdm(total=total, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0) as bar:
         for plan in plans:
-            started = compiled.start(*plan.program_inputs())
+            pretrain_inputs, group_inputs = plan.program_inputs()
+            pretrained = compiled.pretrain(pretrain_inputs)
+            started = compiled.start(pretrained.judge, group_inputs)
             states = started.states
             history = [[{name: values[:, None] for name, values in group.items()} for group in fetch(started.metrics)]]
             bar.update(n_runs)
@@ -104,8 +106,8 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
                 history.append(fetch(metrics))
                 bar.update(n_runs)
             trajectories = [join_records([records[g] for records in history]) for g in range(len(plan.groups))]
-            pretrained = fetch((started.pretrain_steps, started.pretrain_alignment))
-            per_chunk.append({**plan.scatter(trajectories), **plan.pretrain_outcome(*pretrained)})
+            outcome = plan.pretrain_outcome(*fetch((pretrained.steps, pretrained.alignment)))
+            per_chunk.append({**plan.scatter(trajectories), **outcome})
     run_seconds = time.perf_counter() - t0
 
     n_seeds = len(resolved.seeds)
