@@ -107,11 +107,12 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
         ]
         return [states for states, _ in results], [metrics for _, metrics in results]
 
-    # Explicit shardings let `start` and `advance` be compiled from abstract shapes.
+    # Explicit shardings let `start` and `advance` be compiled from abstract shapes (`start` takes
+    # the sharding of its judges from `pretrain`'s output shapes; host arrays are replicated).
     by_run = jax.sharding.NamedSharding(mesh, runs_axis)
     return StudyProgram(
         jax.jit(pretrain, out_shardings=by_run),
-        jax.jit(start, in_shardings=(by_run, by_run), out_shardings=by_run),
+        jax.jit(start, out_shardings=by_run),
         jax.jit(
             advance,
             in_shardings=(by_run, by_run, jax.sharding.NamedSharding(mesh, replicated)),
