@@ -78,9 +78,6 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
 
     pretrain_all = sharded(in_sub_batches(jax.vmap(lambda job: pretrain_judge(job, sizes)), PRETRAIN_SUB_BATCH))
 
-    def pretrain(pretrain_inputs):
-        return pretrain_all(pretrain_inputs)
-
     batch_runs = [make_batch_run(variant, sizes) for variant in variants]
     group_starts = [sharded(in_sub_batches(batch.start, sub_batch)) for batch in batch_runs]
     group_advances = [
@@ -111,7 +108,7 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
     # the sharding of its judges from `pretrain`'s output shapes; host arrays are replicated).
     by_run = jax.sharding.NamedSharding(mesh, runs_axis)
     return StudyProgram(
-        jax.jit(pretrain, out_shardings=by_run),
+        jax.jit(pretrain_all, out_shardings=by_run),
         jax.jit(start, out_shardings=by_run),
         jax.jit(
             advance,
