@@ -293,7 +293,7 @@ def dpo_pairs(state: RunState, run: RunInputs, keys, tokens, variant: Variant, s
         index = preference.best_worst_pairs(scores, n, condition.score_grid)
     pairs = preference.gather_pairs(tokens, scores, index)
     if variant.anchored_rejection:
-        index = jax.random.categorical(keys["initial"], state.initial_log_probs, shape=(sizes.batch_size,))
+        index = exact.sample_indices(keys["initial"], state.initial_log_probs, sizes.batch_size)
         initial_tokens = jnp.asarray(all_sequences())[index]
         pairs = preference.anchored_rejection(pairs, initial_tokens, scores_of(initial_tokens), n, condition.score_grid)
     if variant.future_chosen:

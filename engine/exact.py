@@ -12,7 +12,8 @@ lexicographic order of `engine.world.all_sequences()` (position 0 varies slowest
 - `k1_terms`, `k3_terms`, `kl_k1`, `kl_k3`: the sampled KL estimators (Schulman's k1, k3,
   as TRL uses them) on a batch of samples x ~ π, for comparison with the exact KL;
 - `order_statistic_weights`, `best_worst_gap`: exact best-of-N / worst-of-N expectations;
-- `sequence_index`, `policy_mode`: tokens → index into the 4096, and the policy's mode.
+- `sequence_index`, `policy_mode`: tokens → index into the 4096, and the policy's mode;
+- `sample_indices`: draws from a distribution over the 4096 by inverse CDF.
 """
 
 import jax
@@ -60,6 +61,17 @@ def sequence_index(tokens) -> jax.Array:
     """Index into the 4096 (lexicographic) of sequences (..., 4) int -> (...,) int32."""
     weights = VOCAB ** jnp.arange(SEQ_LEN - 1, -1, -1)
     return (jnp.asarray(tokens) * weights).sum(axis=-1).astype(jnp.int32)
+
+
+def sample_indices(key, log_probs, n: int) -> jax.Array:
+    """n independent draws (indices into the 4096) from exp(log_probs), by inverse CDF.
+
+    n uniforms and a binary search in the cumulative sum: `jax.random.categorical` would draw
+    n × 4096 Gumbels (Gumbel-max), which cost a dpo run with anchored rejection 3× its step.
+    """
+    cdf = jnp.cumsum(jnp.exp(log_probs))
+    u = jax.random.uniform(key, (n,), dtype=cdf.dtype) * cdf[-1]
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.size - 1).astype(jnp.int32)
 
 
 def policy_mode(log_probs):

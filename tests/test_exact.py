@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from engine.diagnostics import policy_log_probs_all
 from engine.exact import (
@@ -18,6 +19,7 @@ from engine.exact import (
     order_statistic_weights,
     policy_log_probs_tree,
     policy_mode,
+    sample_indices,
     sequence_index,
 )
 from engine.models import Policy
@@ -60,6 +62,23 @@ def test_policy_mode_is_the_most_probable_sequence(policies):
     index, probability = policy_mode(log_probs)
     assert int(index) == int(np.argmax(log_probs))
     np.testing.assert_allclose(probability, np.exp(log_probs).max(), rtol=1e-6)
+
+
+def test_inverse_cdf_draws_follow_the_distribution(policies):
+    """Frequencies of 200 000 draws match π (a chi-square test over the sequences with expected
+    count ≥ 20, the rest pooled); a point mass is drawn every time, at either end of the 4096."""
+    log_probs = tree_log_probs(policies[0])
+    draws = np.asarray(jax.jit(sample_indices, static_argnums=2)(jax.random.PRNGKey(3), log_probs, 200_000))
+    expected = 200_000 * np.exp(np.asarray(log_probs, dtype=np.float64))
+    counts = np.bincount(draws, minlength=4096)
+    big = expected >= 20
+    observed = np.append(counts[big], counts[~big].sum())
+    expected = np.append(expected[big], expected[~big].sum())
+    statistic, p_value = scipy.stats.chisquare(observed, expected * observed.sum() / expected.sum())
+    assert big.sum() > 50 and p_value > 1e-3, (big.sum(), statistic, p_value)
+    for index in (0, 1234, 4095):
+        point_mass = jnp.full(4096, -jnp.inf).at[index].set(0.0)
+        np.testing.assert_array_equal(sample_indices(jax.random.PRNGKey(0), point_mass, 64), index)
 
 
 @pytest.fixture(scope="module")
