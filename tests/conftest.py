@@ -5,6 +5,7 @@ Strict dtype promotion is not switched on: optax's Adam bias correction raises a
 float to an int32 step count, which strict mode refuses."""
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,12 @@ import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 2)
+
+# A session started in the background (`pytest &` without job control) inherits Ctrl-C ignored,
+# and so would every `coevo` it starts: the interrupt tests send SIGINT as a terminal does, so the
+# session takes Ctrl-C back (a Python handler resets to the default in the processes it starts).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SMALL = {"steps_per_iter": 6, "n_iterations": 3, "batch_size": 32, "judge_init_alignment": 0.5}
 
