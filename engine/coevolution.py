@@ -7,10 +7,10 @@ Levels, innermost first:
   update, anchor, meta) run under `lax.cond(any(due))` *outside* the vmap, so a step on
   which no run of the batch needs them costs nothing (inside a vmap, cond runs both
   branches);
-- `make_batch_run`: `start` (fresh policy, pretrained judges, iteration-0 diagnostics),
-  `step` (the batch inner step above) and `advance` (a `lax.scan` of `step` over one outer
-  iteration, the reset, exact diagnostics; with `record_every` k, a scan over chunks of k
-  steps with diagnostics after each), all over a batch of runs sharing a `Variant`;
+- `make_batch_run`: `start` (fresh policy, pretrained judges), `step` (the batch inner
+  step above), `advance` (a `lax.scan` of `step` over one outer iteration and the reset;
+  with `record_every` k, over one chunk of k steps) and `measure` (the exact diagnostics of
+  one record), all over a batch of runs sharing a `Variant`;
 - `pretrain_judge`: a `lax.while_loop` with an early stop, vmapped over judges.
 `engine.plan` places runs on the program's run axis; `engine.program` stitches the groups
 of runs into one jitted, sharded program.
@@ -599,19 +599,20 @@ def run_metrics(state: RunState, run: RunInputs, q_star, n_candidates: int, dist
 class BatchRun(NamedTuple):
     """The pure functions of one group of runs; each takes and returns a batch of runs.
 
-    start(runs) -> (states, metrics at iteration 0, right after pretraining)
+    start(runs) -> states right after pretraining
     step(states, runs, q_stars, outer, inner) -> states after one inner step
-    advance(states, runs, outer) -> (states, the records of outer iteration `outer`)
-    start's metrics are dicts of (runs,) arrays; advance's of (runs, records) arrays, one
-    record every `record_every` inner steps (`records_per_iteration(sizes)`, 1 by default),
-    the last one at the end of the iteration. Saved distributions add (runs, [records,] 4096)
-    arrays: at start and every record with save_distributions "all", only advance's last
-    record (as (runs, 1, 4096)) with "final".
+    advance(states, runs, outer, chunk) -> states after the `chunk`-th run of `record_every`
+        inner steps of outer iteration `outer` (the whole iteration by default)
+    measure(states, runs) -> one record: dicts of (runs,) arrays, plus (runs, 4096) arrays
+        π(x) and J(x) when the study saves distributions
+    The host measures after start and after every advance, so the diagnostics (an exact pass
+    over the 4096 outputs) are one piece of code that both share, compiled once.
     """
 
     start: Callable
     step: Callable
     advance: Callable
+    measure: Callable
 
 
 def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
@@ -702,8 +703,7 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         return states
 
     every, n_records = record_interval(sizes), records_per_iteration(sizes)
-    every_record = sizes.save_distributions == "all"  # π and J at every record
-    last_record = sizes.save_distributions != "none"  # ... or at the last one only
+    distributions = sizes.save_distributions != "none"  # the host keeps every record's or the last
 
     def start(runs: RunInputs):
         q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
@@ -712,18 +712,18 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
             accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars)
             accuracy = jnp.where(runs.condition.meta_update_every > 0, accuracy, states.meta_accuracy)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
-        return states, metrics_of(states, runs, q_stars, every_record)
+        return states
 
-    def metrics_of(states, runs, q_stars, distributions):
+    def measure(states, runs: RunInputs):
+        q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
         return jax.vmap(lambda s, r, q: run_metrics(s, r, q, variant.n_candidates, distributions))(
             states, runs, q_stars
         )
 
-    def advance(states, runs: RunInputs, outer):
-        """One outer iteration. Records inside it are taken after every `every` inner steps, the
-        last one after the reset (REFERENCE.md); `meta_accuracy` starts each outer iteration
-        as NaN, so a record holds the last accuracy measured so far in this outer iteration."""
-        q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    def begin_iteration(states):
+        """`meta_accuracy` starts each outer iteration as NaN, so a record holds the last accuracy
+        measured so far in it; π_ref (dpo's `iteration` reference) is the policy now; the
+        iteration's pair and meta-judge sums start at zero."""
         states = eqx.tree_at(
             lambda s: (s.meta_accuracy, s.reference_log_probs, s.pairs),
             states,
@@ -733,34 +733,29 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
                 jax.tree.map(jnp.zeros_like, states.pairs),
             ),
         )
-        if states.meta is not None:  # the meta-judge's agreement is recorded per outer iteration
+        if states.meta is not None:
             zeros = (jnp.zeros_like(states.meta.agreement_sum), jnp.zeros_like(states.meta.steps))
             states = eqx.tree_at(lambda s: (s.meta.agreement_sum, s.meta.steps), states, zeros)
+        return states
+
+    def advance(states, runs: RunInputs, outer, chunk):
+        """`every` inner steps of outer iteration `outer`, from inner step chunk·every; the first
+        chunk begins the iteration, the last ends it with the reset (REFERENCE.md)."""
+        q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+
+        def reset(states):
+            return jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
 
         def inner_body(states, inner):
             return batch_inner_step(states, runs, q_stars, outer, inner), None
 
-        def record(states, distributions):
-            return metrics_of(states, runs, q_stars, distributions)
+        if n_records == 1:
+            states = begin_iteration(states)
+        else:
+            states = jax.lax.cond(chunk == 0, begin_iteration, lambda s: s, states)
+        states, _ = jax.lax.scan(inner_body, states, chunk * every + jnp.arange(every))
+        if n_records == 1:
+            return reset(states)
+        return jax.lax.cond(chunk == n_records - 1, reset, lambda s: s, states)
 
-        def chunk_then_record(states, first):
-            states, _ = jax.lax.scan(inner_body, states, first + jnp.arange(every))
-            return states, record(states, every_record)
-
-        # Records before the last are stacked along a leading axis by the scan; only they
-        # leave it. The default (one record per iteration) is exactly the plain scan below.
-        within = None
-        if n_records > 1:
-            states, within = jax.lax.scan(chunk_then_record, states, every * jnp.arange(n_records - 1))
-        states, _ = jax.lax.scan(inner_body, states, every * (n_records - 1) + jnp.arange(every))
-        states = jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
-        last = jax.tree.map(lambda leaf: leaf[:, None], record(states, last_record))
-        if within is None:
-            return states, last
-        within = {name: jnp.moveaxis(values, 0, 1) for name, values in within.items()}
-        return states, {
-            name: jnp.concatenate([within[name], values], axis=1) if name in within else values
-            for name, values in last.items()
-        }
-
-    return BatchRun(start, batch_inner_step, advance)
+    return BatchRun(start, batch_inner_step, advance, measure)

@@ -1,16 +1,16 @@
 """One compiled program for a whole study: pretraining, every group of runs, every run.
 
-Given a chunk's `ChunkPlan` (engine.plan), three jitted functions: `pretrain` pretrains the
+Given a chunk's `ChunkPlan` (engine.plan), four jitted functions: `pretrain` pretrains the
 listed judges (vmapped, sharded); `start` gathers each run's judges and starts each group's
 runs (vmapped, sharded over the "runs" mesh axis: every CPU core or GPU is one device);
-`advance` advances every run by one outer iteration. Pretraining is a program of its own
+`advance` advances every run by one record interval (an outer iteration by default);
+`measure` takes every run's exact diagnostics. Pretraining is a program of its own
 because it depends only on the number of judges and the pretraining sizes: studies that
 share those share its compilation through the persistent cache. Inputs are plain arrays,
 so chunks of a large study with equal shapes reuse the same compiled programs.
 """
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import jax
@@ -25,27 +25,28 @@ RUN_AXIS = "runs"
 
 
 class Started(NamedTuple):
-    """What `start` returns: per group the runs' inputs, their states and their iteration-0 metrics."""
+    """What `start` returns: per group the runs' inputs and their states."""
 
     runs: list
     states: list
-    metrics: list
 
 
 class StudyProgram(NamedTuple):
-    """The study's three jitted functions; every group of runs runs inside each call.
+    """The study's four jitted functions; every group of runs runs inside each call.
 
     pretrain(pretrain_inputs) -> coevolution.PretrainResult   (stacked judges; steps, alignment per row)
     start(pretrained_judges, group_inputs) -> Started
-    advance(states, runs, outer) -> (states, metrics)   (one outer iteration of every run)
-    The host calls pretrain and start once and advance once per outer iteration, so progress
-    can be shown between calls and the executables can live in JAX's persistent cache (which
-    refuses programs that call back to the host).
+    advance(states, runs, outer, chunk) -> states   (the chunk-th record interval of outer iteration `outer`)
+    measure(states, runs) -> per group a dict of metrics   (one record of every run)
+    The host calls pretrain and start once, then advance and measure once per record, so
+    progress can be shown between calls and the executables can live in JAX's persistent
+    cache (which refuses programs that call back to the host).
     """
 
     pretrain: Callable
     start: Callable
     advance: Callable
+    measure: Callable
 
 
 def in_sub_batches(batch_fn, sub_batch: int, n_batched: int = 1):
@@ -81,52 +82,55 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
     batch_runs = [make_batch_run(variant, sizes) for variant in variants]
     group_starts = [sharded(in_sub_batches(batch.start, sub_batch)) for batch in batch_runs]
     group_advances = [
-        sharded(in_sub_batches(batch.advance, sub_batch, n_batched=2), (runs_axis, runs_axis, replicated))
+        sharded(in_sub_batches(batch.advance, sub_batch, n_batched=2), (runs_axis, runs_axis, replicated, replicated))
         for batch in batch_runs
     ]
+    group_measures = [sharded(in_sub_batches(batch.measure, sub_batch, n_batched=2)) for batch in batch_runs]
 
     def start(pretrained_judges, group_inputs) -> Started:
-        all_runs, all_states, all_metrics = [], [], []
-        for group_start, group in zip(group_starts, group_inputs, strict=True):
-            runs = make_run_inputs(
+        all_runs = [
+            make_run_inputs(
                 group.condition, group.seed, pretrained_judges, group.pretrain_index, group.meta_pretrain_index
             )
-            states, metrics = group_start(runs)
-            all_runs.append(runs)
-            all_states.append(states)
-            all_metrics.append(metrics)
-        return Started(all_runs, all_states, all_metrics)
+            for group in group_inputs
+        ]
+        return Started(all_runs, [group_start(runs) for group_start, runs in zip(group_starts, all_runs, strict=True)])
 
-    def advance(all_states, all_runs, outer):
-        results = [
-            group_advance(states, runs, outer)
+    def advance(all_states, all_runs, outer, chunk):
+        return [
+            group_advance(states, runs, outer, chunk)
             for group_advance, states, runs in zip(group_advances, all_states, all_runs, strict=True)
         ]
-        return [states for states, _ in results], [metrics for _, metrics in results]
 
-    # Explicit shardings let `start` and `advance` be compiled from abstract shapes (`start` takes
-    # the sharding of its judges from `pretrain`'s output shapes; host arrays are replicated).
+    def measure(all_states, all_runs):
+        return [
+            group_measure(states, runs)
+            for group_measure, states, runs in zip(group_measures, all_states, all_runs, strict=True)
+        ]
+
+    # Explicit shardings let `start`, `advance` and `measure` be compiled from abstract shapes
+    # (`start` takes the sharding of its judges from `pretrain`'s output shapes; host arrays are
+    # replicated).
     by_run = jax.sharding.NamedSharding(mesh, runs_axis)
+    scalar = jax.sharding.NamedSharding(mesh, replicated)
     return StudyProgram(
         jax.jit(pretrain_all, out_shardings=by_run),
         jax.jit(start, out_shardings=by_run),
-        jax.jit(
-            advance,
-            in_shardings=(by_run, by_run, jax.sharding.NamedSharding(mesh, replicated)),
-            out_shardings=by_run,
-            donate_argnums=0,
-        ),
+        jax.jit(advance, in_shardings=(by_run, by_run, scalar, scalar), out_shardings=by_run, donate_argnums=0),
+        jax.jit(measure, in_shardings=(by_run, by_run), out_shardings=by_run),
     )
 
 
 def compile_program(program: StudyProgram, inputs):
-    """Lower the three functions from the chunk's input shapes, then compile them concurrently
-    (XLA compiles outside the GIL)."""
+    """Lower the four functions from the chunk's input shapes and compile them one after another:
+    XLA's CPU compiler already keeps every core busy, and compiling them concurrently (as up to
+    commit c127448) took as long on 2 cores with 2.3× the peak memory (blog: 3.1 vs 1.3 GiB)."""
     pretrain_inputs, group_inputs = inputs
     lowered_pretrain = program.pretrain.lower(pretrain_inputs)
     lowered_start = program.start.lower(lowered_pretrain.out_info.judge, group_inputs)
     started = lowered_start.out_info
-    lowered_advance = program.advance.lower(started.states, started.runs, jax.ShapeDtypeStruct((), np.int32))
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        compiled = pool.map(lambda lowered: lowered.compile(), (lowered_pretrain, lowered_start, lowered_advance))
-    return StudyProgram(*compiled)
+    index = jax.ShapeDtypeStruct((), np.int32)
+    lowered_advance = program.advance.lower(started.states, started.runs, index, index)
+    lowered_measure = program.measure.lower(started.states, started.runs)
+    lowered = (lowered_pretrain, lowered_start, lowered_advance, lowered_measure)
+    return StudyProgram(*(program.compile() for program in lowered))

@@ -11,6 +11,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from engine.devices import fetch
+from engine.diagnostics import DISTRIBUTIONS
+from engine.knobs import records_per_iteration
 from engine.plan import make_plan
 from engine.program import compile_program, make_program
 from engine.results import make_dataset
@@ -58,13 +60,17 @@ def seed_chunks(seeds, n_conditions: int, max_runs: int) -> list[list[int]]:
     return chunks
 
 
+def drop_distributions(record: dict) -> dict:
+    return {name: values for name, values in record.items() if name not in DISTRIBUTIONS}
+
+
 def join_records(records: list[dict]) -> dict:
-    """One group's records, in time order, each a dict of (runs, records[, 4096]) arrays, joined
-    along axis 1. A variable missing from the earlier records (distributions saved at the final
+    """One group's records, in time order, each a dict of (runs[, 4096]) arrays, stacked along
+    axis 1. A variable missing from the earlier records (distributions saved at the final
     record only) keeps just its last record."""
     names = records[-1]
     return {
-        name: np.concatenate([r[name] for r in records], axis=1) if name in records[0] else records[-1][name]
+        name: np.stack([r[name] for r in records], axis=1) if name in records[0] else records[-1][name][:, None]
         for name in names
     }
 
@@ -86,6 +92,7 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
 
     program = make_program(plans[0].variants, resolved.sizes, devices, plans[0].sub_batch)
     n_runs = plans[0].n_runs
+    n_records = records_per_iteration(resolved.sizes)
     total = len(plans) * n_runs * (resolved.sizes.n_iterations + 1)
     t0 = time.perf_counter()
     compiled = compile_program(program, plans[0].program_inputs())
@@ -99,12 +106,17 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
             pretrained = compiled.pretrain(pretrain_inputs)
             started = compiled.start(pretrained.judge, group_inputs)
             states = started.states
-            history = [[{name: values[:, None] for name, values in group.items()} for group in fetch(started.metrics)]]
+            history = [fetch(compiled.measure(states, started.runs))]
             bar.update(n_runs)
             for outer in range(resolved.sizes.n_iterations):
-                states, metrics = compiled.advance(states, started.runs, np.int32(outer))
-                history.append(fetch(metrics))
+                records = []  # fetched once per iteration: the device need not wait for the host per record
+                for chunk in range(n_records):
+                    states = compiled.advance(states, started.runs, np.int32(outer), np.int32(chunk))
+                    records.append(compiled.measure(states, started.runs))
+                history.extend(fetch(records))
                 bar.update(n_runs)
+            if resolved.sizes.save_distributions == "final":  # π and J of the last record only
+                history[:-1] = [[drop_distributions(group) for group in groups] for groups in history[:-1]]
             trajectories = [join_records([records[g] for records in history]) for g in range(len(plan.groups))]
             outcome = plan.pretrain_outcome(*fetch((pretrained.steps, pretrained.alignment)))
             per_chunk.append({**plan.scatter(trajectories), **outcome})
