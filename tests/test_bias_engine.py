@@ -17,14 +17,13 @@ from engine.coevolution import (
     init_run,
     make_run_inputs,
     meta_judge_update,
-    pretrain_judge,
     q_star_of,
 )
 from engine.diagnostics import BIAS_METRICS, CORE_METRICS, META_JUDGE_METRICS, judge_scores_all, policy_log_probs_all
 from engine.knobs import condition_arrays, sizes_of
 from engine.models import ensemble_scores, make_judges
-from engine.plan import PRETRAIN_SUB_BATCH, make_plan
-from engine.program import in_sub_batches
+from engine.plan import make_plan
+from engine.program import make_program
 
 META = {"meta_source": "judge", "meta_update_every": 2, "meta_pairs": 8}
 CONDITIONS = {
@@ -84,12 +83,12 @@ def take_rows(table, row: int):
 
 
 def test_records_equal_engine_bias_of_the_runs_own_judge_and_policy(ds, study):
-    """Iteration 0 recomputed outside the program: the pretrained judges (pretraining rerun in
-    the program's sub-batches), the initial policy, and the meta-judge from its own tag."""
+    """Iteration 0 recomputed outside the program: the pretrained judges (the study program's own
+    pretraining, from the compilation cache), the initial policy, and the meta-judge from its own tag."""
     resolved = engine.resolve(study)
     plan = make_plan(resolved, resolved.seeds, n_devices=len(jax.devices()))
-    pretrain = jax.vmap(lambda job: pretrain_judge(job, resolved.sizes))
-    pretrained = jax.jit(in_sub_batches(pretrain, PRETRAIN_SUB_BATCH))(plan.pretrain)
+    program = make_program(plan.variants, resolved.sizes, jax.devices(), plan.sub_batch)
+    pretrained = program.pretrain(plan.pretrain)
     assert META_JUDGE_MEMBER in plan.pretrain.member
     start = ds.isel(iteration=0)
     for group in plan.groups:
