@@ -11,7 +11,6 @@ so chunks of a large study with equal shapes reuse the same compiled programs.
 """
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import jax
@@ -123,12 +122,12 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
 
 
 def compile_program(program: StudyProgram, inputs):
-    """Lower the four functions from the chunk's input shapes and compile them two at a time.
+    """Lower the four functions from the chunk's input shapes and compile them one after another.
 
-    One XLA compilation alternates serial HLO passes with parallel code generation, so a
-    second one in flight fills the gaps; more only add memory. Measured on 2 cores, cold:
-    blog 52.5 s one at a time, 46.4 s two at a time, 53.0 s all four at once (peak RSS 1.3,
-    1.8, 3.1 GiB); an 8-group study 86.6, 70.5, 74.7 s.
+    XLA's CPU compiler already keeps the cores busy most of the time. Measured on 2 cores, cold,
+    one at a time / two at a time / all four at once: blog's compile 52.5 / 46.4 / 53.0 s, an
+    8-group study's 86.6 / 70.5 / 74.7 s; but blog end to end peaks at 1.8 GiB one at a time and
+    2.3 GiB two at a time (3.2 GiB all at once), and issue 13 asks for at most 2 GiB.
     """
     pretrain_inputs, group_inputs = inputs
     lowered_pretrain = program.pretrain.lower(pretrain_inputs)
@@ -138,5 +137,4 @@ def compile_program(program: StudyProgram, inputs):
     lowered_advance = program.advance.lower(started.states, started.runs, index, index)
     lowered_measure = program.measure.lower(started.states, started.runs)
     lowered = (lowered_pretrain, lowered_start, lowered_advance, lowered_measure)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return StudyProgram(*pool.map(lambda program: program.compile(), lowered))
+    return StudyProgram(*(program.compile() for program in lowered))
