@@ -749,13 +749,12 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         def inner_body(states, inner):
             return batch_inner_step(states, runs, q_stars, outer, inner), None
 
-        if n_records == 1:
-            states = begin_iteration(states)
-        else:
-            states = jax.lax.cond(chunk == 0, begin_iteration, lambda s: s, states)
+        def when(condition, update, states):
+            """update(states) where `condition` holds; with one record per iteration it always does."""
+            return update(states) if n_records == 1 else jax.lax.cond(condition, update, lambda s: s, states)
+
+        states = when(chunk == 0, begin_iteration, states)
         states, _ = jax.lax.scan(inner_body, states, chunk * every + jnp.arange(every))
-        if n_records == 1:
-            return reset(states)
-        return jax.lax.cond(chunk == n_records - 1, reset, lambda s: s, states)
+        return when(chunk == n_records - 1, reset, states)
 
     return BatchRun(start, batch_inner_step, advance, measure)

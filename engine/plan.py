@@ -112,13 +112,14 @@ def group_variants(variants: list[Variant]) -> list[Variant]:
     SHAREABLE_SIZES that is 0 (off) becomes the largest among its class (the conditions equal to
     it once those sizes are set to 0). Different nonzero sizes stay apart: a 3-pair anchor draws
     other random pairs than a 6-pair one, and padding would change its numbers."""
-    classes = [variant._replace(**{name: 0 for name in SHAREABLE_SIZES}) for variant in variants]
-    largest = {
-        name: {cls: max(getattr(v, name) for v, c in zip(variants, classes) if c == cls) for cls in classes}
-        for name in SHAREABLE_SIZES
-    }
+    classes = [variant._replace(**dict.fromkeys(SHAREABLE_SIZES, 0)) for variant in variants]
+    largest: dict[Variant, dict[str, int]] = {}
+    for variant, cls in zip(variants, classes, strict=True):
+        sizes = largest.setdefault(cls, dict.fromkeys(SHAREABLE_SIZES, 0))
+        for name in SHAREABLE_SIZES:
+            sizes[name] = max(sizes[name], getattr(variant, name))
     return [
-        variant._replace(**{name: getattr(variant, name) or largest[name][cls] for name in SHAREABLE_SIZES})
+        variant._replace(**{name: getattr(variant, name) or largest[cls][name] for name in SHAREABLE_SIZES})
         for variant, cls in zip(variants, classes, strict=True)
     ]
 
