@@ -1,4 +1,4 @@
-"""Bias amplification figures (issue 11): for a Dataset with the bias records (docs/bias.md).
+"""Bias amplification figures, for a Dataset with the bias records (docs/bias.md).
 
 Conditions are grouped by their knob coordinates, never by their names: a *mechanism* is a
 set of conditions whose knobs agree except `planted_bias`; a *bias level* is a value of
@@ -25,7 +25,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged
-from analysis.figures import BAND, SIZE, XLABEL, _line, _runs, _save, bottom_legend, legend_label
+from analysis.figures import BAND, SIZE, XLABEL, bottom_legend, legend_label, mean_line, save, seed_runs
+from analysis.formatting import knob_value
+from engine.host.output import check_output
 from engine.knobs import KNOBS
 
 OUTPUTS = ("bias_amplification.png", "bias_verbosity.png", "bias_scatter.png")
@@ -34,8 +36,8 @@ UNIFORM_VERBOSITY = 0.5  # E[f] of the uniform policy: 4 positions × 1/8
 
 
 def has_bias_records(ds: xr.Dataset) -> bool:
-    """True for a Dataset with the bias records (older files have none) and a planted bias or a
-    meta-judge in some condition: the bias figures say nothing about a study without either."""
+    """True for a Dataset with the bias records and a planted bias or a meta-judge in some
+    condition: the bias figures say nothing about a study without either."""
     if "judge_bias" not in ds.data_vars or "planted_bias" not in ds.coords:
         return False
     meta_judge = "meta_source" in ds.coords and (ds["meta_source"].values.astype(str) == "judge").any()
@@ -125,19 +127,23 @@ def _trajectory_figure(ds, path, rows: tuple[Row, Row], title: str, dashed: str,
                 ax.axhline(reference, color="black", linewidth=0.8, linestyle="--")
             for label, members in groups.items():
                 if level in members:
-                    _line(ax, x, _runs(values, members[level]), colours[label], legend_label(label), band_alpha=0.12)
+                    mean_line(
+                        ax, x, seed_runs(values, members[level]), colours[label], legend_label(label), band_alpha=0.12
+                    )
             ax.grid(alpha=0.3)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[r, 0].set_ylabel(row.ylabel)
     for column, level in enumerate(levels):
         heading = rows[0].heading(level)
-        axes[0, column].set_title(f"planted bias b = {level:g}" + (f"\n{heading}" if heading else ""), fontsize=10)
+        axes[0, column].set_title(
+            f"planted bias b = {knob_value(level)}" + (f"\n{heading}" if heading else ""), fontsize=10
+        )
         axes[1, column].set_xlabel(XLABEL)
     fig.suptitle(f"{title}{diverged_note(ds)}", fontsize=13)
     handles = [Line2D([], [], color=colours[label], linewidth=2) for label in groups]
     labels = [legend_label(label) for label in groups]
     bottom_legend(fig, handles, labels, f"{BAND}, {ds.sizes['seed']} seeds; dashed: {dashed}", max_columns=6)
-    return _save(fig, path, force)
+    return save(fig, path, force)
 
 
 def amplification_figure(ds: xr.Dataset, path, *, force: bool = False):
@@ -204,7 +210,7 @@ def scatter_figure(ds: xr.Dataset, path, *, force: bool = False):
         Line2D([], [], color=colours[label], marker="o", linestyle="", label=legend_label(label)) for label in groups
     ]
     marker_handles = [
-        Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="", label=f"b = {level:g}")
+        Line2D([], [], color="grey", marker=MARKERS[i % len(MARKERS)], linestyle="", label=f"b = {knob_value(level)}")
         for i, level in enumerate(levels)
     ]
     fig.legend(
@@ -213,14 +219,19 @@ def scatter_figure(ds: xr.Dataset, path, *, force: bool = False):
         frameon=False,
         title="mechanism (colour)\nplanted bias (marker)",
     )
-    return _save(fig, path, force)
+    return save(fig, path, force)
 
 
 def bias_figures(ds: xr.Dataset, out_dir, stem: str, *, force: bool = False) -> list:
-    """The three bias figures next to a results file; [] for a Dataset without bias records."""
+    """The three bias figures next to a results file; [] for a Dataset without bias records.
+
+    Every one is checked (`check_output`) before any is drawn; an existing one is replaced only with `force`.
+    """
     if not has_bias_records(ds):
         return []
     paths = output_paths(out_dir, stem)
+    for path in paths:
+        check_output(path, force=force)
     return [
         amplification_figure(ds, paths[0], force=force),
         verbosity_figure(ds, paths[1], force=force),

@@ -28,12 +28,14 @@ import xarray as xr
 from scipy import stats
 
 from analysis.data import mask_diverged, n_diverged
+from analysis.formatting import estimate, fixed
 from analysis.stats import Summary, paired_difference, sd_ratio, seed_summary
-from engine.output import write_atomically
+from engine.core.world import UNIFORM_ENTROPY
+from engine.host.output import write_atomically
 
 MATERIAL = 0.1  # smallest Δ final quality (q* units; q* over all outputs has sd ≈ 1.31) called material
-LN_OUTPUTS = float(np.log(8**4))  # entropy of the uniform policy over the 4096 outputs, nats
 COLLAPSED = 0.05  # entropy below this share of ln 4096 counts as collapsed
+COLLAPSED_ENTROPY = COLLAPSED * UNIFORM_ENTROPY  # nats
 ALIGNMENT_KEPT = 0.05  # an alignment change whose CI stays above −this counts as kept
 WORSE_MODE_SHARE = 0.2  # published: one of five seeds in the worse mode
 ASYMMETRIC = ["asymmetric_2", "asymmetric_5", "asymmetric_10"]
@@ -99,17 +101,6 @@ def _at(ds: xr.Dataset, condition: str, var: str = "policy_quality", iteration: 
     return curve[:, -1] if iteration < 0 else curve[:, list(ds["iteration"].values).index(iteration)]
 
 
-def _num(x: float, signed: bool = False) -> str:
-    if not np.isfinite(x):
-        return "–"
-    x = round(float(x), 3) + 0.0  # no "-0.000"
-    return f"{x:+.3f}" if signed else f"{x:.3f}"
-
-
-def _ci(s: Summary, signed: bool = False) -> str:
-    return f"{_num(s.mean, signed)} [{_num(s.ci_low, signed)}, {_num(s.ci_high, signed)}]"
-
-
 def _delta(ds: xr.Dataset, condition: str, reference: str = "baseline", var: str = "policy_quality") -> Summary:
     """Paired Δ of the final value, condition − reference, over seeds."""
     return _paired(_at(ds, condition, var), _at(ds, reference, var))
@@ -134,10 +125,6 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _ratio_text(r: tuple) -> str:
-    return f"{_num(r[0])} [{_num(r[1])}, {_num(r[2])}]"
-
-
 # ---------------------------------------------------------------- one function per claim
 
 
@@ -152,8 +139,9 @@ def jump_then_plateau(ds):
     jumps = _positive(jump) and share1 >= 0.5
     plateaus = bool(after.ci_high < bound)
     text = (
-        f"gain 0→1 {_ci(jump, True)}; gain 0→final {_ci(total, True)}; share of it by iteration 1: "
-        f"{share1:.0%}, by 2: {share2:.0%}; gain 2→final {_ci(after, True)} (plateau bound {bound:.3f}, "
+        f"gain 0→1 {estimate(jump, signed=True)}; gain 0→final {estimate(total, signed=True)}; "
+        f"share of it by iteration 1: {share1:.0%}, by 2: {share2:.0%}; "
+        f"gain 2→final {estimate(after, signed=True)} (plateau bound {fixed(bound)}, "
         f"{q.shape[1] - 1} iterations). Jump: {_yes(jumps)}; plateau: {_yes(plateaus)}"
     )
     return text, _grade([jumps, plateaus])
@@ -171,8 +159,9 @@ def alignment_falls(ds):
     recovery = np.nanmean(a[:, -1] - trough) / np.nanmean(a[:, 0] - trough)
     falls, sharpest, stays = change.ci_high < -TOLERANCE, _positive(first_vs_later), recovery <= 0.25
     text = (
-        f"alignment at 0 {_ci(start)} → final {_ci(seed_summary(a[:, -1]))}, paired change {_ci(change, True)}; "
-        f"drop 0→1 minus the largest later mean drop ({later}→{later + 1}) {_ci(first_vs_later, True)}; "
+        f"alignment at 0 {estimate(start)} → final {estimate(seed_summary(a[:, -1]))}, "
+        f"paired change {estimate(change, signed=True)}; "
+        f"drop 0→1 minus the largest later mean drop ({later}→{later + 1}) {estimate(first_vs_later, signed=True)}; "
         f"recovery from the trough {recovery:.0%} of the fall. Falls: {_yes(falls)}; sharpest first: "
         f"{_yes(sharpest)}; stays low: {_yes(stays)}"
     )
@@ -182,14 +171,13 @@ def alignment_falls(ds):
 def entropy_collapses(ds):
     e = _curve(ds, "baseline", "policy_entropy")
     e3 = seed_summary(_at(ds, "baseline", "policy_entropy", ours(3)))
-    threshold = COLLAPSED * LN_OUTPUTS
     iterations = ds["iteration"].values
-    first = next((int(t) for i, t in enumerate(iterations) if seed_summary(e[:, i]).ci_high < threshold), None)
+    first = next((int(t) for i, t in enumerate(iterations) if seed_summary(e[:, i]).ci_high < COLLAPSED_ENTROPY), None)
     text = (
-        f"entropy at our iteration {ours(3)} (published t = 3) {_ci(e3)} nats = {e3.mean / LN_OUTPUTS:.1%} "
-        f"of ln 4096 = {LN_OUTPUTS:.3f}; "
-        f"final {_ci(seed_summary(e[:, -1]))}; first iteration whose CI upper bound is below "
-        f"{COLLAPSED:.0%} of ln 4096 ({threshold:.3f} nats): {first if first is not None else 'none'}"
+        f"entropy at our iteration {ours(3)} (published t = 3) {estimate(e3)} nats = {e3.mean / UNIFORM_ENTROPY:.1%} "
+        f"of ln 4096 = {fixed(UNIFORM_ENTROPY)}; "
+        f"final {estimate(seed_summary(e[:, -1]))}; first iteration whose CI upper bound is below "
+        f"{COLLAPSED:.0%} of ln 4096 ({fixed(COLLAPSED_ENTROPY)} nats): {first if first is not None else 'none'}"
     )
     return text, ("does not hold" if first is None else "holds" if first <= ours(3) else "partly")
 
@@ -199,9 +187,10 @@ def perceived_keeps_rising(ds):
     q3, qf = _at(ds, "baseline", iteration=ours(3)), _at(ds, "baseline")
     rise, real, gap = _paired(pf, p3), _paired(qf, q3), _paired(pf, qf)
     text = (
-        f"perceived final − perceived at our {ours(3)} (published t = 3) {_ci(rise, True)} "
+        f"perceived final − perceived at our {ours(3)} (published t = 3) {estimate(rise, signed=True)} "
         "(real quality over the same span "
-        f"{_ci(real, True)}); perceived − real at final {_ci(gap, True)}. Still rising: {_yes(_positive(rise))}; "
+        f"{estimate(real, signed=True)}); perceived − real at final {estimate(gap, signed=True)}. "
+        f"Still rising: {_yes(_positive(rise))}; "
         f"judge overrates: {_yes(_positive(gap))}"
     )
     return text, _grade([_positive(rise), _positive(gap)])
@@ -219,11 +208,11 @@ def worse_mode(ds):
     given_up = gap / (upper.mean() - np.nanmean(q0))
     ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
     separate = ashman > 2 and given_up >= 0.25
-    d_text = "> 100" if ashman > 100 else f"{ashman:.1f}"
+    d_text = "> 100" if ashman > 100 else fixed(ashman, 1)
     text = (
         f"baseline finals split at the largest gap between sorted values (lower group ≤ half the seeds): "
-        f"lower mode {k}/{n} = {k / n:.0%} [Wilson {ci.low:.0%}, {ci.high:.0%}], mean {lower.mean():.3f} vs "
-        f"{upper.mean():.3f}; Ashman's D {d_text}; it gives up {given_up:.0%} of the upper mode's gain over "
+        f"lower mode {k}/{n} = {k / n:.0%} [Wilson {ci.low:.0%}, {ci.high:.0%}], mean {fixed(lower.mean())} vs "
+        f"{fixed(upper.mean())}; Ashman's D {d_text}; it gives up {given_up:.0%} of the upper mode's gain over "
         f"iteration 0. Separate, much worse mode: {_yes(separate)}"
     )
     if not separate:
@@ -236,7 +225,7 @@ def slower_judge_helps(ds):
     held = [c for c in ASYMMETRIC if c in ds["condition"].values]
     deltas = {c: _delta(ds, c) for c in held}
     means = [deltas[c].mean for c in held]
-    trend = ", ".join(f"{c} {_ci(deltas[c], True)}" for c in held)
+    trend = ", ".join(f"{c} {estimate(deltas[c], signed=True)}" for c in held)
     text = f"Δ final quality vs baseline: {trend}"
     if len(held) > 1:
         text += f"; mean Δ rises with the update interval: {_yes(bool(np.all(np.diff(means) > 0)))}"
@@ -251,9 +240,9 @@ def meta_with_slow_updates(ds):
     best = max(metas, key=lambda c: alone[c].mean)
     vs_meta, on_top = _delta(ds, "asym_meta_10", best), _delta(ds, "asym_meta_10", "asymmetric_10")
     text = (
-        f"Δ vs baseline: {', '.join(f'{c} {_ci(alone[c], True)}' for c in metas)}; asym_meta_10 "
-        f"{_ci(combined, True)}. asym_meta_10 − {best} (best meta alone) {_ci(vs_meta, True)}; "
-        f"asym_meta_10 − asymmetric_10 (meta on top of slow updates) {_ci(on_top, True)}"
+        f"Δ vs baseline: {', '.join(f'{c} {estimate(alone[c], signed=True)}' for c in metas)}; asym_meta_10 "
+        f"{estimate(combined, signed=True)}. asym_meta_10 − {best} (best meta alone) {estimate(vs_meta, signed=True)}; "
+        f"asym_meta_10 − asymmetric_10 (meta on top of slow updates) {estimate(on_top, signed=True)}"
     )
     return text, _grade([_positive(vs_meta), _positive(on_top)])
 
@@ -267,8 +256,8 @@ def ensembles_reduce_variance(ds):
     no_lift = all(d.ci_high < MATERIAL for d in deltas.values())
     less_spread = bool(ratio[2] < 1 and ratio[0] <= LESS_SPREAD)
     text = (
-        f"Δ final quality vs baseline: {', '.join(f'{c} {_ci(d, True)}' for c, d in deltas.items())}; "
-        f"sd of final quality {held[-1]}/baseline {_ratio_text(ratio)}. No material lift: {_yes(no_lift)}; "
+        f"Δ final quality vs baseline: {', '.join(f'{c} {estimate(d, signed=True)}' for c, d in deltas.items())}; "
+        f"sd of final quality {held[-1]}/baseline {estimate(ratio)}. No material lift: {_yes(no_lift)}; "
         f"less spread: {_yes(less_spread)}"
     )
     return text, _grade([less_spread, no_lift])
@@ -285,8 +274,8 @@ def resets_help_a_little(ds):
         d, per_seed = _delta(ds, c), _at(ds, c) - base
         share = np.mean(per_seed[np.isfinite(per_seed)] > 0)
         parts.append(
-            f"{c}: Δ {_ci(d, True)}, sd of per-seed Δ {_num(d.std)}, better in {share:.0%} of seeds, "
-            f"sd ratio vs baseline {_ratio_text(sd_ratio(_at(ds, c), base))}"
+            f"{c}: Δ {estimate(d, signed=True)}, sd of per-seed Δ {fixed(d.std)}, better in {share:.0%} of seeds, "
+            f"sd ratio vs baseline {estimate(sd_ratio(_at(ds, c), base))}"
         )
         if _positive(d):
             helping.append(d.mean)
@@ -294,7 +283,7 @@ def resets_help_a_little(ds):
     little = all(m < reference for m in helping)
     text = "; ".join(parts) + f". Helps (CI > 0): {_yes(bool(helping))}; noisy: {_yes(any(noisy))}"
     if np.isfinite(reference):
-        text += f"; less than asymmetric_10 (Δ {reference:+.3f}): {_yes(little)}"
+        text += f"; less than asymmetric_10 (Δ {fixed(reference, signed=True)}): {_yes(little)}"
     if helping:
         return text, ("holds" if any(noisy) and little else "partly")
     means = [_delta(ds, c).mean for c in held]
@@ -307,11 +296,12 @@ def frozen_keeps_alignment(ds):
     vs_base = _delta(ds, "frozen")
     kept, little = change.ci_low >= -ALIGNMENT_KEPT, vs_base.ci_high < MATERIAL
     text = (
-        f"frozen alignment final − 0 {_ci(change, True)}; quality gain 0→final {_ci(gain, True)}; "
-        f"Δ vs baseline {_ci(vs_base, True)}"
+        f"frozen alignment final − 0 {estimate(change, signed=True)}; "
+        f"quality gain 0→final {estimate(gain, signed=True)}; "
+        f"Δ vs baseline {estimate(vs_base, signed=True)}"
     )
     if "asymmetric_10" in ds["condition"].values:
-        text += f"; Δ vs asymmetric_10 {_ci(_delta(ds, 'frozen', 'asymmetric_10'), True)}"
+        text += f"; Δ vs asymmetric_10 {estimate(_delta(ds, 'frozen', 'asymmetric_10'), signed=True)}"
     text += f". Alignment kept: {_yes(kept)}; no material gain over baseline: {_yes(little)}"
     return text, _grade([kept, little])
 
@@ -329,8 +319,8 @@ def anchor_upper_bound(ds):
     deltas = {c: _paired(anchor, _at(ds, c)) for c in others}
     beaten = sum(_positive(d) for d in deltas.values())
     text = (
-        f"anchor_0.1 final quality {_ci(seed_summary(anchor))}; best non-oracle {best} {finals[best]:.3f}; "
-        f"paired Δ anchor_0.1 − {best} {_ci(deltas[best], True)}; beats {beaten}/{len(others)} non-oracle "
+        f"anchor_0.1 final quality {estimate(seed_summary(anchor))}; best non-oracle {best} {fixed(finals[best])}; "
+        f"paired Δ anchor_0.1 − {best} {estimate(deltas[best], signed=True)}; beats {beaten}/{len(others)} non-oracle "
         "conditions with CI > 0"
     )
     if beaten == len(others):

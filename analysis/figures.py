@@ -13,7 +13,8 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged, present
 from analysis.stats import t_band
-from engine.output import write_atomically
+from engine.core.world import UNIFORM_ENTROPY
+from engine.host.output import write_atomically
 
 DPI = 150
 SIZE = (1600 / DPI, 1100 / DPI)
@@ -23,7 +24,6 @@ PANELS = {
     "policy_entropy": "policy entropy  [nats]",
     "judge_perceived_quality": "judge-perceived quality Σπ J  [judge score]",
 }
-UNIFORM_ENTROPY = math.log(4096)
 XLABEL = "outer iteration (0 = after pretraining)"
 BAND = "band: 95% t-interval of the mean over seeds"
 BEST = ("baseline", "asymmetric_10", "ensemble_5", "reinit_5", "asym_meta_10")
@@ -31,12 +31,13 @@ BOUNDS = ("frozen", "anchor_0.1")
 MAX_PANELS = 30  # small multiples beyond this are unreadable and slow (1000 panels took > 400 s)
 
 
-def _runs(values: xr.DataArray, condition: str) -> np.ndarray:
-    """(seed, iteration) array of one condition."""
+def seed_runs(values: xr.DataArray, condition: str) -> np.ndarray:
+    """(seed, iteration) array of one condition: what `mean_line` and the figure modules draw from."""
     return values.sel(condition=condition).transpose("seed", "iteration").values
 
 
-def _line(ax, x, runs, color, label, linestyle="-", band_alpha=0.2):
+def mean_line(ax, x, runs, color, label, linestyle="-", band_alpha=0.2):
+    """The seed-mean of (seed, x) `runs` with its 95% t-band: the line every figure module draws."""
     mean, low, high = t_band(runs, axis=0)
     ax.plot(x, mean, color=color, linestyle=linestyle, linewidth=2.5 if linestyle == ":" else 2, label=label)
     ax.fill_between(x, low, high, color=color, alpha=band_alpha, linewidth=0)
@@ -69,7 +70,8 @@ def bottom_legend(fig, handles, labels, title: str, max_columns: int = 4, **styl
     )
 
 
-def _save(fig, path, force: bool) -> str:
+def save(fig, path, force: bool) -> str:
+    """Write `fig` as a PNG through the atomic, force-checked writer; every figure module saves with it."""
     return str(write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=DPI, format="png"), force=force))
 
 
@@ -78,8 +80,16 @@ def legend_label(text: str) -> str:
     return "\u200b" + text if text.startswith("_") else text
 
 
-def _n_kept(ds: xr.Dataset, condition: str) -> int:
+def n_kept(ds: xr.Dataset, condition: str) -> int:
+    """Seeds of `condition` that did not diverge: the n that figure legends show."""
     return int((~ds["diverged"].astype(bool).sel(condition=condition)).sum())
+
+
+def _condition_line(ax, x, runs, i: int, ds: xr.Dataset, condition: str, bound: bool, bound_note: str = ""):
+    """The i-th condition's mean line, labelled with its seed count; a bound condition dotted and fainter."""
+    label = legend_label(f"{condition} (n={n_kept(ds, condition)}){bound_note if bound else ''}")
+    style = {"linestyle": ":", "band_alpha": 0.08} if bound else {"band_alpha": 0.15}
+    mean_line(ax, x, runs, f"C{i}", label, **style)
 
 
 def headline(ds: xr.Dataset, path, condition: str = "baseline", *, force: bool = False):
@@ -87,15 +97,15 @@ def headline(ds: xr.Dataset, path, condition: str = "baseline", *, force: bool =
     masked = mask_diverged(ds)
     x = ds["iteration"].values
     fig, axes = _axes_2x2(
-        f"{condition}: judge–policy co-evolution, {_n_kept(ds, condition)} seeds{diverged_note(ds, [condition])}"
+        f"{condition}: judge–policy co-evolution, {n_kept(ds, condition)} seeds{diverged_note(ds, [condition])}"
     )
     for ax, var in zip(axes.flat, PANELS, strict=True):
-        runs = _runs(masked[var], condition)
+        runs = seed_runs(masked[var], condition)
         ax.plot(x, runs.T, color="grey", alpha=0.45, linewidth=0.8)[0].set_label("individual seeds")
-        _line(ax, x, runs, "C0", "mean over seeds")
+        mean_line(ax, x, runs, "C0", "mean over seeds")
     handles, labels = axes.flat[2].get_legend_handles_labels()
     bottom_legend(fig, handles, labels, BAND, max_columns=len(labels))
-    return _save(fig, path, force)
+    return save(fig, path, force)
 
 
 def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS, *, force: bool = False):
@@ -109,19 +119,12 @@ def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS, *, force: bool =
     fig, axes = _axes_2x2(f"Mitigations compared: mean over seeds{diverged_note(ds, solid + bounds)}")
     for ax, var in zip(axes.flat, PANELS, strict=True):
         for i, condition in enumerate(solid + bounds):
-            dotted = condition in bounds
-            _line(
-                ax,
-                x,
-                _runs(masked[var], condition),
-                f"C{i}",
-                legend_label(f"{condition} (n={_n_kept(ds, condition)}){'  — bound' if dotted else ''}"),
-                linestyle=":" if dotted else "-",
-                band_alpha=0.08 if dotted else 0.15,
+            _condition_line(
+                ax, x, seed_runs(masked[var], condition), i, ds, condition, condition in bounds, "  — bound"
             )
     handles, labels = axes.flat[0].get_legend_handles_labels()
     bottom_legend(fig, handles, labels, f"{BAND}; dotted: bounds (frozen judge, q*-anchor oracle)")
-    return _save(fig, path, force)
+    return save(fig, path, force)
 
 
 def small_multiples(
@@ -139,11 +142,11 @@ def small_multiples(
     nrows = math.ceil(len(conditions) / ncols)
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
-    reference = t_band(_runs(masked[metric], baseline))[0] if baseline in held else None
+    reference = t_band(seed_runs(masked[metric], baseline))[0] if baseline in held else None
     for ax, condition in zip(axes.flat[: len(conditions)], conditions, strict=True):
         if reference is not None:
             ax.plot(x, reference, color="grey", linewidth=1.5, label=legend_label(f"{baseline} mean"))
-        _line(ax, x, _runs(masked[metric], condition), "C0", "mean over seeds")
+        mean_line(ax, x, seed_runs(masked[metric], condition), "C0", "mean over seeds")
         # Grid names (knob_value+knob_value) get a line per knob, so neighbouring titles do not overlap.
         title = condition.replace("+", "\n") if len(conditions) > 12 else condition
         ax.set_title(f"{title}{diverged_note(ds, [condition])}", fontsize=10 if "\n" not in title else 8)
@@ -158,7 +161,7 @@ def small_multiples(
     fig.suptitle(f"{title} by condition{diverged_note(ds)}{shown}", fontsize=13)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower right", ncol=len(labels), title=BAND, frameon=False)
-    return _save(fig, path, force)
+    return save(fig, path, force)
 
 
 def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS, *, force: bool = False):
@@ -179,16 +182,7 @@ def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS, *, forc
     ax = fig.subplots()
     ax.axhline(0, color="black", linewidth=0.8)
     for i, condition in enumerate(conditions):
-        dotted = condition in bounds
-        _line(
-            ax,
-            x,
-            _runs(gap, condition),
-            f"C{i}",
-            legend_label(f"{condition} (n={_n_kept(ds, condition)})"),
-            linestyle=":" if dotted else "-",
-            band_alpha=0.08 if dotted else 0.15,
-        )
+        _condition_line(ax, x, seed_runs(gap, condition), i, ds, condition, condition in bounds)
     ax.set_xlabel(XLABEL)
     ax.set_ylabel("perceived − real quality  [Σπ J − Σπ q*]")
     ax.grid(alpha=0.3)
@@ -198,4 +192,4 @@ def perception_gap(ds: xr.Dataset, path, conditions=None, bounds=BOUNDS, *, forc
     fig.legend(
         loc="outside lower center", ncol=min(4, len(conditions)), frameon=False, title=f"{BAND}; dotted: bounds{shown}"
     )
-    return _save(fig, path, force)
+    return save(fig, path, force)

@@ -1,6 +1,6 @@
 """Grid studies as labelled arrays: the `condition` dimension reshaped into one dimension per knob.
 
-A grid study (conditions built by `engine.grid.grid`) varies a few knobs over a full product of
+A grid study (conditions built by `engine.host.grid.grid`) varies a few knobs over a full product of
 values, plus optional control conditions. Its Dataset already says which condition is which
 cell: every knob is a coordinate along `condition`. So a grid is found from those coordinates,
 never from condition names:

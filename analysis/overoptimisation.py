@@ -1,4 +1,4 @@
-"""Overoptimisation and the chosen–rejected gap (issue 10, item 7), from a results file.
+"""Overoptimisation and the chosen–rejected gap, from a results file.
 
 `overoptimisation`: real and judge-perceived quality against √KL(π‖π₀), in the style of
 Gao, Schulman & Hilton (2022, "Scaling Laws for Reward Model Overoptimization", their
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged, present
-from analysis.figures import SIZE, _n_kept, _runs, _save, bottom_legend, legend_label
+from analysis.figures import SIZE, XLABEL, bottom_legend, legend_label, n_kept, save, seed_runs
 from analysis.stats import t_band
 
 MAX_CONDITIONS = 12  # lines beyond this are unreadable; the first 12 in the Dataset's order are drawn
@@ -28,7 +28,6 @@ MAX_CONDITIONS = 12  # lines beyond this are unreadable; the first 12 in the Dat
 COLOURS = tuple(f"C{i}" for i in range(10)) + ("black", "#b8860b")
 OVEROPT_VARIABLES = ("kl_to_initial", "policy_quality", "judge_perceived_quality")
 PAIR_VARIABLES = ("train_pair_gap_judge", "train_pair_gap_true", "best_worst_gap_judge", "best_worst_gap_true")
-XLABEL = "outer iteration (0 = after pretraining)"
 
 
 def _choose(ds: xr.Dataset, conditions) -> tuple[list, str]:
@@ -52,7 +51,7 @@ def overoptimisation(ds: xr.Dataset, path, conditions=None, *, force: bool = Fal
     iteration order from iteration 0 (√KL = 0 exactly) and the final iteration is ringed.
     Diverged runs are left out. At most MAX_CONDITIONS conditions are drawn (the first of
     `conditions`, or of the Dataset's, in order; the title says when some are left out).
-    None when the Dataset has no `kl_to_initial` (results written before issue 10).
+    None when the Dataset has no `kl_to_initial`.
     """
     if not _has(ds, OVEROPT_VARIABLES):
         return None
@@ -71,8 +70,8 @@ def overoptimisation(ds: xr.Dataset, path, conditions=None, *, force: bool = Fal
     for ax, (variable, ylabel, title) in zip(axes, panels, strict=True):
         for i, condition in enumerate(conditions):
             colour = COLOURS[i]
-            x, x_low, x_high = t_band(_runs(distance, condition), axis=0)
-            y, y_low, y_high = t_band(_runs(masked[variable], condition), axis=0)
+            x, x_low, x_high = t_band(seed_runs(distance, condition), axis=0)
+            y, y_low, y_high = t_band(seed_runs(masked[variable], condition), axis=0)
             ax.errorbar(
                 x,
                 y,
@@ -84,7 +83,7 @@ def overoptimisation(ds: xr.Dataset, path, conditions=None, *, force: bool = Fal
                 linewidth=1.8,
                 elinewidth=0.7,
                 capsize=1.5,
-                label=legend_label(f"{condition} (n={_n_kept(ds, condition)})"),
+                label=legend_label(f"{condition} (n={n_kept(ds, condition)})"),
             )
             last = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
             if last.size:
@@ -104,7 +103,7 @@ def overoptimisation(ds: xr.Dataset, path, conditions=None, *, force: bool = Fal
         "cross bars: 95% t-intervals of both means over seeds; both axes are exact sums over all 4096 sequences"
     )
     bottom_legend(fig, handles, labels, caption)
-    return _save(fig, path, force)
+    return save(fig, path, force)
 
 
 def _half_widths(mean, low, high) -> np.ndarray:
@@ -154,7 +153,7 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
     for (row, col), (variable, title, unit) in panels.items():
         ax = axes[row, col]
         for i, condition in enumerate(conditions):
-            mean, low, high = t_band(_runs(masked[variable], condition), axis=0)
+            mean, low, high = t_band(seed_runs(masked[variable], condition), axis=0)
             if not np.isfinite(mean).any():
                 continue
             ax.plot(iterations, mean, color=COLOURS[i], marker="o", markersize=3, linewidth=1.8)
@@ -165,7 +164,7 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
     ax = axes[1, 2]
     first = 1 if len(iterations) > 1 else 0
     for i, condition in enumerate(conditions):
-        log_ratio = _relative_to_first(_runs(masked["train_pair_gap_judge"], condition), first)
+        log_ratio = _relative_to_first(seed_runs(masked["train_pair_gap_judge"], condition), first)
         mean, low, high = t_band(log_ratio, axis=0)
         if not np.isfinite(mean).any():
             continue
@@ -187,7 +186,7 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
         axes[0, 0].plot([], [], color=COLOURS[i], marker="o", markersize=3, linewidth=1.8)[0]
         for i in range(len(conditions))
     ]
-    labels = [legend_label(f"{c} (n={_n_kept(ds, c)})") for c in conditions]
+    labels = [legend_label(f"{c} (n={n_kept(ds, c)})") for c in conditions]
     caption = (
         "mean over seeds, band: 95% t-interval over seeds. Training pairs (dpo only): mean over the kept pairs "
         "of the iteration ending at that point.\n"
@@ -196,4 +195,4 @@ def pair_gap(ds: xr.Dataset, path, conditions=None, *, force: bool = False):
     )
     bottom_legend(fig, handles, labels, caption)
     fig.suptitle(f"The chosen–rejected gap over iterations{diverged_note(ds, conditions)}{shown}", fontsize=13)
-    return _save(fig, path, force)
+    return save(fig, path, force)

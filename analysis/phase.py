@@ -25,7 +25,6 @@ one, else `iteration`) unless `iteration=` (a label of the `iteration` dimension
 """
 
 import json
-import math
 import textwrap
 import warnings
 from contextlib import contextmanager
@@ -38,16 +37,18 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from analysis.claims import COLLAPSED, LN_OUTPUTS, TOLERANCE
+from analysis.claims import COLLAPSED, COLLAPSED_ENTROPY, TOLERANCE
 from analysis.data import mask_diverged
-from analysis.figures import DPI, PANELS, SIZE
+from analysis.figures import PANELS, SIZE, save
+from analysis.formatting import TRUE_MINUS, fixed, knob_value
 from analysis.grid import GridLayout, find_grid, split_grid
 from analysis.stats import t_band
+from analysis.tables import write_csv
+from engine.host.output import check_output
 
 ALIGNMENT_DROP = 0.15  # mean alignment drop (Spearman ρ, iteration 0 → chosen) above this is part of collapse
 CONFIDENCE = 0.95
 PHASE_METRICS = ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality")
-COLLAPSED_ENTROPY = COLLAPSED * LN_OUTPUTS  # nats
 REGIMES = ("collapsed", "healthy", "")
 CAPTION_WIDTH = 150  # characters per caption line at 9 pt on a 1600 px wide figure
 
@@ -240,21 +241,6 @@ def _time_text(values: xr.DataArray, iteration, step) -> str:
 # ---------------------------------------------------------------- the figure
 
 
-def _tick(value) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if float(value).is_integer() and abs(value) < 1e6:
-        return str(int(value))
-    return f"{float(value):g}"
-
-
-def _number(x: float, digits: int, signed: bool = False) -> str:
-    """Fixed decimals, a true minus sign, '–' for NaN."""
-    if not math.isfinite(x):
-        return "–"
-    return f"{round(x, digits) + 0.0:{'+' if signed else ''}.{digits}f}".replace("-", "−")
-
-
 def _text_colour(rgba) -> str:
     r, g, b = to_rgb(rgba)
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
@@ -278,15 +264,15 @@ def _boundaries(ax, mask: np.ndarray, **style):
 def caption(table: pd.DataFrame) -> str:
     """What the cells, hatching and labels of a phase diagram mean, thresholds included."""
     percent = round(100 * table.attrs["confidence"])
-    cell = ", ".join(f"{k}={_tick(v)}" for k, v in table.attrs["baseline"].items())
+    cell = ", ".join(f"{k}={knob_value(v)}" for k, v in table.attrs["baseline"].items())
     low, high = int(table["n"].min()), int(table["n"].max())
     n = f"{low}" if low == high else f"{low}–{high}"
     text = (
         f"Cell: mean over seeds (n = {n}) at the {table.attrs['time']}, "
         f"and its paired Δ vs the baseline cell ({cell}, framed). Hatched: the {percent}% Student-t interval of that "
         f"Δ over seeds reaches within {TOLERANCE:g} of 0.\n"
-        f"collapsed: mean entropy < {COLLAPSED:.0%} of ln 4096 ({COLLAPSED_ENTROPY:.3f} nats) and mean alignment drop "
-        f"from the first point > {ALIGNMENT_DROP}; red line: its boundary. "
+        f"collapsed: mean entropy < {COLLAPSED:.0%} of ln 4096 ({fixed(COLLAPSED_ENTROPY)} nats) and mean "
+        f"alignment drop from the first point > {ALIGNMENT_DROP}; red line: its boundary. "
     )
     frozen = table.attrs["frozen_condition"]
     if frozen is None:
@@ -305,6 +291,8 @@ def phase_diagram(
     baseline: dict | None = None,
     iteration=None,
     step=None,
+    *,
+    force: bool = False,
 ) -> str:
     """Write the phase diagram of `metric` over a 2-knob grid to `path` (PNG, 1600×1100 px); return the path.
 
@@ -349,11 +337,12 @@ def phase_diagram(
             second = "baseline"
         else:
             half = (delta_high[iy, ix] - delta_low[iy, ix]) / 2
-            second = f"Δ {_number(delta_mean[iy, ix], digits, signed=True)} ± {_number(half, digits)}"
+            delta = fixed(delta_mean[iy, ix], digits, signed=True, minus=TRUE_MINUS)
+            second = f"Δ {delta} ± {fixed(half, digits, minus=TRUE_MINUS)}"
         ax.text(
             ix,
             iy + 0.17,
-            _number(mean[iy, ix], digits),
+            fixed(mean[iy, ix], digits, minus=TRUE_MINUS),
             ha="center",
             va="center",
             color=colour,
@@ -367,8 +356,8 @@ def phase_diagram(
             )
     _boundaries(ax, grid_of("collapsed"), color="tab:red", lw=3, solid_capstyle="round")
 
-    ax.set_xticks(range(len(xs)), [_tick(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [_tick(v) for v in ys])
+    ax.set_xticks(range(len(xs)), [knob_value(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [knob_value(v) for v in ys])
     ax.set_xlabel(f"{x_knob}  (grid values, evenly spaced cells)")
     ax.set_ylabel(f"{y_knob}  (grid values, evenly spaced cells)")
     ax.tick_params(length=0)
@@ -392,30 +381,30 @@ def phase_diagram(
         title_fontsize=9,
         fontsize=9,
     )
-    fig.savefig(path, dpi=DPI)
-    return str(path)
+    return save(fig, path, force)
 
 
-def phase_figures(ds: xr.Dataset, out_dir, stem: str, metrics=PHASE_METRICS) -> list:
+def phase_figures(ds: xr.Dataset, out_dir, stem: str, metrics=PHASE_METRICS, *, force: bool = False) -> list:
     """Phase diagrams and their table when `ds` is a 2-knob grid study, else [].
 
     A Dataset is a 2-knob grid when `find_grid` (knob coordinates along condition) finds its best
     grid to have exactly two knobs. Writes `{stem}_phase_{metric}.png` per metric present and
-    `{stem}_phase_table.csv` (the policy_quality table); returns the paths written.
+    `{stem}_phase_table.csv` (the policy_quality table), each atomically; every one is checked
+    (`check_output`) before any is drawn, and an existing one is replaced only with `force`.
+    Returns the paths written.
     """
     layout = find_grid(ds)
     if layout is None or len(layout.knobs) != 2:
         return []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = [
-        phase_diagram(ds, out / f"{stem}_phase_{metric}.png", metric, layout.knobs)
-        for metric in metrics
-        if metric in ds
-    ]
+    figures = {metric: out / f"{stem}_phase_{metric}.png" for metric in metrics if metric in ds}
+    table_path = out / f"{stem}_phase_table.csv"
+    for path in (*figures.values(), table_path):
+        check_output(path, force=force)
+    written = [phase_diagram(ds, path, metric, layout.knobs, force=force) for metric, path in figures.items()]
     table = phase_table(ds, "policy_quality", layout.knobs)
-    table.to_csv(out / f"{stem}_phase_table.csv", index=False)
-    return [*written, str(out / f"{stem}_phase_table.csv")]
+    return [*written, write_csv(table, table_path, force=force)]
 
 
 # ---------------------------------------------------------------- order of events in time

@@ -1,15 +1,22 @@
 """Everything for one results file, written side by side under one stem.
 
 Per-iteration figures and tables read the records that end each outer iteration
-(`engine.results.per_iteration`), so a step-resolved file gets them too. A step-resolved file
+(`engine.host.results.per_iteration`), so a step-resolved file gets them too. A step-resolved file
 also gets the within-iteration figure and its order-of-events table (`analysis.within`); a
 2-knob grid study gets its phase diagrams and their table (`analysis.phase`); a study with
 self-rewarding or bias records gets their figures (`analysis.overoptimisation`,
 `analysis.bias`). The published-condition comparisons (`best.png`, and `gap.png` beyond eight
 conditions) are drawn only when some of those conditions are present; a grid study's headline
 and table use its reference cell as the baseline.
+
+A set is written whole or not at all: every output is checked first (an existing file stops the
+set unless `force`), every figure and table is drawn into a hidden staging folder next to them,
+and only when all are drawn are they moved into place (each atomically, `write_atomically`).
+A failure while drawing leaves the folder as it was.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import xarray as xr
@@ -23,8 +30,8 @@ from analysis.overoptimisation import overoptimisation, pair_gap
 from analysis.phase import PHASE_METRICS, phase_figures, reference_condition
 from analysis.tables import condition_table, write_csv, write_markdown
 from analysis.within import order_table, within_figure
-from engine.output import check_output
-from engine.results import per_iteration
+from engine.host.output import TEMPORARY_SUFFIX, check_output, write_atomically
+from engine.host.results import per_iteration
 
 OUTPUTS = ("headline.png", "best.png", "quality_by_condition.png", "gap.png", "table.md", "table.csv")
 OUTPUTS += ("overoptimisation.png", "pair_gap.png")  # only for Datasets with kl_to_initial / with dpo conditions
@@ -34,6 +41,7 @@ MAX_UNNAMED_GAP = 8  # perception_gap draws every condition up to this many, els
 
 
 def is_phase_grid(ds: xr.Dataset) -> bool:
+    """Whether `ds` gets phase diagrams: its grid (`analysis.grid.find_grid`) has exactly two knobs."""
     layout = find_grid(ds)
     return layout is not None and len(layout.knobs) == 2
 
@@ -57,16 +65,28 @@ def output_paths(out_dir, stem: str, ds: xr.Dataset | None = None) -> list[Path]
 def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *, force: bool = False) -> list:
     """Write the figures and both tables; return the paths written (skipped figures are not listed).
 
-    Every output is checked first, so an existing file (without `force`) stops the whole set,
-    not its fifth file. The headline shows `baseline`, or the first condition when the Dataset
-    has no baseline.
+    Every output is checked before any is drawn, and none is written until all are drawn (see the
+    module doc), so neither an existing file (without `force`) nor a failure part-way leaves a
+    partial set. The headline shows `baseline`, or the first condition when the Dataset has no
+    baseline.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    every = output_paths(out, stem, ds)
-    for path in every:
+    for path in output_paths(out, stem, ds):
         check_output(path, force=force)
-    paths = {path.name.removeprefix(f"{stem}_"): path for path in every}
+    with tempfile.TemporaryDirectory(prefix=f".{stem}_figures.", suffix=TEMPORARY_SUFFIX, dir=out) as staging:
+        drawn = _draw_all(ds, Path(staging), stem, baseline)
+        return [str(_move(Path(path), out / Path(path).name, force)) for path in drawn]
+
+
+def _move(staged: Path, path: Path, force: bool) -> Path:
+    """Put a drawn file in place through the atomic, force-checked writer (a rename, no copy)."""
+    return write_atomically(path, lambda temporary: os.replace(staged, temporary), force=force)
+
+
+def _draw_all(ds: xr.Dataset, out: Path, stem: str, baseline: str) -> list:
+    """Draw every output `write_all` writes into the empty folder `out`; return the paths drawn."""
+    paths = {path.name.removeprefix(f"{stem}_"): path for path in output_paths(out, stem, ds)}
     conditions = ds["condition"].values.tolist()
     if baseline not in conditions:
         baseline = reference_condition(ds) or baseline
@@ -75,21 +95,19 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
     table = condition_table(by_iteration, baseline)
     published = [c for c in present(ds, BEST) if c not in BOUNDS]
     written = [
-        headline(by_iteration, paths["headline.png"], focus, force=force),
-        comparison(by_iteration, BEST, paths["best.png"], BOUNDS, force=force) if published else None,
-        small_multiples(by_iteration, paths["quality_by_condition.png"], "policy_quality", baseline, force=force),
-        perception_gap(by_iteration, paths["gap.png"], force=force)
-        if published or len(conditions) <= MAX_UNNAMED_GAP
-        else None,
-        write_markdown(table, paths["table.md"], force=force),
-        write_csv(table, paths["table.csv"], force=force),
-        overoptimisation(by_iteration, paths["overoptimisation.png"], force=force),
-        pair_gap(by_iteration, paths["pair_gap.png"], force=force),
-        *bias_figures(by_iteration, out, stem, force=force),
+        headline(by_iteration, paths["headline.png"], focus),
+        comparison(by_iteration, BEST, paths["best.png"], BOUNDS) if published else None,
+        small_multiples(by_iteration, paths["quality_by_condition.png"], "policy_quality", baseline),
+        perception_gap(by_iteration, paths["gap.png"]) if published or len(conditions) <= MAX_UNNAMED_GAP else None,
+        write_markdown(table, paths["table.md"]),
+        write_csv(table, paths["table.csv"]),
+        overoptimisation(by_iteration, paths["overoptimisation.png"]),
+        pair_gap(by_iteration, paths["pair_gap.png"]),
+        *bias_figures(by_iteration, out, stem),
     ]
     if "within.png" in paths:
-        written.append(within_figure(ds, paths["within.png"], force=force))
-        written.append(write_csv(order_table(ds), paths["order.csv"], force=force))
+        written.append(within_figure(ds, paths["within.png"]))
+        written.append(write_csv(order_table(ds), paths["order.csv"]))
     if "phase_table.csv" in paths:
         written += phase_figures(by_iteration, out, stem)
     return [path for path in written if path is not None]

@@ -1,4 +1,4 @@
-"""Issue 10's questions (item 6) answered from results files, each with a 95% Student-t CI over seeds.
+"""The self-rewarding questions answered from results files, each with a 95% Student-t CI over seeds.
 
     from analysis.self_rewarding import answer_files
     print(answer_files("data/self_rewarding.nc", "data/regularisers.nc", out="data/self_rewarding_answers.md"))
@@ -31,9 +31,10 @@ import numpy as np
 import xarray as xr
 
 from analysis.data import mask_diverged
-from analysis.stats import _t_quantile, paired_difference, seed_summary
+from analysis.formatting import significant
+from analysis.stats import finite_pairs, paired_difference, seed_summary, t_quantile
+from engine.host.output import write_atomically
 from engine.knobs import DEFAULTS, KNOBS, STUDY
-from engine.output import write_atomically
 
 REGULARISER_KNOBS = ("entropy_exact", "entropy_regulariser", "kl_penalty", "kl_estimator", "judge_anchor")
 EFFECTIVE_GAP = "train_pair_gap_judge × pair_keep_rate"
@@ -108,9 +109,7 @@ def regulariser_conditions(ds: xr.Dataset, reference: str) -> list[str]:
 
 def ratio_of_means(first, final, confidence: float = 0.95) -> tuple[float, float, float, int]:
     """mean(first)/mean(final) over paired finite seeds, with the log-scale delta-method interval."""
-    first, final = np.asarray(first, float), np.asarray(final, float)
-    keep = np.isfinite(first) & np.isfinite(final)
-    first, final = first[keep], final[keep]
+    first, final = finite_pairs(first, final)
     n = first.size
     if n < 2:
         return (float(first[0] / final[0]) if n and final[0] > 0 else np.nan), np.nan, np.nan, n
@@ -119,7 +118,7 @@ def ratio_of_means(first, final, confidence: float = 0.95) -> tuple[float, float
         return (np.inf if mf <= 0 < m1 else np.nan), np.nan, np.nan, n
     covariance = np.cov(first, final, ddof=1)
     variance = (covariance[0, 0] / m1**2 + covariance[1, 1] / mf**2 - 2 * covariance[0, 1] / (m1 * mf)) / n
-    half = float(_t_quantile(confidence, n - 1)) * np.sqrt(max(variance, 0.0))
+    half = float(t_quantile(confidence, n - 1)) * np.sqrt(max(variance, 0.0))
     ratio = m1 / mf
     return float(ratio), float(ratio * np.exp(-half)), float(ratio * np.exp(half)), n
 
@@ -218,12 +217,6 @@ def answer_rows(
     return rows
 
 
-def _number(x: float) -> str:
-    if np.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return "—" if not np.isfinite(x) else f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
-
-
 def markdown(rows: list[Row]) -> str:
     """rows as a markdown table: question (once per group), measurement, estimate, 95% CI, n."""
     lines = ["| question | measurement | estimate | 95% CI | n |", "| --- | --- | --- | --- | --- |"]
@@ -231,8 +224,8 @@ def markdown(rows: list[Row]) -> str:
     for row in rows:
         question = row.question if row.question != previous else ""
         previous = row.question
-        interval = f"[{_number(row.ci_low)}, {_number(row.ci_high)}]"
-        lines.append(f"| {question} | {row.measurement} | {_number(row.estimate)} | {interval} | {row.n} |")
+        interval = f"[{significant(row.ci_low)}, {significant(row.ci_high)}]"
+        lines.append(f"| {question} | {row.measurement} | {significant(row.estimate)} | {interval} | {row.n} |")
     return "\n".join(lines)
 
 

@@ -2,9 +2,9 @@
 
 Intervals are Student-t intervals of the mean, paired differences t-intervals of the
 per-seed differences. Their 95% coverage is exact for normal data at every n ≥ 2 and is
-checked by simulation (tests/test_stats.py: 95% ± 2% at n = 3, 5, 10, 100). The BCa
-bootstrap used before covered 50% at 2 seeds and 83% at 5: a bootstrap only knows the
-spread its few seeds show, so it is far too narrow at the seed counts this lab runs.
+checked by simulation (tests/test_stats.py: 95% ± 2% at n = 3, 5, 10, 100). A bootstrap is
+not used: it only knows the spread its few seeds show, so at the seed counts this lab runs it
+is far too narrow (a BCa bootstrap covers 50% at 2 seeds and 83% at 5).
 """
 
 import warnings
@@ -25,8 +25,9 @@ class Summary:
     n: int
 
 
-def _t_quantile(confidence: float, df):
-    """Two-sided Student-t critical value (scipy.special.stdtrit: t.ppf without its per-call overhead)."""
+def t_quantile(confidence: float, df):
+    """Two-sided Student-t critical value (scipy.special.stdtrit: t.ppf without its per-call overhead),
+    shared by every interval in analysis so that all of them use the same quantile."""
     return special.stdtrit(df, 0.5 + confidence / 2)
 
 
@@ -42,7 +43,7 @@ def t_band(values, axis: int = 0, confidence: float = 0.95) -> tuple:
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(values, axis=axis)
         sem = np.nanstd(values, axis=axis, ddof=1) / np.sqrt(n)
-        half = _t_quantile(confidence, n - 1) * sem
+        half = t_quantile(confidence, n - 1) * sem
     return mean, mean - half, mean + half
 
 
@@ -54,8 +55,15 @@ def seed_summary(values, confidence: float = 0.95) -> Summary:
     if n < 2:
         return Summary(float(values[0]) if n else np.nan, np.nan, np.nan, np.nan, n)
     mean, std = float(values.mean()), float(values.std(ddof=1))
-    half = float(_t_quantile(confidence, n - 1)) * std / np.sqrt(n)
+    half = float(t_quantile(confidence, n - 1)) * std / np.sqrt(n)
     return Summary(mean, std, mean - half, mean + half, n)
+
+
+def finite_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """The seeds where both paired values are finite, as two float arrays: a left-out run removes its pair."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
 
 
 def paired_difference(condition_values, baseline_values, confidence: float = 0.95) -> Summary:
@@ -73,12 +81,9 @@ def sd_ratio(x, y, confidence: float = 0.95) -> tuple:
     For pairs, var(x) = θ·var(y) exactly when x + √θ·y and x − √θ·y are uncorrelated, so the
     t-test of that correlation (n − 2 degrees of freedom, exact for bivariate normal data)
     inverts into a closed-form interval for θ: F·(1 + K ± √(K(K + 2))) with F = s_x²/s_y²,
-    K = 2·t²·(1 − r²)/(n − 2) and r the correlation of x and y. The paired percentile
-    bootstrap used before had the bootstrap's small-sample undercoverage.
+    K = 2·t²·(1 − r²)/(n − 2) and r the correlation of x and y.
     """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y = finite_pairs(x, y)
     n = x.size
     if n < 3:
         return np.nan, np.nan, np.nan
@@ -88,7 +93,7 @@ def sd_ratio(x, y, confidence: float = 0.95) -> tuple:
         return point, np.nan, np.nan
     r = float(np.clip(np.corrcoef(x, y)[0, 1], -1, 1))
     f = (sx / sy) ** 2
-    t = _t_quantile(confidence, n - 2)
+    t = t_quantile(confidence, n - 2)
     k = 2 * t**2 * (1 - r**2) / (n - 2)
     spread = np.sqrt(k * (k + 2))
     return float(sx / sy), float(np.sqrt(f * (1 + k - spread))), float(np.sqrt(f * (1 + k + spread)))

@@ -7,8 +7,9 @@ import pandas as pd
 import xarray as xr
 
 from analysis.data import mask_diverged, n_diverged
+from analysis.formatting import fixed, interval
 from analysis.stats import paired_difference, seed_summary
-from engine.output import write_atomically
+from engine.host.output import write_atomically
 
 FINALS = {"quality": "policy_quality", "alignment": "judge_alignment"}
 
@@ -65,14 +66,6 @@ def write_csv(table: pd.DataFrame, path, *, force: bool = False) -> str:
     return str(write_atomically(path, lambda temporary: table.to_csv(temporary, index=False), force=force))
 
 
-def _num(x: float) -> str:
-    return "–" if not np.isfinite(x) else f"{x:.3f}"
-
-
-def _ci(low: float, high: float) -> str:
-    return "–" if not (np.isfinite(low) and np.isfinite(high)) else f"[{low:.3f}, {high:.3f}]"
-
-
 def write_markdown(table: pd.DataFrame, path, *, force: bool = False) -> str:
     """A human-readable table with a caption that says what the intervals are and what was left out."""
     percent = round(100 * table.attrs.get("confidence", 0.95))
@@ -96,12 +89,15 @@ def write_markdown(table: pd.DataFrame, path, *, force: bool = False) -> str:
         cells = [row["condition"], str(row["n_seeds"]), str(row["n_diverged"])]
         for name in FINALS:
             cells += [
-                f"{_num(row[f'final_{name}_mean'])} ± {_num(row[f'final_{name}_std'])}",
-                _ci(row[f"final_{name}_ci_low"], row[f"final_{name}_ci_high"]),
+                f"{fixed(row[f'final_{name}_mean'])} ± {fixed(row[f'final_{name}_std'])}",
+                interval(row[f"final_{name}_ci_low"], row[f"final_{name}_ci_high"]),
             ]
-        cells.append("–" if not np.isfinite(row["peak_iteration_mean"]) else f"{row['peak_iteration_mean']:.1f}")
+        cells.append(fixed(row["peak_iteration_mean"], 1))
         for name in FINALS:
-            cells += [_num(row[f"delta_{name}_mean"]), _ci(row[f"delta_{name}_ci_low"], row[f"delta_{name}_ci_high"])]
+            cells += [
+                fixed(row[f"delta_{name}_mean"]),
+                interval(row[f"delta_{name}_ci_low"], row[f"delta_{name}_ci_high"]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     k = table.attrs.get("n_diverged", int(table["n_diverged"].sum()))
     caption = (

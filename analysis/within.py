@@ -15,11 +15,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged
-from analysis.figures import BAND, PANELS, SIZE, UNIFORM_ENTROPY, _save, bottom_legend, legend_label
+from analysis.figures import BAND, PANELS, SIZE, bottom_legend, legend_label, save
+from analysis.formatting import fixed, interval
 from analysis.phase import CAPTION_WIDTH, half_change_order, half_change_step, t_interval
 from analysis.stats import t_band
+from engine.core.world import UNIFORM_ENTROPY
 
 FIRST, SECOND = "judge_alignment", "policy_entropy"
 MAX_CONDITIONS = 8  # lines per panel that stay readable
@@ -54,13 +57,17 @@ def order_table(ds: xr.Dataset, start=None, end=None, confidence: float = 0.95) 
 
 def within_figure(ds: xr.Dataset, path, conditions=None, start=None, end=None, *, force: bool = False):
     """The four diagnostics over the global inner step, one colour per condition (the first
-    MAX_CONDITIONS unless `conditions` is given); None when the Dataset has no `step` dimension."""
+    MAX_CONDITIONS unless `conditions` is given); None when the Dataset has no `step` dimension.
+
+    A window of one record is drawn as one point per condition, and the title says there is no
+    change to show (no record interval, no half-change step)."""
     if "step" not in ds.dims:
         return None
     held = ds["condition"].values.tolist()
     conditions = list(conditions) if conditions is not None else held[:MAX_CONDITIONS]
     window = mask_diverged(ds).sel(step=slice(start, end))
     steps = window["step"].values
+    one_record = steps.size == 1
     table = order_table(ds, start, end).set_index("condition")
     spi = int(np.ravel(ds["steps_per_iter"].values)[0])
 
@@ -75,7 +82,8 @@ def within_figure(ds: xr.Dataset, path, conditions=None, start=None, end=None, *
             runs = window[var].sel(condition=condition).transpose("seed", "step").values
             mean, low, high = t_band(runs, axis=0)
             n = int(np.isfinite(runs[:, -1]).sum())
-            ax.plot(steps, mean, color=f"C{i}", linewidth=2, label=legend_label(f"{condition} (n={n})"))
+            marker = "o" if one_record else None
+            ax.plot(steps, mean, color=f"C{i}", linewidth=2, marker=marker, label=legend_label(f"{condition} (n={n})"))
             ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.2, linewidth=0)
             if var in (FIRST, SECOND):
                 row = table.loc[condition]
@@ -84,37 +92,40 @@ def within_figure(ds: xr.Dataset, path, conditions=None, start=None, end=None, *
                     ax.axvline(middle, color=f"C{i}", linestyle="--", linewidth=1.2)
                     if np.isfinite(lo) and np.isfinite(hi):
                         ax.axvspan(*np.clip([lo, hi], steps[0], steps[-1]), color=f"C{i}", alpha=0.12, linewidth=0)
-        ax.set_xlim(steps[0], steps[-1])
+        if one_record:
+            ax.set_xlim(steps[0] - 1, steps[0] + 1)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
+            ax.set_xlim(steps[0], steps[-1])
     axes.flat[2].axhline(UNIFORM_ENTROPY, color="grey", linestyle="--", linewidth=1)
     for ax in axes[1]:
         ax.set_xlabel("global inner step (0 = after pretraining; dotted: ends of outer iterations)")
-    lines = []
-    for condition in conditions:
-        row = table.loc[condition]
-        lines.append(
-            f"{condition}: half of the change at step {row[f'{FIRST}_mean']:.0f} (alignment) vs "
-            f"{row[f'{SECOND}_mean']:.0f} (entropy); entropy − alignment = {row['difference_mean']:+.0f} "
-            f"[{row['difference_ci_low']:+.0f}, {row['difference_ci_high']:+.0f}] steps"
-        )
-    fig.suptitle(
-        f"Inside the outer iterations: mean over seeds, a record every {int(steps[1] - steps[0])} inner steps"
-        f"{diverged_note(ds, conditions)}",
-        fontsize=13,
-    )
+    if one_record:
+        records = f"one record (step {int(steps[0])}): no change to show"
+        caption = f"{BAND}. One record per run: no change, so no half-change step."
+    else:
+        records = f"a record every {int(steps[1] - steps[0])} inner steps"
+        caption = "\n".join([_caption(table.attrs["window"]), *(_order_line(c, table.loc[c]) for c in conditions)])
+    fig.suptitle(f"Inside the outer iterations: mean over seeds, {records}{diverged_note(ds, conditions)}", fontsize=13)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    bottom_legend(
-        fig,
-        handles,
-        labels,
-        fontsize=9,
-        title_fontsize=9,
-        title=textwrap.fill(
-            f"{BAND}; dashed line and shading on the alignment and entropy panels: the step where a run covers half "
-            f"its change over steps {table.attrs['window'][0]}–{table.attrs['window'][1]}, mean and 95% t-interval "
-            "over seeds (clipped to the window).",
-            CAPTION_WIDTH,
-        )
-        + "\n"
-        + "\n".join(lines),
+    bottom_legend(fig, handles, labels, caption, fontsize=9, title_fontsize=9)
+    return save(fig, path, force)
+
+
+def _caption(window: tuple) -> str:
+    """What the bands, dashed lines and shading of the within figure mean."""
+    return textwrap.fill(
+        f"{BAND}; dashed line and shading on the alignment and entropy panels: the step where a run covers half "
+        f"its change over steps {window[0]}–{window[1]}, mean and 95% t-interval over seeds (clipped to the window).",
+        CAPTION_WIDTH,
     )
-    return _save(fig, path, force)
+
+
+def _order_line(condition: str, row) -> str:
+    """One condition's half-change steps and their paired difference, as the caption states them."""
+    return (
+        f"{condition}: half of the change at step {fixed(row[f'{FIRST}_mean'], 0)} (alignment) vs "
+        f"{fixed(row[f'{SECOND}_mean'], 0)} (entropy); entropy − alignment = "
+        f"{fixed(row['difference_mean'], 0, signed=True)} "
+        f"{interval(row['difference_ci_low'], row['difference_ci_high'], 0, signed=True)} steps"
+    )

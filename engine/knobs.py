@@ -1,7 +1,7 @@
 """Every knob of a condition, declared once; everything else is derived from `KNOBS`.
 
 A knob has a kind (float, int, bool, or a tuple of allowed strings: categorical), a
-default (the reference configuration of REFERENCE.md), a valid range, a unit and a
+default (the reference configuration, docs/reference.md), a valid range, a unit and a
 one-line meaning, and a scope:
 - RUN: a per-run value, an array field of `Condition`, so conditions are data and every
   condition of a study runs in the same compiled program (categorical values travel as
@@ -10,8 +10,8 @@ one-line meaning, and a scope:
   runs are grouped by their `Variant`, so a run pays only for its own structure (a RUN knob
   may add a static flag or size to the Variant too: see `Knob.variant`);
 - STUDY: fixes the loop's sizes (`Sizes`), equal in every condition of a study.
-From the table come: `Condition`, `Variant`, `Sizes`, validation (`engine.study`), the
-Dataset's knob coordinates (`engine.results`) and the README's knob table
+From the table come: `Condition`, `Variant`, `Sizes`, validation (`engine.host.study`), the
+Dataset's knob coordinates (`engine.host.results`) and the README's knob table
 (`coevo knobs --write README.md` rewrites it; a test fails when they disagree).
 """
 
@@ -24,7 +24,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from engine.world import N_SEQUENCES, VOCAB
+from engine.core.world import N_SEQUENCES, VOCAB
 
 RUN, GROUP, STUDY = "run", "group", "study"
 
@@ -43,6 +43,7 @@ class Knob:
     # (Variant field, its value from the resolved knobs): a GROUP knob's static form (default: the value
     # itself), or a static flag a RUN knob adds so that runs not using it compile without its code
     variant: tuple[str, Callable] | None = None
+    mechanism: str | None = None  # the MECHANISMS entry that reads it (None: read by every run)
 
     @property
     def choices(self) -> tuple[str, ...] | None:
@@ -66,7 +67,7 @@ class Knob:
         return object if self.choices else {float: np.float64, int: np.int64, bool: np.bool_}[self.kind]
 
 
-def anchor_pairs(knobs: dict) -> int:
+def n_oracle_pairs(knobs: dict) -> int:
     """Reference rule: max(1, int(batch_size · anchor_fraction)) q*-labelled pairs, 0 when off."""
     fraction = knobs["anchor_fraction"]
     return max(1, int(knobs["batch_size"] * fraction)) if fraction > 0 else 0
@@ -86,7 +87,7 @@ def judge_anchored(knobs: dict) -> bool:
     return knobs["judge_anchor"] > 0
 
 
-def holdout_pairs(knobs: dict) -> int:
+def n_holdout_pairs(knobs: dict) -> int:
     """Reference rule: int(4096 · meta_holdout_fraction) held-out pairs, 0 when meta is off
     (or when the meta step comes from a meta-judge, `meta_source` `judge`)."""
     on = knobs["meta_update_every"] > 0 and knobs["meta_source"] == "holdout"
@@ -101,6 +102,31 @@ def has_meta_judge(knobs: dict) -> bool:
 def meta_judge_pairs(knobs: dict) -> int:
     """Pairs the meta-judge labels per meta step (a static top_k size), 0 without a meta-judge."""
     return knobs["meta_pairs"] if has_meta_judge(knobs) else 0
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """A rule or mechanism that some knobs belong to: a run reads them only where it is on."""
+
+    name: str  # as docs/knobs.md and the warnings say it
+    on: Callable[[dict], bool]  # is it on for these resolved knobs?
+    why_off: str  # what turns it off, for the warning
+
+
+MECHANISMS = {
+    "dpo": Mechanism("update_rule dpo", lambda k: k["update_rule"] == "dpo", "this condition uses reinforce"),
+    "kl_penalty": Mechanism("the KL penalty", lambda k: k["kl_penalty"] > 0, "kl_penalty is 0"),
+    "holdout_meta": Mechanism(
+        "the held-out meta-correction (meta_source holdout)",
+        lambda k: k["meta_update_every"] > 0 and k["meta_source"] == "holdout",
+        "meta is off (meta_update_every 0) or meta_source is judge",
+    ),
+    "meta_judge": Mechanism(
+        "the meta-judge (meta_source judge)",
+        has_meta_judge,
+        "meta is off (meta_update_every 0) or meta_source is holdout",
+    ),
+}
 
 
 KNOBS = {
@@ -137,21 +163,34 @@ KNOBS = {
         0.0,
         "dpo: a pair is dropped when its judge scores round to the same multiple of this (0: exact ties)",
         low=0.0,
+        mechanism="dpo",
     ),
-    "dpo_beta": Knob(float, 0.1, "dpo: β of the DPO loss", positive=True),
+    "dpo_beta": Knob(float, 0.1, "dpo: β of the DPO loss", positive=True, mechanism="dpo"),
     "dpo_loss": Knob(
-        ("sigmoid", "ipo"), "sigmoid", "dpo: −log σ(β·h) (DPO), or (h/4 − 1/(2β))² (IPO, per token as TRL)"
+        ("sigmoid", "ipo"),
+        "sigmoid",
+        "dpo: −log σ(β·h) (DPO), or (h/4 − 1/(2β))² (IPO, per token as TRL)",
+        mechanism="dpo",
     ),
     "dpo_reference": Knob(
         ("iteration", "initial"),
         "iteration",
         "dpo: π_ref is the policy at the start of each outer iteration (Self-Rewarding), or π₀ (online DPO)",
+        mechanism="dpo",
     ),
     "anchored_rejection": Knob(
-        bool, False, "dpo: the rejected is π₀'s worst of n_candidates draws when the judge scores it lower", scope=GROUP
+        bool,
+        False,
+        "dpo: the rejected is π₀'s worst of n_candidates draws when the judge scores it lower",
+        scope=GROUP,
+        mechanism="dpo",
     ),
     "future_chosen": Knob(
-        bool, False, "dpo: the chosen is a one-step look-ahead policy's best when the judge prefers it", scope=GROUP
+        bool,
+        False,
+        "dpo: the chosen is a one-step look-ahead policy's best when the judge prefers it",
+        scope=GROUP,
+        mechanism="dpo",
     ),
     "length_control": Knob(
         float,
@@ -161,6 +200,7 @@ KNOBS = {
         low=0.0,
         high=1.0,
         variant=("length_controlled", length_controlled),
+        mechanism="dpo",
     ),
     "kl_penalty": Knob(
         float,
@@ -173,6 +213,7 @@ KNOBS = {
         ("exact", "k1", "k3"),
         "exact",
         "exact: the sum over all 4096; k1: score-function of log π/π₀ on the batch; k3: (r − 1) − log r on the batch",
+        mechanism="kl_penalty",
     ),
     "entropy_exact": Knob(float, 0.0, "− c·H(π) in the policy loss, H exact over all 4096 outputs", low=0.0),
     # the judge(s)
@@ -219,7 +260,7 @@ KNOBS = {
         unit="of the batch",
         low=0.0,
         high=1.0,
-        variant=("n_anchor", anchor_pairs),
+        variant=("n_oracle_pairs", n_oracle_pairs),
     ),
     "meta_holdout_fraction": Knob(
         float,
@@ -228,7 +269,8 @@ KNOBS = {
         unit="of 4096",
         low=0.0,
         high=1.0,
-        variant=("n_holdout", holdout_pairs),
+        variant=("n_holdout", n_holdout_pairs),
+        mechanism="holdout_meta",
     ),
     "meta_update_every": Knob(int, 0, "meta step cadence, both meta sources (0: off)", unit="inner steps", low=0),
     "meta_accuracy_threshold": Knob(
@@ -238,8 +280,9 @@ KNOBS = {
         unit="fraction",
         low=0.0,
         high=1.0,
+        mechanism="holdout_meta",
     ),
-    # a meta-judge without ground truth (issue 11, docs/bias.md)
+    # a meta-judge without ground truth (docs/bias.md)
     "meta_source": Knob(
         ("holdout", "judge"),
         "holdout",
@@ -257,18 +300,21 @@ KNOBS = {
         positive=True,
         scope=GROUP,
         variant=("n_meta_pairs", meta_judge_pairs),
+        mechanism="meta_judge",
     ),
     "meta_select": Knob(
         ("uncertain", "random"),
         "uncertain",
         "`judge` only: which fresh pairs it labels: the smallest |J(a) − J(b)|, or a uniform subset",
+        mechanism="meta_judge",
     ),
     "meta_learns": Knob(
         bool,
         False,
         "`judge` only: the meta-judge also takes the judge's self-labelled steps (own labels, same pairs)",
+        mechanism="meta_judge",
     ),
-    # a planted bias (issue 11, docs/bias.md)
+    # a planted bias (docs/bias.md)
     "bias_token": Knob(
         int,
         2,
@@ -388,9 +434,7 @@ def condition_arrays(rows: list[dict]) -> Condition:
     )
 
 
-# ---------------------------------------------------------------- the README's knob table
-
-TABLE_START, TABLE_END = "<!-- knobs: start (coevo knobs --write README.md) -->", "<!-- knobs: end -->"
+# ---------------------------------------------------------------- docs/knobs.md
 
 
 def _range_text(knob: Knob) -> str:
@@ -413,16 +457,33 @@ def _default_text(knob: Knob) -> str:
 
 def knob_table() -> str:
     """The markdown table of every knob, straight from the declarations."""
-    lines = ["| knob | scope | default | valid | unit | meaning |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| knob | scope | default | valid | unit | read by | meaning |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, knob in KNOBS.items():
         meaning = knob.doc.replace("|", "\\|")
+        read_by = MECHANISMS[knob.mechanism].name if knob.mechanism else "every run"
         lines.append(
-            f"| `{name}` | {knob.scope} | {_default_text(knob)} | {_range_text(knob)} | {knob.unit} | {meaning} |"
+            f"| `{name}` | {knob.scope} | {_default_text(knob)} | {_range_text(knob)} | {knob.unit} | {read_by} "
+            f"| {meaning} |"
         )
     return "\n".join(lines)
 
 
-def with_knob_table(text: str) -> str:
-    """`text` (the README) with the block between the table markers replaced by `knob_table()`."""
-    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
-    return text[:start] + "\n" + knob_table() + "\n" + text[end:]
+KNOBS_PAGE_INTRO = """# Knobs
+
+Generated from the declarations in `engine/knobs.py` by `coevo knobs --write docs/knobs.md`
+(a test fails when they disagree). Defaults are the reference configuration (docs/reference.md).
+
+Scopes: `run` knobs are array data of each run, so any mix runs in one compiled call; `group`
+knobs fix the program's structure (array shapes, an update rule), and runs are grouped by them;
+`study` knobs fix the loop's sizes and go in the study's `base`. "read by" names the mechanism
+that reads a knob: set away from its default while that mechanism is off, it has no effect,
+and `coevo run` says so before compiling.
+"""
+
+
+def knobs_page() -> str:
+    """The whole of docs/knobs.md."""
+    return KNOBS_PAGE_INTRO + "\n" + knob_table() + "\n"

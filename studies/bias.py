@@ -1,4 +1,4 @@
-"""Bias amplification (issue 11): a planted verbosity bias of three sizes × the mechanisms that
+"""Bias amplification: a planted verbosity bias of three sizes × the mechanisms that
 might amplify or stop it, 100 seeds, paired by seed. docs/bias.md defines every record.
 
 Planted bias b (σ(q*) per filler token `→`, the judge's pretraining target q* + b·σ·f):
@@ -43,7 +43,7 @@ CONDITIONS = {
 
 STUDY = {
     "name": "bias",
-    "description": "Issue 11: planted verbosity bias b in {0, 0.3, 1} x baseline, asymmetric_10, frozen, "
+    "description": "Planted verbosity bias b in {0, 0.3, 1} x baseline, asymmetric_10, frozen, "
     "anchor_0.1, meta-judge (frozen / learning), KL 0.1, dpo with length control 0 / 0.4; seeds 0-99.",
     "seeds": list(range(100)),
     "base": {"bias_token": 2},

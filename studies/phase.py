@@ -1,4 +1,4 @@
-"""Phase diagram (issue 12): judge update interval × judge learning rate, 10 seeds, one compiled call.
+"""Phase diagram: judge update interval × judge learning rate, 10 seeds, one compiled call.
 
 7 × 4 = 28 grid cells plus a frozen-judge control (the `healthy` threshold of analysis.phase),
 290 runs. Judge pretraining is held at the reference rate (lr_judge_pretrain 3e-4) in every
@@ -7,7 +7,7 @@ starts from the same pretrained judge: the paired differences along lr_judge pai
 The cell judge_update_every 1, lr_judge 3e-4 is the reference configuration (the blog baseline).
 """
 
-from engine.grid import grid
+from engine import grid
 
 STUDY = {
     "name": "phase",

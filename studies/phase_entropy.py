@@ -1,4 +1,4 @@
-"""Second phase diagram (issue 12): judge update interval × a real entropy regulariser, 10 seeds.
+"""Second phase diagram: judge update interval × a real entropy regulariser, 10 seeds.
 
 The question: is the judge's loss of alignment a consequence of the policy's entropy collapse
 (the judge self-labels only the few sequences a collapsed policy still samples)? If it is, a
@@ -9,7 +9,7 @@ frozen-judge control, 290 runs, one Variant (one compiled program). The `correct
 found 0.05 and 0.5 still collapse by iteration 10, hence the larger values here.
 """
 
-from engine.grid import grid
+from engine import grid
 
 STUDY = {
     "name": "phase_entropy",

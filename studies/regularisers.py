@@ -1,4 +1,4 @@
-"""Regularisers against entropy collapse and judge drift (issue 10, item 6), REINFORCE loop.
+"""Regularisers against entropy collapse and judge drift, REINFORCE loop.
 
 Conditions (all otherwise the reference loop, the judge co-evolving as in the baseline):
 - baseline;

@@ -1,4 +1,4 @@
-"""The self-rewarding family (issue 10, item 6): REINFORCE against preference-pair (DPO) training.
+"""The self-rewarding family: REINFORCE against preference-pair (DPO) training.
 
 Every condition keeps the reference loop's judge, co-evolving on its own labels as in the
 baseline, except the one frozen-judge control. All dpo conditions use the defaults of the

@@ -1,4 +1,4 @@
-"""Inside the first two outer iterations (issue 12): baseline and asymmetric_10, a record every 10 steps.
+"""Inside the first two outer iterations: baseline and asymmetric_10, a record every 10 steps.
 
 Everything decisive in the baseline happens in the first two outer iterations (400 inner steps);
 recording every 10 inner steps shows the order of events: does the judge's alignment fall before

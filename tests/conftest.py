@@ -42,7 +42,7 @@ def printed_before_running(monkeypatch, capsys):
     """`coevo run` stops (as by Ctrl-C) where it would start the study; the list this returns
     receives what it printed until then (capsys's (out, err)), one entry per `coevo run`."""
     import engine
-    import engine.cli
+    import engine.cli.main
 
     seen = []
 
@@ -51,7 +51,7 @@ def printed_before_running(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "run_study", trap)
-    monkeypatch.setattr(engine.cli, "use_all_cpu_cores", lambda: None)
+    monkeypatch.setattr(engine.cli.main, "use_all_cpu_cores", lambda: None)
     return seen
 
 

@@ -1,4 +1,4 @@
-"""Tests of the analysis package on a tiny synthetic results Dataset (schema of engine/results.py)."""
+"""Tests of the analysis package on a tiny synthetic results Dataset (schema of engine/host/results.py)."""
 
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from analysis import (
     write_markdown,
 )
 from analysis.figures import MAX_PANELS
-from engine.output import OutputError
+from engine.host.output import OutputError
 
 CONDITIONS = ["baseline", "asymmetric_10", "frozen"]
 METRICS = ["policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality", "meta_judge_accuracy"]
@@ -218,7 +218,7 @@ def test_write_all_refuses_existing_outputs_without_force(ds, tmp_path):
 def drawn(monkeypatch):
     """Figures drawn but not written: the Figure objects, to inspect."""
     figures = []
-    monkeypatch.setattr(analysis.figures, "_save", lambda fig, path, force: figures.append(fig) or str(path))
+    monkeypatch.setattr(analysis.figures, "save", lambda fig, path, force: figures.append(fig) or str(path))
     return figures
 
 

@@ -1,26 +1,28 @@
 """`coevo bench --mechanisms`: its studies are valid and price what they say they price."""
 
 import engine
-from engine.bench import CURVE_POINTS, MECHANISMS, format_mechanisms, mechanisms_study, n_groups
+from engine.cli.bench import CURVE_POINTS, MECHANISM_CONDITIONS, format_mechanisms, mechanisms_study, n_groups
 
 
 def test_every_mechanism_study_resolves_and_differs_from_the_baseline_in_its_program():
     baseline = engine.resolve(mechanisms_study(["baseline"], {})).variant("baseline")
-    for name in MECHANISMS:
+    for name in MECHANISM_CONDITIONS:
         resolved = engine.resolve(mechanisms_study([name], {}))
         changed = resolved.variant(name) != baseline or resolved.conditions[name]["meta_update_every"] > 0
         assert changed == (name != "baseline"), name
 
 
 def test_the_curve_counts_groups_after_sharing():
-    names = list(MECHANISMS)
+    names = list(MECHANISM_CONDITIONS)
     # the anchor and the held-out meta step share the baseline's group; each other mechanism adds one
     assert [n_groups(mechanisms_study(names[:k], {})) for k in (1, 2, 3, 4, 5)] == [1, 2, 2, 2, 3]
-    assert max(CURVE_POINTS) == len(MECHANISMS)
+    assert max(CURVE_POINTS) == len(MECHANISM_CONDITIONS)
 
 
 def test_the_report_prints_every_mechanism_relative_to_the_baseline():
-    single = {name: {"compile_s": 10.0, "s_per_run_step": 1e-3 * (i + 1)} for i, name in enumerate(MECHANISMS)}
+    single = {
+        name: {"compile_s": 10.0, "s_per_run_step": 1e-3 * (i + 1)} for i, name in enumerate(MECHANISM_CONDITIONS)
+    }
     curve = {1: {"mechanisms": ["baseline"], "groups": 1, "compile_s": 10.0}}
     text = format_mechanisms({"seeds": 8, "steps_per_iter": 100, "single": single, "curve": curve})
     assert "ensemble_3" in text and "2.00x" in text and "1 mechanisms (1 groups): 10.0 s" in text

@@ -4,24 +4,19 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from engine.bias import (
+from engine.core.world import all_sequences, reference_q_star, transition_term, verbosity
+from engine.mechanisms.bias import (
     DEFAULT_BIAS_TOKEN,
     bias_cost,
     biased_target,
     judge_bias,
     judge_fit,
-    least_certain_pairs,
     level_ceiling,
-    meta_agreement,
-    meta_labels,
-    meta_pairs,
-    meta_select,
     policy_verbosity,
-    verbosity,
     verbosity_facts,
     within_level_gap,
 )
-from engine.world import all_sequences, reference_q_star, transition_term
+from engine.mechanisms.meta_judge import least_certain_pairs, meta_agreement, meta_labels, meta_pairs, meta_select
 
 Q = reference_q_star()
 SIGMA = float(np.std(np.asarray(Q)))

@@ -14,8 +14,8 @@ from analysis.bias import (
     mechanisms,
 )
 from analysis.report import write_all
-from engine.diagnostics import METRICS
 from engine.knobs import DEFAULTS, KNOBS
+from engine.loop.diagnostics import METRICS
 
 MECHANISMS = {"baseline": {}, "frozen": {"freeze_judge": True}, "meta_judge": {"meta_source": "judge"}}
 BIASES = {"b0": 0.0, "b0.3": 0.3, "b1": 1.0}

@@ -1,4 +1,4 @@
-"""Issue 11 in the engine: a planted bias in pretraining, the bias records of every iteration,
+"""In the engine: a planted bias in pretraining, the bias records of every iteration,
 and the meta-judge without ground truth (meta_source `judge`). The pure pieces are tested in
 tests/test_bias.py; here, what the wiring adds."""
 
@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 
 import engine
-from engine import preference
-from engine.bias import bias_cost, judge_fit, policy_verbosity, verbosity
-from engine.coevolution import (
-    META_JUDGE_MEMBER,
-    dpo_pairs,
-    init_run,
-    make_run_inputs,
-    meta_judge_update,
-    q_star_of,
-)
-from engine.diagnostics import BIAS_METRICS, CORE_METRICS, META_JUDGE_METRICS, judge_scores_all, policy_log_probs_all
+from engine.core.exact import judge_scores_all, policy_log_probs_all, spearman
+from engine.core.models import ensemble_scores, make_judges
+from engine.core.state import init_run, make_run_inputs
+from engine.core.world import q_star_of, verbosity
+from engine.host.plan import make_plan
+from engine.host.program import make_program
 from engine.knobs import condition_arrays, sizes_of
-from engine.models import ensemble_scores, make_judges
-from engine.plan import make_plan
-from engine.program import make_program
+from engine.loop.diagnostics import BIAS_METRICS, CORE_METRICS, META_JUDGE_METRICS
+from engine.mechanisms import preference
+from engine.mechanisms.bias import bias_cost, judge_fit, policy_verbosity
+from engine.mechanisms.meta_judge import META_JUDGE_MEMBER, meta_judge_update
+from engine.mechanisms.policy_rules import dpo_pairs
 
 META = {"meta_source": "judge", "meta_update_every": 2, "meta_pairs": 8}
 CONDITIONS = {
@@ -111,7 +108,7 @@ def test_records_equal_engine_bias_of_the_runs_own_judge_and_policy(ds, study):
                 meta_row = int(group.inputs.meta_pretrain_index[position])
                 assert int(plan.pretrain.member[meta_row]) == META_JUDGE_MEMBER
                 meta = take_rows(pretrained.judge, meta_row)
-                alignment = engine.diagnostics.spearman(judge_scores_all(meta), q)
+                alignment = spearman(judge_scores_all(meta), q)
                 np.testing.assert_allclose(run.meta_judge_alignment, alignment, atol=1e-6)
                 assert run.meta_judge_alignment != run.judge_alignment  # a judge of its own
             else:
@@ -149,7 +146,7 @@ def one_run(small, meta_row: int, **knobs):
 
 def meta_step(state, run, sizes, due=True):
     step = jax.jit(meta_judge_update, static_argnums=(4, 5))
-    return step(state, run, jax.random.PRNGKey(7), jnp.bool_(due), sizes, META["meta_pairs"])
+    return step(state, run, jax.random.PRNGKey(7), jnp.bool_(due), sizes.batch_size, META["meta_pairs"])
 
 
 def same(a, b) -> bool:

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from analysis.claims import REGISTRY, VERDICTS, claims_markdown, evaluate_claims, write_claims
-from engine.cli import main
+from engine.cli.main import main
 
 N_SEEDS, N_ITER = 20, 10
 VARIABLES = ["policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality", "meta_judge_accuracy"]

@@ -1,14 +1,14 @@
-"""No silent different experiment (issue 14, item 3): a knob combination that would make a
+"""No silent different experiment: a knob combination that would make a
 knob a no-op or change what it means is refused, or resolves with a warning that `coevo run`
 prints and the Dataset keeps in attrs['warnings']."""
 
 import numpy as np
 import pytest
 
-from engine.cli import main
-from engine.diagnostics import METRICS
-from engine.results import make_dataset
-from engine.study import StudyError, resolve
+from engine.cli.main import main
+from engine.host.results import make_dataset
+from engine.host.study import StudyError, resolve
+from engine.loop.diagnostics import METRICS
 from studies.blog import STUDY as BLOG
 
 
@@ -127,7 +127,7 @@ def test_warnings_are_kept_in_the_dataset():
     resolved = resolve({**study(**META), "seeds": [0, 1]})
     shape = (1, 2, resolved.sizes.n_iterations + 1)
     arrays = {metric: np.zeros(shape, np.int32 if metric == "top_sequence" else np.float32) for metric in METRICS}
-    arrays |= {"finite": np.ones(shape, bool), "pretrain_steps": np.zeros(shape[:2], np.int32)}
+    arrays |= {"healthy": np.ones(shape, bool), "pretrain_steps": np.zeros(shape[:2], np.int32)}
     arrays |= {"pretrain_alignment": np.ones(shape[:2], np.float32)}
     ds = make_dataset(resolved, arrays, {"compile_seconds": 0.0, "run_seconds": 0.0})
     assert ds.attrs["warnings"] == resolved.warnings[0]

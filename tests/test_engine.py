@@ -6,8 +6,8 @@ import pytest
 import xarray as xr
 
 import engine
-from engine.diagnostics import METRICS
 from engine.knobs import DEFAULTS
+from engine.loop.diagnostics import METRICS
 
 CONDITIONS = {
     "baseline": {},
@@ -46,7 +46,7 @@ def test_dataset_layout(ds):
     assert ds.to_array("metric").dims == ("metric", "condition", "seed", "iteration")
     assert ds.judge_update_every.sel(condition="asym_3") == 3
     assert ds.n_judges.sel(condition="ensemble_2") == 2
-    assert engine.resolve(engine.results.study_of(ds))  # the file carries its study
+    assert engine.resolve(engine.host.results.study_of(ds))  # the file carries its study
     for attr in ("jax_version", "jaxlib_version", "engine_version", "git_commit", "compile_seconds", "run_seconds"):
         assert attr in ds.attrs
 
@@ -158,16 +158,16 @@ def test_sharded_equals_unsharded_and_chunked_equals_one_call(small):
 
 
 def test_one_trace_per_study(small, monkeypatch):
-    import engine.coevolution as coevolution
+    import engine.loop.step as step
 
     traces = []
-    original = coevolution.reinforce_gradient
+    original = step.reinforce_gradient
 
     def counting(*args, **kwargs):
         traces.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(coevolution, "reinforce_gradient", counting)
+    monkeypatch.setattr(step, "reinforce_gradient", counting)
     conditions = {f"lr_{i}": {"lr_policy": 1e-4 * (i + 1), "reset_every": i} for i in range(4)}
     engine.run_study(small(conditions, seeds=[0, 1, 2]), max_runs_per_chunk=4)  # 3 chunks
     assert len(traces) == 1

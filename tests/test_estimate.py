@@ -1,4 +1,4 @@
-"""Fail fast on impossible sizes (issue 14, item 6): memory and time are estimated before
+"""Fail fast on impossible sizes: memory and time are estimated before
 anything compiles; what cannot fit is refused naming the knob, a long study says how long."""
 
 import math
@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from engine.cli import main
-from engine.estimate import GIB, available_memory, check, estimate
-from engine.study import StudyError, resolve
+from engine.cli.main import main
+from engine.host.estimate import GIB, available_memory, check, estimate
+from engine.host.study import StudyError, resolve
 from studies.blog import STUDY as BLOG
 
 

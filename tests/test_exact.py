@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from engine.diagnostics import policy_log_probs_all
-from engine.exact import (
+from engine.core.exact import (
     best_worst_gap,
     entropy,
     k1_terms,
@@ -17,13 +16,14 @@ from engine.exact import (
     kl_k1,
     kl_k3,
     order_statistic_weights,
+    policy_log_probs_all,
     policy_log_probs_tree,
     policy_mode,
     sample_indices,
     sequence_index,
 )
-from engine.models import Policy
-from engine.world import all_sequences, reference_q_star
+from engine.core.models import Policy
+from engine.core.world import all_sequences, reference_q_star
 
 tree_log_probs = jax.jit(policy_log_probs_tree)
 teacher_forced = jax.jit(policy_log_probs_all)

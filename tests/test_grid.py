@@ -6,9 +6,9 @@ import xarray as xr
 
 import engine
 from analysis.grid import find_grid, split_grid, stack_grid, unstack_grid
-from engine.grid import ABBREVIATIONS, format_value, grid
+from engine.host.grid import ABBREVIATIONS, format_value, grid
+from engine.host.study import MAX_NAME_LENGTH, NAME_PATTERN
 from engine.knobs import KNOBS
-from engine.study import _NAME_PATTERN, MAX_NAME_LENGTH
 
 JUE = [1, 2, 5, 10, 20, 50, 100]
 LRJ = [1e-4, 3e-4, 1e-3, 3e-3]
@@ -16,7 +16,7 @@ CONTROLS = {"frozen": {"freeze_judge": True}, "baseline": {}, "slow_200": {"judg
 
 
 def _dataset(study: dict, n_seeds: int = 3, n_iterations: int = 4, seed: int = 0) -> xr.Dataset:
-    """A Dataset laid out like engine.results.make_dataset (knob coordinates from `resolve`), random values."""
+    """A Dataset laid out like engine.host.results.make_dataset (knob coordinates from `resolve`), random values."""
     resolved = engine.resolve(study)
     names = resolved.condition_names
     rng = np.random.default_rng(seed)
@@ -86,7 +86,7 @@ def test_long_names_are_abbreviated_for_the_whole_grid():
     )
     names = list(conditions)
     assert names[0] == "jue_1+mue_10+mat_0.75"
-    assert all(len(n) <= MAX_NAME_LENGTH and _NAME_PATTERN.fullmatch(n) for n in names)
+    assert all(len(n) <= MAX_NAME_LENGTH and NAME_PATTERN.fullmatch(n) for n in names)
     engine.resolve(_study(conditions))
 
 

@@ -1,4 +1,4 @@
-"""The reference (Flax-default) initialisation against the distributions REFERENCE.md states.
+"""The reference (Flax-default) initialisation against the distributions docs/reference.md states.
 
 Statistics are pooled over many keys; tolerances are five standard errors of the statistic
 (for a sample std s of N draws, SE(s) ≈ σ/√(2N); a truncated normal has lighter tails than
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from engine.diagnostics import policy_log_probs_all
-from engine.models import EMBED, HIDDEN, Judge, Policy, reference_init, select_init
+from engine.core.exact import policy_log_probs_all
+from engine.core.models import EMBED, HIDDEN, Judge, Policy, reference_init, select_init
 
 MODELS = {"policy": Policy, "judge": Judge}
 N_KEYS = 64

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import analysis.report
-from engine.cli import main
+from engine.cli.main import main
 
 SLOW_IMPORT = (
     "import time\n"
@@ -20,7 +20,7 @@ SLOW_IMPORT = (
 
 def coevo(*args) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        [sys.executable, "-m", "engine.cli.main", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -61,11 +61,11 @@ def test_a_signal_during_the_study_import(tmp_path, signum, status, said):
 
 
 def test_the_command_line_imports_no_jax_until_its_handlers_are_in_place():
-    """`python -m engine.cli` runs engine/__init__.py and engine/cli.py before main(): both stay light,
+    """`python -m engine.cli.main` runs engine/__init__.py and engine/cli/main.py before main(): both stay light,
     and the full-precision matmul setting still reaches JAX when it loads later."""
     check = (
-        "import sys, engine.cli\n"
-        "assert 'jax' not in sys.modules, 'engine.cli imported JAX'\n"
+        "import sys, engine.cli.main\n"
+        "assert 'jax' not in sys.modules, 'engine.cli.main imported JAX'\n"
         "import jax\n"
         "assert jax.config.jax_default_matmul_precision == 'highest'\n"
     )
@@ -95,8 +95,8 @@ def wait_for_main(process: subprocess.Popen, timeout: float = 60.0):
 )
 def test_a_signal_in_the_first_seconds(tmp_path, signum, status, said):
     """From the first moment our code runs (JAX importing, backends starting, the study loading,
-    compiling): one line, exit 130 / 143, no traceback, nothing written. Raising inside JAX's
-    import used to leave it half-initialised: a swallowed Ctrl-C, an AttributeError, a segfault."""
+    compiling): one line, exit 130 / 143, no traceback, nothing written. A signal raised inside JAX's
+    import would leave it half-initialised: a swallowed Ctrl-C, an AttributeError, a segfault."""
     study = tmp_path / "slow.py"
     study.write_text(
         'STUDY = {"name": "slow", "seeds": [0, 1], "base": {"steps_per_iter": 200, "n_iterations": 50},'
@@ -134,7 +134,7 @@ STUDY = {{"name": "tiny", "seeds": [0], "base": {{"steps_per_iter": 2, "n_iterat
 )
 def test_a_signal_inside_a_garbage_collection_callback_still_stops_the_run(tmp_path, signum, status, said):
     """Python drops an exception raised inside a gc callback (JAX registers one); the stop must not be
-    lost with it: this is how a Ctrl-C a few seconds in used to be swallowed, the run ending with 0."""
+    lost with it, or a Ctrl-C a few seconds in is swallowed and the run ends with 0."""
     study = tmp_path / "gc_signal.py"
     study.write_text(SIGNAL_INSIDE_A_GC_CALLBACK.format(name=signum.name))
     process = coevo("run", study, "--out", tmp_path / "tiny.nc")

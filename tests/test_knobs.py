@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 import engine
+from engine.host.plan import group_variants, make_plan
 from engine.knobs import (
     DEFAULTS,
     GROUP_KNOBS,
     KNOBS,
+    MECHANISMS,
     RUN_KNOBS,
     STUDY_KNOBS,
     VARIANT_KNOBS,
@@ -20,19 +22,19 @@ from engine.knobs import (
     Variant,
     condition_arrays,
     knob_table,
-    with_knob_table,
+    knobs_page,
 )
-from engine.plan import group_variants, make_plan
 from studies.blog import CONDITIONS as BLOG_CONDITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_readme_knob_table_is_generated_from_the_declarations():
-    readme = (ROOT / "README.md").read_text()
-    assert with_knob_table(readme) == readme, "README knob table is stale: run `coevo knobs --write README.md`"
-    for name in KNOBS:
+def test_the_knobs_page_is_generated_from_the_declarations():
+    page = (ROOT / "docs" / "knobs.md").read_text()
+    assert page == knobs_page(), "docs/knobs.md is stale: run `coevo knobs --write docs/knobs.md`"
+    for name, knob in KNOBS.items():
         assert f"| `{name}` |" in knob_table()
+        assert knob.mechanism is None or knob.mechanism in MECHANISMS
 
 
 def test_derived_classes_have_one_field_per_declared_knob():
@@ -75,13 +77,13 @@ def test_runs_without_an_anchor_or_held_out_set_join_the_group_that_has_one(smal
     study = engine.resolve(small(conditions, seeds=[0]))
     own = {name: study.variant(name) for name in conditions}
     grouped = dict(zip(conditions, group_variants(list(own.values())), strict=True))
-    assert own["baseline"].n_anchor == own["baseline"].n_holdout == 0
+    assert own["baseline"].n_oracle_pairs == own["baseline"].n_holdout == 0
     # the largest anchor and held-out set of their class; a 3-pair anchor keeps its own group
     assert (
         grouped["baseline"]
         == grouped["anchor_0.1"]
         == grouped["meta"]
-        == own["baseline"]._replace(n_anchor=own["anchor_0.1"].n_anchor, n_holdout=own["meta"].n_holdout)
+        == own["baseline"]._replace(n_oracle_pairs=own["anchor_0.1"].n_oracle_pairs, n_holdout=own["meta"].n_holdout)
     )
     assert grouped["anchor_0.05"] == own["anchor_0.05"]._replace(n_holdout=own["meta"].n_holdout)
     assert grouped["ensemble_2"] == grouped["ensemble_2_meta"] == own["ensemble_2_meta"]
@@ -126,7 +128,7 @@ def test_committed_blog_results_reproduce_bit_for_bit():
     A condition's numbers do not depend on the rest of the study as long as its sub-batches keep
     their size (XLA picks kernels by batch size): the file's are five runs, one condition's seeds."""
     committed = engine.load(ROOT / "data" / "blog.nc")
-    study = engine.results.study_of(committed)
+    study = engine.host.results.study_of(committed)
     chosen, iterations = ["baseline", "asymmetric_10", "meta_10"], 2
     study = {
         **study,

@@ -3,9 +3,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engine.diagnostics import exact_metrics, policy_log_probs_all
-from engine.models import Judge, Policy, ensemble_scores, gru_step, make_judges, token_gates
-from engine.world import all_sequences
+from engine.core.exact import policy_log_probs_all
+from engine.core.models import Judge, Policy, ensemble_scores, gru_step, make_judges, token_gates
+from engine.core.world import all_sequences
+from engine.loop.diagnostics import exact_metrics
 
 
 def n_params(module):

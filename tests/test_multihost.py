@@ -29,7 +29,9 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path, small):
     env = {**os.environ, "COEVO_CPU_DEVICES": "1"}
 
     def coevo(*args, **kwargs):
-        return subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(study), "--quiet", *args], **kwargs)
+        return subprocess.Popen(
+            [sys.executable, "-m", "engine.cli.main", "run", str(study), "--quiet", *args], **kwargs
+        )
 
     cluster = [
         coevo(

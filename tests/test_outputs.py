@@ -10,9 +10,9 @@ import pytest
 import xarray as xr
 
 import engine
-import engine.runner
-from engine.cli import SUMMARY_ROWS, main, summary_lines
-from engine.output import OutputError, check_output, leftover_temporaries, reserve, write_atomically
+import engine.host.runner
+from engine.cli.main import SUMMARY_ROWS, main, summary_lines
+from engine.host.output import OutputError, check_output, leftover_temporaries, reserve, write_atomically
 
 GOOD_STUDY = "STUDY = {'name': 'goodfile', 'seeds': [0], 'conditions': {'ctrl': {}}}\n"
 
@@ -130,9 +130,9 @@ def trapped_run(monkeypatch, tmp_path, capsys):
         seen.append(sorted(path.name for path in tmp_path.iterdir()))
         raise KeyboardInterrupt
 
-    for target in (engine, engine.runner):
+    for target in (engine, engine.host.runner):
         monkeypatch.setattr(target, "run_study", trap)
-    monkeypatch.setattr(engine.cli, "use_all_cpu_cores", lambda *args, **kwargs: None)
+    monkeypatch.setattr(engine.cli.main, "use_all_cpu_cores", lambda *args, **kwargs: None)
     (tmp_path / "good.py").write_text(GOOD_STUDY)
 
     def run(*args):

@@ -14,7 +14,7 @@ RULES = {"baseline": "reinforce", "dpo_iteration": "dpo", "dpo_anchored": "dpo"}
 
 
 def synthetic(conditions=RULES, n_seeds=4, n_iterations=4, seed=0) -> xr.Dataset:
-    """The variables the two figures read, shaped as engine/results.py writes them."""
+    """The variables the two figures read, shaped as engine/host/results.py writes them."""
     rng = np.random.default_rng(seed)
     shape = (len(conditions), n_seeds, n_iterations)
     iteration = np.arange(n_iterations)

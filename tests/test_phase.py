@@ -18,6 +18,7 @@ from analysis.phase import (
     phase_table,
     spans_zero,
 )
+from engine.host.output import OutputError
 
 JUE = [1, 5, 20]  # 3 values
 LRJ = [1e-4, 3e-4, 1e-3, 3e-3]  # 4 values; the reference cell is (1, 3e-4)
@@ -149,6 +150,17 @@ def test_phase_figures_write_pngs_for_a_grid_and_nothing_otherwise(tmp_path):
     image = imread(written[0])
     assert image.shape[:2] == (1100, 1600)
     assert phase_figures(engine.load("data/blog.nc"), tmp_path, "blog") == []
+
+
+def test_phase_figures_replace_an_existing_file_only_with_force(tmp_path):
+    table = tmp_path / "synthetic_phase_table.csv"
+    table.write_text("earlier table")
+    table.chmod(0o640)
+    with pytest.raises(OutputError, match="exists; pass --force"):
+        phase_figures(grid_dataset(), tmp_path, "synthetic", metrics=("policy_quality",))
+    assert table.read_text() == "earlier table" and len(list(tmp_path.iterdir())) == 1  # checked before drawing
+    phase_figures(grid_dataset(), tmp_path, "synthetic", metrics=("policy_quality",), force=True)
+    assert table.read_text().startswith("judge_update_every,") and table.stat().st_mode & 0o777 == 0o640
 
 
 def _ramps(turn: np.ndarray, width: float, steps: np.ndarray, high: float, low: float) -> np.ndarray:

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from engine.models import Policy
-from engine.preference import (
+from engine.core.models import Policy
+from engine.mechanisms.preference import (
     INITIAL,
     LOOKAHEAD,
     POLICY,

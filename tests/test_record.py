@@ -14,9 +14,9 @@ import xarray as xr
 import engine
 from analysis.grid import stack_grid, unstack_grid
 from analysis.report import output_paths, write_all
-from engine.grid import grid
+from engine.core.world import N_SEQUENCES, reference_q_star, render
+from engine.host.grid import grid
 from engine.knobs import KNOBS
-from engine.world import N_SEQUENCES, reference_q_star, render
 
 STEPS_PER_ITER = 6  # conftest.SMALL
 RECORDING_KNOBS = ("record_every", "save_distributions")

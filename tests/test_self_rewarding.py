@@ -1,16 +1,21 @@
 """The self-rewarding family in the loop: the dpo rule, temporal anchoring, exact regularisers,
 and the diagnostics every rule records."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import engine
-from engine import coevolution, exact, preference
+from engine.core import exact
+from engine.core.models import Policy
+from engine.core.optim import adam_init, adam_update, params
+from engine.core.state import PairStats, RunState
+from engine.core.world import reference_q_star
 from engine.knobs import DEFAULTS, condition_arrays
-from engine.models import Policy
-from engine.world import reference_q_star
+from engine.mechanisms import preference
+from engine.mechanisms.policy_rules import policy_dpo_loss
 
 OLD_METRICS = ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality")
 
@@ -22,15 +27,15 @@ def test_dpo_on_ground_truth_pairs_raises_real_quality():
     condition = jax.tree.map(lambda a: jnp.asarray(a[0]), condition_arrays([{**DEFAULTS, "update_rule": "dpo"}]))
     policy = Policy(key=jax.random.PRNGKey(3))
     initial = exact.policy_log_probs_tree(policy)
-    state = coevolution.RunState(
+    state = RunState(
         policy=policy,
-        policy_opt=coevolution.adam_init(coevolution._params(policy), jnp.float32(3e-3)),
+        policy_opt=adam_init(params(policy), jnp.float32(3e-3)),
         judges=None,
         judge_opt=None,
         meta_accuracy=jnp.float32(jnp.nan),
         initial_log_probs=initial,
         reference_log_probs=initial,
-        pairs=coevolution.PairStats.zero(),
+        pairs=PairStats.zero(),
         meta=None,
     )
 
@@ -38,10 +43,10 @@ def test_dpo_on_ground_truth_pairs_raises_real_quality():
         tokens, _ = jax.vmap(state.policy.sample)(jax.random.gumbel(key, (64, 4, 8)))
         scores = q_star[exact.sequence_index(tokens)]
         pairs = preference.gather_pairs(tokens, scores, preference.best_worst_pairs(scores, 4))
-        grads = jax.grad(lambda p: coevolution.dpo_loss(p, state, condition, pairs))(state.policy)
-        updates, opt = coevolution.adam_update(grads, state.policy_opt)
-        return coevolution.eqx.tree_at(
-            lambda s: (s.policy, s.policy_opt), state, (coevolution.eqx.apply_updates(state.policy, updates), opt)
+        grads = jax.grad(lambda p: policy_dpo_loss(p, state, condition, pairs))(state.policy)
+        updates, opt = adam_update(grads, state.policy_opt)
+        return eqx.tree_at(
+            lambda s: (s.policy, s.policy_opt), state, (eqx.apply_updates(state.policy, updates), opt)
         ), None
 
     final, _ = jax.jit(lambda s: jax.lax.scan(step, s, jax.random.split(jax.random.PRNGKey(0), 150)))(state)

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import engine
-import engine.cli
-import engine.runner
-from engine.cli import main
+import engine.cli.main
+import engine.host.runner
+from engine.cli.main import main
+from engine.host.study import MAX_NAME_LENGTH, StudyError, resolve
 from engine.knobs import DEFAULTS, KNOBS, STUDY_KNOBS
-from engine.study import MAX_NAME_LENGTH, StudyError, resolve
 
 NAME = "probe"
 QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -189,7 +189,7 @@ def test_seed_validation_is_linear():
 def test_placeholder_seeds_of_a_chunked_study_stay_valid_int32():
     """Placeholders were max(seeds) + 1, …: past 2**31 - 1 they overflowed int32."""
     seeds = [2**31 - 1, 2**31 - 2, 2**31 - 3, 0, 1]
-    chunks = engine.runner.seed_chunks(seeds, n_conditions=1, max_runs=3)
+    chunks = engine.host.chunks.seed_chunks(seeds, n_conditions=1, max_runs=3)
     assert chunks == [[2**31 - 1, 2**31 - 2, 2**31 - 3], [0, 1, 2]]  # 2: the smallest seed not in the study
 
 
@@ -415,10 +415,10 @@ def cli(tmp_path, monkeypatch, capsys):
         calls.append(args)
         raise Compiled
 
-    for target in (engine, engine.runner):
+    for target in (engine, engine.host.runner):
         monkeypatch.setattr(target, "run_study", trap)
     monkeypatch.setattr(engine, "save", trap)
-    monkeypatch.setattr(engine.cli, "use_all_cpu_cores", lambda *args, **kwargs: None)  # keep the test's devices
+    monkeypatch.setattr(engine.cli.main, "use_all_cpu_cores", lambda *args, **kwargs: None)  # keep the test's devices
     previous = signal.getsignal(signal.SIGTERM)
     monkeypatch.chdir(tmp_path)
 
@@ -556,7 +556,7 @@ def test_cli_out_is_a_directory(cli, tmp_path):
 
 def test_coevo_script_exits_with_status_2(tmp_path):
     script = Path(sys.executable).with_name("coevo")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli.main"]
     out = tmp_path / "x.nc"
     result = subprocess.run(
         [*command, "run", str(write(tmp_path / "bad.py", BAD_STUDY)), "--out", str(out)],
@@ -726,7 +726,7 @@ class TestEveryBadInputEndsInOneLine:
         argv = argv(folder)
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
-        for target in (engine, engine.runner):
+        for target in (engine, engine.host.runner):
             monkeypatch.setattr(target, "run_study", lambda *a, **k: pytest.fail("compiled"))
         before = {path: path.read_bytes() if path.is_file() else None for path in folder.rglob("*")}
         assert main(argv) == 2

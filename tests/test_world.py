@@ -3,7 +3,7 @@ import itertools
 import jax
 import numpy as np
 
-from engine.world import ARROWS, all_sequences, reference_q_star, render, transition_term
+from engine.core.world import ARROWS, all_sequences, reference_q_star, render, transition_term
 
 
 def test_sequences_are_lexicographic_with_position_zero_slowest():

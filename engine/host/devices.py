@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from engine.inputs import InputError
+from engine.host.inputs import InputError
 
 JOIN_TIMEOUT = 300  # seconds a process waits for the coordinator (JAX's own default)
 

@@ -2,9 +2,8 @@
 
 `coevo run` calls `check` after validation and before anything is compiled: a study whose
 estimated memory cannot fit is refused with a `StudyError` naming the knob that drives it
-(e.g. `n_judges` 10⁶ used to fail only after compiling, asking XLA for 4.2 TB), and a study
-estimated to run over a minute says so up front (10⁶ runs used to be accepted and only
-the progress bar, later, said how long). Nothing here compiles or traces anything.
+(`n_judges` 10⁶ would otherwise fail only after compiling, asking XLA for 4.2 TB), and a study
+estimated to run over a minute says so up front. Nothing here compiles or traces anything.
 
 The model is linear and deliberately simple; its constants are peak RSS and run times of
 tiny studies measured with `/usr/bin/time -v` on the lab's 2-core CPU (under load), and the
@@ -16,10 +15,10 @@ bench records in data/bench_cpu_2core.json:
          + RESULTS_PER_RECORD · runs · (n_iterations + 1)   (the whole study's curves, kept
                                                              on the host, copied once to save)
 
-Runs advance in sub-batches of at most MAX_SUB_BATCH per device (engine.plan), so only
+Runs advance in sub-batches of at most MAX_SUB_BATCH per device (engine.host.plan), so only
 `live runs` = min(runs per chunk, MAX_SUB_BATCH × devices) hold their working buffers at
 once (n_judges: the largest of the study). A chunk holds at least one seed of every
-condition and at most `max_runs_per_chunk` runs (engine.runner). On an accelerator the
+condition and at most `max_runs_per_chunk` runs (engine.host.runner). On an accelerator the
 same terms without BASE are compared with the device's memory (uncalibrated there).
 
   time ≈ Σ over runs of inner steps · STEP_SECONDS · (batch_size / 64) · (1 + n_judges) / 2
@@ -35,8 +34,9 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.plan import MAX_SUB_BATCH
-from engine.study import ResolvedStudy, StudyError
+from engine.host.chunks import seeds_per_chunk
+from engine.host.plan import MAX_SUB_BATCH
+from engine.host.study import ResolvedStudy, StudyError
 
 MIB = 2**20
 GIB = 2**30
@@ -64,12 +64,6 @@ class Estimate:
     seconds: float | None
     terms: dict  # the part of chunk_bytes each knob drives: "n_judges", "batch_size", "runs"
     largest_judges: tuple[str, int]  # (condition, n_judges) of the condition with most judges
-
-
-def seeds_per_chunk(n_seeds: int, n_conditions: int, max_runs: int) -> int:
-    """Seeds in each chunk, as engine.runner.seed_chunks splits them (every chunk the same size)."""
-    n_chunks = -(-n_seeds * n_conditions // max_runs)
-    return -(-n_seeds // n_chunks)
 
 
 def estimate(study: ResolvedStudy, *, max_runs_per_chunk: int, n_devices: int, on_cpu: bool) -> Estimate:
@@ -177,6 +171,7 @@ def check(study: ResolvedStudy, cost: Estimate, available: float, source: str) -
     if cost.seconds is not None and cost.seconds > SAY_TIME_ABOVE:
         return [
             f"estimated run time ≈ {duration(cost.seconds)} for {cost.runs} runs, compilation not included "
-            f"(a rough model calibrated on a 2-core CPU; engine/estimate.py); peak memory ≈ {size(cost.chunk_bytes)}"
+            "(a rough model calibrated on a 2-core CPU; engine/host/estimate.py); "
+            f"peak memory ≈ {size(cost.chunk_bytes)}"
         ]
     return []

@@ -1,6 +1,6 @@
 """Grid studies: the conditions of a study built from a product of knob values.
 
-    from engine.grid import grid
+    from engine.host.grid import grid
 
     STUDY = {
         "name": "phase",
@@ -33,8 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from engine.host.study import MAX_NAME_LENGTH, NAME_PATTERN
 from engine.knobs import KNOBS
-from engine.study import _NAME_PATTERN, MAX_NAME_LENGTH
 
 KNOB_SEPARATOR = "+"  # between the knobs of one name; never part of a knob name or a finite value < 1e16
 VALUE_SEPARATOR = "_"  # between a knob and its value; never part of a value
@@ -111,7 +111,7 @@ def grid(*, fixed: dict | None = None, controls: dict | None = None, **axes) -> 
     conditions = {}
     for cell in cells:
         name = cell_name(cell, abbreviate)
-        if len(name) > MAX_NAME_LENGTH or not _NAME_PATTERN.fullmatch(name):
+        if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(name):
             raise ValueError(
                 f"grid(): condition name {name!r} is not 1-{MAX_NAME_LENGTH} characters of letters, digits, "
                 "'_', '.', '+', '-' even abbreviated; use fewer knobs or build the conditions by hand"

@@ -1,6 +1,6 @@
 """One compiled program for a whole study: pretraining, every group of runs, every run.
 
-Given a chunk's `ChunkPlan` (engine.plan), four jitted functions: `pretrain` pretrains the
+Given a chunk's `ChunkPlan` (engine.host.plan), four jitted functions: `pretrain` pretrains the
 listed judges (vmapped, sharded); `start` gathers each run's judges and starts each group's
 runs (vmapped, sharded over the "runs" mesh axis: every CPU core or GPU is one device);
 `advance` advances every run by one record interval (an outer iteration by default);
@@ -17,9 +17,11 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from engine.coevolution import make_batch_run, make_run_inputs, pretrain_judge
+from engine.core.state import make_run_inputs
+from engine.host.plan import PRETRAIN_SUB_BATCH
 from engine.knobs import Sizes, Variant
-from engine.plan import PRETRAIN_SUB_BATCH
+from engine.loop.batch import make_batch_run
+from engine.mechanisms.pretraining import pretrain_judge
 
 RUN_AXIS = "runs"
 
@@ -34,9 +36,9 @@ class Started(NamedTuple):
 class StudyProgram(NamedTuple):
     """The study's four jitted functions; every group of runs runs inside each call.
 
-    pretrain(pretrain_inputs) -> coevolution.PretrainResult   (stacked judges; steps, alignment per row)
+    pretrain(pretrain_inputs) -> PretrainResult   (stacked judges; steps, alignment per row)
     start(pretrained_judges, group_inputs) -> Started
-    advance(states, runs, outer, chunk) -> states   (the chunk-th record interval of outer iteration `outer`)
+    advance(states, runs, outer, interval) -> states   (the interval-th record interval of outer iteration `outer`)
     measure(states, runs) -> per group a dict of metrics   (one record of every run)
     The host calls pretrain and start once, then advance and measure once per record, so
     progress can be shown between calls and the executables can live in JAX's persistent
@@ -96,9 +98,9 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
         ]
         return Started(all_runs, [group_start(runs) for group_start, runs in zip(group_starts, all_runs, strict=True)])
 
-    def advance(all_states, all_runs, outer, chunk):
+    def advance(all_states, all_runs, outer, interval):
         return [
-            group_advance(states, runs, outer, chunk)
+            group_advance(states, runs, outer, interval)
             for group_advance, states, runs in zip(group_advances, all_states, all_runs, strict=True)
         ]
 
@@ -127,7 +129,7 @@ def compile_program(program: StudyProgram, inputs):
     XLA's CPU compiler already keeps the cores busy most of the time. Measured on 2 cores, cold,
     one at a time / two at a time / all four at once: blog's compile 52.5 / 46.4 / 53.0 s, an
     8-group study's 86.6 / 70.5 / 74.7 s; but blog end to end peaks at 1.8 GiB one at a time and
-    2.3 GiB two at a time (3.2 GiB all at once), and issue 13 asks for at most 2 GiB.
+    2.3 GiB two at a time (3.2 GiB all at once): one at a time keeps a study's peak within 2 GiB.
     """
     pretrain_inputs, group_inputs = inputs
     lowered_pretrain = program.pretrain.lower(pretrain_inputs)

@@ -1,6 +1,5 @@
 """Run a study: resolve → plan each chunk → compile once → pretrain + start + advance per chunk → Dataset."""
 
-import itertools
 import os
 import time
 from pathlib import Path
@@ -10,17 +9,17 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from engine.devices import fetch
-from engine.diagnostics import DISTRIBUTIONS
+from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
+from engine.host.chunks import seed_chunks
+from engine.host.devices import fetch
+from engine.host.plan import make_plan
+from engine.host.program import compile_program, make_program
+from engine.host.results import make_dataset
+from engine.host.study import ResolvedStudy, resolve
 from engine.knobs import records_per_iteration
-from engine.plan import make_plan
-from engine.program import compile_program, make_program
-from engine.results import make_dataset
-from engine.study import ResolvedStudy, resolve
+from engine.loop.diagnostics import DISTRIBUTIONS
 
 # Runs per chunk by default: bounds host memory on CPU; accelerators take much larger chunks.
-CPU_MAX_RUNS_PER_CHUNK = 256
-ACCELERATOR_MAX_RUNS_PER_CHUNK = 4096
 
 
 def enable_compilation_cache(directory=None):
@@ -40,26 +39,6 @@ def enable_compilation_cache(directory=None):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def seed_chunks(seeds, n_conditions: int, max_runs: int) -> list[list[int]]:
-    """Split seeds into as few equal chunks as keep each near max_runs runs (a chunk holds at
-    least one seed of every condition).
-
-    The last chunk is padded with placeholder seeds (their runs are dropped), so every chunk
-    has the same shapes and reuses one compiled program. Placeholders are the smallest
-    non-negative integers not in the study: distinct (a repeated seed would share pretrained
-    judges and shrink the pretraining table) and valid int32 whatever the study's seeds.
-    """
-    if max_runs < 1:
-        raise ValueError(f"max_runs must be at least 1, got {max_runs}")
-    n_chunks = -(-len(seeds) * n_conditions // max_runs)
-    per_chunk = -(-len(seeds) // n_chunks)
-    chunks = [list(seeds[i : i + per_chunk]) for i in range(0, len(seeds), per_chunk)]
-    used = set(seeds)
-    unused = (candidate for candidate in itertools.count() if candidate not in used)
-    chunks[-1].extend(itertools.islice(unused, per_chunk - len(chunks[-1])))
-    return chunks
-
-
 def drop_distributions(record: dict) -> dict:
     return {name: values for name, values in record.items() if name not in DISTRIBUTIONS}
 
@@ -75,20 +54,23 @@ def join_records(records: list[dict]) -> dict:
     }
 
 
-def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progress=False) -> xr.Dataset:
+def run_study(
+    study, *, seeds=None, devices=None, max_runs_per_chunk=None, progress=False, sub_batch=None
+) -> xr.Dataset:
     """Run every condition × seed of a study dict; returns the results Dataset.
 
     The study is checked before anything is compiled. Runs are sharded over `devices`
     (default: every device JAX sees) and split into chunks of at most
-    `max_runs_per_chunk` runs (bounded memory; results identical to one call).
+    `max_runs_per_chunk` runs (bounded memory; results identical to one call). `sub_batch`
+    fixes the runs per sub-batch (default: chosen by `engine.host.plan.sub_batch_size`).
     """
     resolved = study if isinstance(study, ResolvedStudy) else resolve(study, seeds)
     enable_compilation_cache()
     devices = list(devices or jax.devices())
     on_cpu = devices[0].platform == "cpu"
-    max_runs = max_runs_per_chunk or (CPU_MAX_RUNS_PER_CHUNK if on_cpu else ACCELERATOR_MAX_RUNS_PER_CHUNK)
+    max_runs = chunk_size_rule(on_cpu, max_runs_per_chunk)
     chunks = seed_chunks(resolved.seeds, len(resolved.conditions), max_runs)
-    plans = [make_plan(resolved, chunk, len(devices)) for chunk in chunks]
+    plans = [make_plan(resolved, chunk, len(devices), sub_batch) for chunk in chunks]
 
     program = make_program(plans[0].variants, resolved.sizes, devices, plans[0].sub_batch)
     n_runs = plans[0].n_runs
@@ -110,8 +92,8 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
             bar.update(n_runs)
             for outer in range(resolved.sizes.n_iterations):
                 records = []  # fetched once per iteration: the device need not wait for the host per record
-                for chunk in range(n_records):
-                    states = compiled.advance(states, started.runs, np.int32(outer), np.int32(chunk))
+                for interval in range(n_records):
+                    states = compiled.advance(states, started.runs, np.int32(outer), np.int32(interval))
                     records.append(compiled.measure(states, started.runs))
                 history.extend(fetch(records))
                 bar.update(n_runs)
@@ -125,4 +107,5 @@ def run_study(study, *, seeds=None, devices=None, max_runs_per_chunk=None, progr
     n_seeds = len(resolved.seeds)
     arrays = {name: np.concatenate([c[name] for c in per_chunk], axis=1)[:, :n_seeds] for name in per_chunk[0]}
     timings = {"compile_seconds": compile_seconds, "run_seconds": run_seconds}
-    return make_dataset(resolved, arrays, timings)
+    layout = {"n_devices": len(devices), "max_runs_per_chunk": max_runs, "sub_batch": plans[0].sub_batch}
+    return make_dataset(resolved, arrays, timings, layout, devices)

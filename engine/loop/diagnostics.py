@@ -1,32 +1,17 @@
-"""Exact diagnostics: sums over all 4096 outputs, computed in JAX inside the program."""
+"""The exact diagnostics of one record: sums over all 4096 outputs, computed in JAX inside
+the program, for ONE run; and the names and units of everything a record holds."""
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.stats
-import numpy as np
 
-from engine import exact
-from engine.bias import bias_metrics
-from engine.models import Judge, Policy, ensemble_scores
-from engine.world import all_sequences
-
-
-def spearman(x, y):
-    """Spearman rank correlation of two vectors (average ranks for ties, like scipy)."""
-    rank_x = jax.scipy.stats.rankdata(x)
-    rank_y = jax.scipy.stats.rankdata(y)
-    return jnp.corrcoef(rank_x, rank_y)[0, 1]
-
-
-def judge_scores_all(judges: Judge):
-    """Ensemble-mean score J(x) of every one of the 4096 sequences."""
-    return ensemble_scores(judges, jnp.asarray(all_sequences())).mean(axis=0)
-
-
-def policy_log_probs_all(policy: Policy):
-    """log π(x) of every one of the 4096 sequences by teacher forcing (the slow reference for
-    `engine.exact.policy_log_probs_tree`, which the diagnostics use)."""
-    return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences()))
+from engine.core import exact
+from engine.core.exact import judge_scores_all, spearman
+from engine.core.models import Judge, Policy
+from engine.core.optim import params
+from engine.core.state import RunInputs, RunState
+from engine.core.world import verbosity
+from engine.mechanisms.bias import bias_metrics
+from engine.mechanisms.meta_judge import meta_judge_metrics
 
 
 def exact_metrics(
@@ -42,10 +27,10 @@ def exact_metrics(
 
     initial_log_probs: log π₀ over the 4096 (for the KL); n_candidates: the N of the
     best/worst-of-N gaps (order statistics of N i.i.d. draws from π, ranked by the judge).
-    With `verbosity` (f over the 4096, `engine.bias.verbosity`), the bias records too
-    (`BIAS_METRICS`, `engine.bias.bias_metrics`), from the same π and J. With `distributions`,
+    With `verbosity` (f over the 4096, `engine.core.world.verbosity`), the bias records too
+    (`BIAS_METRICS`, `engine.mechanisms.bias.bias_metrics`), from the same π and J. With `distributions`,
     also the (4096,) arrays they are sums over, `policy_probability` π(x) and `judge_score` J(x)
-    (ensemble mean), in `engine.world.all_sequences` order.
+    (ensemble mean), in `engine.core.world.all_sequences` order.
     """
     log_probs = exact.policy_log_probs_tree(policy)
     probs = jnp.exp(log_probs)
@@ -75,6 +60,10 @@ def exact_metrics(
 CORE_METRICS = ("policy_quality", "judge_alignment", "policy_entropy", "judge_perceived_quality")
 # Metrics whose non-finite value marks a run as diverged (the others may be NaN by design).
 FINITE_METRICS = (*CORE_METRICS, "kl_to_initial")
+# A parameter beyond this magnitude marks a run as diverged even where it stayed finite: far past
+# where float32 training means anything (the models' weights are O(1); every logit saturates), and
+# whether a blow-up reaches inf or NaN depends on the CPU's rounding, this bound does not.
+DIVERGED_PARAMETER = 1e6
 SELF_REWARDING_METRICS = (
     "kl_to_initial",
     "best_worst_gap_judge",
@@ -114,7 +103,29 @@ UNITS = {
     "judge_score": "J(x) (ensemble mean)",
 }
 
-# Saved with `save_distributions`, along a `sequence` dimension (engine.results).
+# Saved with `save_distributions`, along a `sequence` dimension (engine.host.results).
 DISTRIBUTIONS = ("policy_probability", "judge_score")
 
-UNIFORM_ENTROPY = float(np.log(4096))
+
+def run_metrics(state: RunState, run: RunInputs, q_star, n_candidates: int, distributions: bool = False) -> dict:
+    """One record of one run: the exact diagnostics (with π(x) and J(x) when `distributions`),
+    the iteration's meta and dpo-pair records, and `healthy` (every core metric finite and every
+    parameter finite and within ±DIVERGED_PARAMETER)."""
+    f = verbosity(run.condition.bias_token)
+    metrics = exact_metrics(state.policy, state.judges, q_star, state.initial_log_probs, n_candidates, f, distributions)
+    models = (state.policy, state.judges) + (() if state.meta is None else (state.meta.judge,))
+    params_bounded = jnp.all(
+        jnp.stack([jnp.all(jnp.abs(leaf) <= DIVERGED_PARAMETER) for leaf in jax.tree.leaves(params(models))])
+    )  # false for NaN too
+    values_finite = jnp.all(jnp.isfinite(jnp.stack([metrics[name] for name in FINITE_METRICS])))
+    pairs = state.pairs
+    with_pairs = pairs.kept / jnp.where(pairs.kept > 0, pairs.kept, jnp.nan)  # 1, or NaN without kept pairs
+    return {
+        **metrics,
+        "meta_judge_accuracy": state.meta_accuracy,
+        **meta_judge_metrics(state.meta, q_star),
+        "pair_keep_rate": pairs.kept / jnp.where(pairs.offered > 0, pairs.offered, jnp.nan),
+        "train_pair_gap_judge": with_pairs * pairs.judge_gap / jnp.maximum(pairs.kept, 1),
+        "train_pair_gap_true": with_pairs * pairs.true_gap / jnp.maximum(pairs.kept, 1),
+        "healthy": params_bounded & values_finite,
+    }

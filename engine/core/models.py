@@ -13,7 +13,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from engine.world import SEQ_LEN, VOCAB
+from engine.core.world import SEQ_LEN, VOCAB
 
 EMBED = 16
 HIDDEN = 32
@@ -34,7 +34,7 @@ def gru_update(cell: eqx.nn.GRUCell, input_gates, hidden_gates, hidden):
     """`eqx.nn.GRUCell.__call__`'s equations from precomputed gate pre-activations.
 
     input_gates = W_ih·x + b and hidden_gates = W_hh·h, each (..., 3·HIDDEN); hidden (..., HIDDEN).
-    Broadcasts over leading axes, so the prefix tree (`engine.exact`) can share one W_hh·h
+    Broadcasts over leading axes, so the prefix tree (`engine.core.exact`) can share one W_hh·h
     among a parent's children.
     """
     input_reset, input_update, input_new = jnp.split(input_gates, 3, axis=-1)

@@ -5,7 +5,7 @@ tree: the hidden states of the 1 + 8 + 64 + 512 prefixes of length 0..3, each wi
 next-token log-softmax (585 GRU steps), instead of teacher-forcing 4096 sequences × 4
 steps. Everything here handles ONE run (one policy, one set of scores); batching over
 runs is vmap's job. Functions of log-probabilities take the (4096,) vector in the
-lexicographic order of `engine.world.all_sequences()` (position 0 varies slowest).
+lexicographic order of `engine.core.world.all_sequences()` (position 0 varies slowest).
 
 - `policy_log_probs_tree`: log π of all 4096 sequences, differentiable;
 - `entropy`, `kl`: exact H(π) and KL(π‖π₀); their `jax.grad` is the exact gradient;
@@ -13,14 +13,17 @@ lexicographic order of `engine.world.all_sequences()` (position 0 varies slowest
   as TRL uses them) on a batch of samples x ~ π, for comparison with the exact KL;
 - `order_statistic_weights`, `best_worst_gap`: exact best-of-N / worst-of-N expectations;
 - `sequence_index`, `policy_mode`: tokens → index into the 4096, and the policy's mode;
-- `sample_indices`: draws from a distribution over the 4096 by inverse CDF.
+- `sample_indices`: draws from a distribution over the 4096 by inverse CDF;
+- `judge_scores_all`, `spearman`: the judge's scores of all 4096 and their rank correlation;
+- `policy_log_probs_all`: log π by teacher forcing, the slow reference the tests hold the tree to.
 """
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.stats
 
-from engine.models import HIDDEN, START_TOKEN, Policy, gru_update, token_gates
-from engine.world import SEQ_LEN, VOCAB
+from engine.core.models import HIDDEN, START_TOKEN, Judge, Policy, ensemble_scores, gru_update, token_gates
+from engine.core.world import SEQ_LEN, VOCAB, all_sequences
 
 # ----------------------------------------------------------------------------------------
 # The distribution.
@@ -43,7 +46,7 @@ def policy_log_probs_tree(policy: Policy) -> jax.Array:
     and log-probabilities; every prefix gets its next-token log-softmax at once, and child
     p·8 + t of prefix p reads token t. 1 + 8 + 64 + 512 GRU steps instead of 4096 × 4. The
     equations, and the order of the four additions, are those of `Policy.log_prob`, so the
-    result equals the teacher-forced `engine.diagnostics.policy_log_probs_all` up to float
+    result equals the teacher-forced `policy_log_probs_all` up to float
     rounding (a few ulps of log π). Differentiable in the policy.
     """
     gates = token_gates(policy.embedding, policy.cell)
@@ -192,3 +195,25 @@ def best_worst_gap(scores, values, probs, n):
     """
     best, worst = order_statistic_weights(scores, probs, n)
     return jnp.sum((best - worst) * values)
+
+
+# ----------------------------------------------------------------------------------------
+# The judge over all outputs, and rank correlation.
+
+
+def judge_scores_all(judges: Judge):
+    """Ensemble-mean score J(x) of every one of the 4096 sequences."""
+    return ensemble_scores(judges, jnp.asarray(all_sequences())).mean(axis=0)
+
+
+def policy_log_probs_all(policy: Policy):
+    """log π(x) of every one of the 4096 sequences by teacher forcing (the slow reference for
+    `policy_log_probs_tree`, which the lab uses)."""
+    return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences()))
+
+
+def spearman(x, y):
+    """Spearman rank correlation of two vectors (average ranks for ties, like scipy)."""
+    rank_x = jax.scipy.stats.rankdata(x)
+    rank_y = jax.scipy.stats.rankdata(y)
+    return jnp.corrcoef(rank_x, rank_y)[0, 1]

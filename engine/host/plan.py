@@ -13,9 +13,10 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from engine.coevolution import META_JUDGE_MEMBER, PretrainInputs
+from engine.host.study import ResolvedStudy
 from engine.knobs import PRETRAIN_KNOBS, Condition, Variant, condition_arrays
-from engine.study import ResolvedStudy
+from engine.mechanisms.meta_judge import META_JUDGE_MEMBER
+from engine.mechanisms.pretraining import PretrainInputs
 
 # Every vmapped batch has at least MIN_BATCH runs: XLA compiles a batch of one into other
 # kernels than a larger batch, which would change the last bits of a run's results with
@@ -104,7 +105,7 @@ class _Run:
 # Sizes of optional steps a run without them (size 0) can share: such a run joins the group of
 # the largest size among the conditions that differ from it only there, where `lax.cond` skips
 # those steps on its sub-batches (the q* anchor, the held-out meta step). Fewer groups, less to compile.
-SHAREABLE_SIZES = ("n_anchor", "n_holdout")
+SHAREABLE_SIZES = ("n_oracle_pairs", "n_holdout")
 
 
 def group_variants(variants: list[Variant]) -> list[Variant]:
@@ -124,8 +125,12 @@ def group_variants(variants: list[Variant]) -> list[Variant]:
     ]
 
 
-def make_plan(study: ResolvedStudy, seeds, n_devices: int) -> ChunkPlan:
-    """Place the runs of `seeds` × every condition of `study` on a run axis over `n_devices`."""
+def make_plan(study: ResolvedStudy, seeds, n_devices: int, sub_batch: int | None = None) -> ChunkPlan:
+    """Place the runs of `seeds` × every condition of `study` on a run axis over `n_devices`.
+
+    sub_batch: runs per sub-batch; None chooses it (`sub_batch_size`). A run's bits depend on
+    its sub-batch's size, so rerunning part of a study (`coevo verify`) passes the original's.
+    """
     pretrain_rows: dict[tuple, int] = {}
     pretrain_knobs: list[dict] = []
     by_variant: dict[Variant, list[_Run]] = {}
@@ -153,7 +158,7 @@ def make_plan(study: ResolvedStudy, seeds, n_devices: int) -> ChunkPlan:
     )
     pretrain = jax.tree.map(lambda leaf: pad_rows(leaf, PRETRAIN_SUB_BATCH * n_devices), pretrain)
 
-    sub_batch = sub_batch_size(max(len(runs) for runs in by_variant.values()), len(seeds), n_devices)
+    sub_batch = sub_batch or sub_batch_size(max(len(runs) for runs in by_variant.values()), len(seeds), n_devices)
     groups = tuple(_group_plan(variant, runs, n_devices, sub_batch) for variant, runs in by_variant.items())
     return ChunkPlan(tuple(seeds), len(study.condition_names), n_devices, sub_batch, pretrain, groups)
 

@@ -1,12 +1,12 @@
-"""Bias amplification (issue 11): a surface feature, a planted bias, exact bias diagnostics,
-and the pure pieces of a meta-judge that never sees q*.
+"""Bias amplification: a planted bias towards the surface feature verbosity
+(`engine.core.world.verbosity`), and the exact bias diagnostics.
 
 Every function here is a per-run function of arrays (no models, no loop state), exact over
 all 4096 outputs where it is a diagnostic, jittable and vmappable with traced knobs
-(`bias_token`, `planted_bias`, `uncertain`). Definitions and the reference-world facts are in
-docs/bias.md; `python -m engine.bias` prints those facts.
+(`bias_token`, `planted_bias`). Definitions and the reference-world facts are in
+docs/bias.md; `python -m engine.mechanisms.bias` prints those facts.
 
-Shapes: "(4096,)" is over `engine.world.all_sequences()` in its lexicographic order;
+Shapes: "(4096,)" is over `engine.core.world.all_sequences()` in its lexicographic order;
 "(B,)" is over a batch of fresh policy samples.
 """
 
@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engine.world import ARROWS, SEQ_LEN, VOCAB, all_sequences, reference_q_star, render
+from engine.core.exact import spearman
+from engine.core.world import ARROWS, SEQ_LEN, VOCAB, all_sequences, reference_q_star, render, verbosity
 
 DEFAULT_BIAS_TOKEN = 2  # `→`
 N_LEVELS = SEQ_LEN + 1  # verbosity takes the values 0..4
@@ -24,15 +25,6 @@ N_LEVELS = SEQ_LEN + 1  # verbosity takes the values 0..4
 
 # ----------------------------------------------------------------------------------------
 # The surface feature and the planted bias.
-
-
-def verbosity(bias_token) -> jax.Array:
-    """f(x) = how many positions of x hold `bias_token`, (4096,) float32 with values 0..4.
-
-    `bias_token` is a token id (0..7), possibly traced. Float so that it enters targets and
-    fits without casts; the values are small integers, exact in float32.
-    """
-    return jnp.sum(jnp.asarray(all_sequences()) == bias_token, axis=1).astype(jnp.float32)
 
 
 def biased_target(q_star, verbosity, planted_bias) -> jax.Array:
@@ -97,7 +89,7 @@ def judge_bias(scores, q_star, verbosity) -> jax.Array:
 
 def policy_verbosity(probs, verbosity) -> jax.Array:
     """E_π[f] = Σ_x π(x) f(x), scalar; 0.5 for the uniform policy (4 positions × 1/8)."""
-    return jnp.sum(probs * verbosity)  # elementwise then sum, as in engine.diagnostics
+    return jnp.sum(probs * verbosity)  # elementwise then sum, as in engine.loop.diagnostics
 
 
 def level_ceiling(q_star, verbosity) -> jax.Array:
@@ -135,7 +127,7 @@ def within_level_gap(probs, q_star, verbosity) -> jax.Array:
 
 
 def bias_metrics(probs, scores, q_star, verbosity) -> dict:
-    """The per-iteration bias records of one run (`engine.diagnostics.BIAS_METRICS`), scalars.
+    """The per-iteration bias records of one run (`engine.loop.diagnostics.BIAS_METRICS`), scalars.
 
     probs: π over the 4096; scores: J over the 4096 (the ensemble mean); q_star, verbosity:
     the run's. judge_bias and judge_quality_weight come from one `judge_fit`.
@@ -150,66 +142,7 @@ def bias_metrics(probs, scores, q_star, verbosity) -> dict:
 
 
 # ----------------------------------------------------------------------------------------
-# A meta-judge without ground truth: which pairs it labels, its labels, the agreement.
-
-
-def least_certain_pairs(scores_a, scores_b, n_pairs: int) -> jax.Array:
-    """Indices (n_pairs,) int32 of the pairs with the smallest |J(a) − J(b)|, smallest first.
-
-    scores_a, scores_b: (B,) judge scores of B fresh pairs; n_pairs ≤ B is static. Ties in
-    the gap go to the lower index (`lax.top_k`).
-    """
-    _, index = jax.lax.top_k(-jnp.abs(scores_a - scores_b), n_pairs)
-    return index
-
-
-def meta_select(scores_a, scores_b, n_pairs: int, uncertain) -> jax.Array:
-    """Indices (n_pairs,) int32 of the pairs the meta-judge labels.
-
-    uncertain (bool, possibly traced per run): true — `least_certain_pairs` (meta_select
-    `uncertain`); false — the first n_pairs (meta_select `random`: fresh policy pairs are
-    i.i.d., so the first n are a uniform random subset). Switched by `jnp.where`, so a vmap
-    over runs mixing both costs one top_k.
-    """
-    return jnp.where(uncertain, least_certain_pairs(scores_a, scores_b, n_pairs), jnp.arange(n_pairs))
-
-
-def meta_labels(meta_scores_a, meta_scores_b) -> jax.Array:
-    """The meta-judge's labels y = [M(a) > M(b)], (n,) bool (the judge's pair-loss labels)."""
-    return meta_scores_a > meta_scores_b
-
-
-def meta_agreement(scores_a, scores_b, meta_scores_a, meta_scores_b) -> jax.Array:
-    """Share of pairs on which judge and meta-judge prefer the same side, scalar in [0, 1].
-
-    A pair's preference is [score(a) > score(b)] for each; a tie counts as preferring b.
-    """
-    return jnp.mean((scores_a > scores_b) == meta_labels(meta_scores_a, meta_scores_b))
-
-
-class MetaPairs(NamedTuple):
-    """What one meta step hands to the judge: selected pairs, their labels, the agreement."""
-
-    tokens_a: jax.Array  # (n_pairs, 4)
-    tokens_b: jax.Array  # (n_pairs, 4)
-    labels: jax.Array  # (n_pairs,) bool, the meta-judge's
-    agreement: jax.Array  # scalar, judge vs meta-judge on the selected pairs
-
-
-def meta_pairs(tokens_a, tokens_b, scores_a, scores_b, meta_scores_a, meta_scores_b, n_pairs: int, uncertain):
-    """Select n_pairs of B fresh pairs, label them by the meta-judge, measure agreement.
-
-    tokens_*: (B, 4); scores_*: (B,) the judge's (ensemble mean) scores; meta_scores_*: (B,)
-    the meta-judge's. Returns `MetaPairs`; its tokens and labels go to the judge's pair step.
-    """
-    index = meta_select(scores_a, scores_b, n_pairs, uncertain)
-    agreement = meta_agreement(scores_a[index], scores_b[index], meta_scores_a[index], meta_scores_b[index])
-    labels = meta_labels(meta_scores_a[index], meta_scores_b[index])
-    return MetaPairs(tokens_a[index], tokens_b[index], labels, agreement)
-
-
-# ----------------------------------------------------------------------------------------
-# Reference-world facts (docs/bias.md quotes them; `python -m engine.bias` prints them).
+# Reference-world facts (docs/bias.md quotes them; `python -m engine.mechanisms.bias` prints them).
 
 
 class VerbosityFacts(NamedTuple):
@@ -222,8 +155,6 @@ class VerbosityFacts(NamedTuple):
 
 
 def verbosity_facts(q_star, bias_token) -> VerbosityFacts:
-    from engine.diagnostics import spearman  # here, not at the top: engine.diagnostics imports this module
-
     f = verbosity(bias_token)
     return VerbosityFacts(
         pearson=jnp.corrcoef(f, q_star)[0, 1],

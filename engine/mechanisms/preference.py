@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from engine.world import SEQ_LEN
+from engine.core.world import SEQ_LEN
 
 # Where a pair member was sampled from.
 POLICY = 0  # the current policy's batch

@@ -1,8 +1,8 @@
-"""`coevo run | figures | claims | bench`: the lab's command line.
+"""`coevo run | figures | claims | verify | knobs | bench`: the lab's command line.
 
 Every input is checked before JAX compiles anything: a bad input prints one line on
 stderr and exits with status 2, having written nothing. Results are written atomically
-and no existing file is replaced without --force (see engine.output). Ctrl-C exits 130,
+and no existing file is replaced without --force (see engine.host.output). Ctrl-C exits 130,
 SIGTERM 143, each with one line saying what was lost, from the first moment: this module
 and `engine` import nothing heavy, and `main` installs the SIGTERM handler before JAX loads.
 """
@@ -15,7 +15,7 @@ import threading
 from contextlib import nullcontext
 from pathlib import Path
 
-from engine.inputs import InputError, find_study, load_study, parse_seeds
+from engine.host.inputs import InputError, find_study, load_study, parse_seeds
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -40,7 +40,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def summary_lines(ds) -> list[str]:
     """Per condition (the first SUMMARY_ROWS): final quality and alignment, mean ± std over seeds,
     diverged runs left out; then the runs that diverged or missed their pretraining target."""
-    from engine.results import per_iteration
+    from engine.host.results import per_iteration
 
     final = per_iteration(ds).isel(iteration=-1).where(~ds.diverged)
     lines = [f"{'condition':<16} {'final quality':>18} {'final alignment':>18}  seeds"]
@@ -74,7 +74,7 @@ def _listed(runs: list[str]) -> str:
 
 
 def _warn_leftovers(out: Path):
-    from engine.output import leftover_temporaries
+    from engine.host.output import leftover_temporaries
 
     leftovers = leftover_temporaries(out)
     if leftovers:
@@ -87,15 +87,15 @@ def _warn_leftovers(out: Path):
 
 def bad_input() -> tuple[type[Exception], ...]:
     """The errors that mean a bad input (one line, exit 2); imported late, after the signal handlers."""
-    from engine.output import OutputError
-    from engine.results import ResultsFileError
-    from engine.study import StudyError
+    from engine.host.output import OutputError
+    from engine.host.results import ResultsFileError
+    from engine.host.study import StudyError
 
     return StudyError, InputError, OutputError, ResultsFileError, FileExistsError
 
 
 def print_warnings(warnings) -> None:
-    """The study's warnings (engine.study), the first WARNINGS_SHOWN of them, on stderr."""
+    """The study's warnings (engine.host.study), the first WARNINGS_SHOWN of them, on stderr."""
     for warning in warnings[:WARNINGS_SHOWN]:
         print(f"coevo: warning: {warning}", file=sys.stderr)
     if len(warnings) > WARNINGS_SHOWN:
@@ -107,15 +107,15 @@ def print_warnings(warnings) -> None:
 
 
 def estimate_or_refuse(resolved, max_runs_per_chunk) -> list[str]:
-    """engine.estimate: refuse what cannot fit this machine (StudyError), else what to say about its cost."""
+    """engine.host.estimate: refuse what cannot fit this machine (StudyError), else what to say about its cost."""
     import jax
 
-    from engine.estimate import available_memory, check, estimate
-    from engine.runner import ACCELERATOR_MAX_RUNS_PER_CHUNK, CPU_MAX_RUNS_PER_CHUNK
+    from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
+    from engine.host.estimate import available_memory, check, estimate
 
     devices = jax.local_devices()
     on_cpu = devices[0].platform == "cpu"
-    max_runs = max_runs_per_chunk or (CPU_MAX_RUNS_PER_CHUNK if on_cpu else ACCELERATOR_MAX_RUNS_PER_CHUNK)
+    max_runs = chunk_size_rule(on_cpu, max_runs_per_chunk)
     cost = estimate(resolved, max_runs_per_chunk=max_runs, n_devices=len(devices), on_cpu=on_cpu)
     return check(resolved, cost, *available_memory(devices))
 
@@ -124,7 +124,7 @@ def command_run(args) -> int:
     import jax
 
     import engine
-    from engine.output import check_output, reserve
+    from engine.host.output import check_output, reserve
 
     if args.max_runs_per_chunk is not None and args.max_runs_per_chunk < 1:
         raise InputError(f"--max-runs-per-chunk {args.max_runs_per_chunk}: must be at least 1")
@@ -160,7 +160,7 @@ def command_run(args) -> int:
 def command_figures(args) -> int:
     import engine
     from analysis.report import output_paths, write_all
-    from engine.output import check_output
+    from engine.host.output import check_output
 
     path = Path(args.path)
     ds = engine.load(path)
@@ -179,8 +179,8 @@ def command_figures(args) -> int:
 def command_claims(args) -> int:
     import engine
     from analysis.claims import claims_markdown, write_claims
-    from engine.output import check_output
-    from engine.results import per_iteration
+    from engine.host.output import check_output
+    from engine.host.results import per_iteration
 
     paths = [Path(p) for p in args.paths]
     if args.out:
@@ -197,28 +197,58 @@ def command_claims(args) -> int:
     return 0
 
 
+def command_verify(args) -> int:
+    import jax
+
+    import engine
+    from engine.host.provenance import provenance
+    from engine.host.verify import compare, file_layout, likely_causes, rerun
+
+    if args.iterations < 1:
+        raise InputError(f"--iterations {args.iterations}: must be at least 1")
+    path = Path(args.path)
+    ds = engine.load(path)
+    layout = file_layout(ds)
+    devices = jax.devices()
+    if len(devices) < layout.n_devices:
+        print(f"coevo: warning: the file ran on {layout.n_devices} devices, this machine exposes {len(devices)}")
+    devices = devices[: layout.n_devices]
+    n_runs = ds.sizes["condition"] * len(layout.seeds)
+    print(
+        f"{path}: rerunning {ds.sizes['condition']} conditions x {len(layout.seeds)} seeds = {n_runs} runs, "
+        f"{args.iterations} iterations, sub-batches of {layout.sub_batch} on {len(devices)} devices"
+    )
+    verdict = compare(ds, rerun(ds, devices, args.iterations))
+    if verdict.identical:
+        print(f"bit-identical ({verdict.compared} values)")
+        return 0
+    print(f"differs: {verdict.differing_runs} runs, largest difference {verdict.largest:.3g}, first at {verdict.first}")
+    causes = likely_causes(ds.attrs, provenance(devices))
+    print("likely cause: " + ("; ".join(causes) if causes else "none recorded differs (please report it)"))
+    return 1
+
+
 def command_knobs(args) -> int:
-    from engine.knobs import knob_table, with_knob_table
+    from engine.host.output import write_atomically
+    from engine.knobs import knobs_page
 
     if not args.write:
-        print(knob_table())
+        print(knobs_page(), end="")
         return 0
-    path = Path(args.write)
-    if not path.is_file():
-        raise InputError(f"--write {path}: no such file")
-    path.write_text(with_knob_table(path.read_text()))
-    print(f"rewrote the knob table in {path}")
+    path = write_atomically(args.write, lambda temporary: Path(temporary).write_text(knobs_page()), force=True)
+    print(f"wrote {path}")
     return 0
 
 
 def command_bench(args) -> int:
-    from engine.bench import main as bench_main
+    from engine.cli.bench import main as bench_main
 
     return bench_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.devices import JOIN_TIMEOUT
+    from engine.host.devices import JOIN_TIMEOUT
+    from engine.host.verify import ITERATIONS as VERIFY_ITERATIONS
 
     parser = ArgumentParser(prog="coevo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -230,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="overwrite an existing output file")
     run.add_argument("--max-runs-per-chunk", type=int, default=None, help="split larger studies into chunks")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0 (see README)")
+    run.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0 (see docs/performance.md)")
     run.add_argument("--num-processes", type=int, help="multi-host: number of processes")
     run.add_argument("--process-id", type=int, help="multi-host: this process's index")
     run.add_argument(
@@ -249,12 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     claims.set_defaults(handler=command_claims)
 
-    knobs = commands.add_parser("knobs", help="print every knob as a markdown table")
-    knobs.add_argument("--write", metavar="FILE", help="rewrite the table between the knob markers in FILE")
+    verify = commands.add_parser("verify", help="rerun part of a results file and compare it bit for bit")
+    verify.add_argument("path", help="a results file written by 'coevo run'")
+    verify.add_argument(
+        "--iterations", type=int, default=VERIFY_ITERATIONS, help=f"outer iterations to rerun ({VERIFY_ITERATIONS})"
+    )
+    verify.set_defaults(handler=command_verify)
+
+    knobs = commands.add_parser("knobs", help="print docs/knobs.md: every knob as a markdown table")
+    knobs.add_argument("--write", metavar="FILE", help="write that page to FILE (docs/knobs.md)")
     knobs.set_defaults(handler=command_knobs)
 
     bench = commands.add_parser("bench", help="measure compile and run time")
-    from engine.bench import add_arguments
+    from engine.cli.bench import add_arguments
 
     add_arguments(bench)
     bench.set_defaults(handler=command_bench)
@@ -263,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _join_if_asked(args):
     """Multi-host flags are used together or not at all."""
-    from engine.devices import join_cluster
+    from engine.host.devices import join_cluster
 
     cluster = (args.num_processes, args.process_id)
     if args.coordinator is None:
@@ -285,8 +322,8 @@ def _run_in_float32():
 
 
 def use_all_cpu_cores():
-    """engine.devices.use_all_cpu_cores, imported when called (it imports JAX); tests replace this."""
-    from engine.devices import use_all_cpu_cores as expose
+    """engine.host.devices.use_all_cpu_cores, imported when called (it imports JAX); tests replace this."""
+    from engine.host.devices import use_all_cpu_cores as expose
 
     expose()
 
@@ -316,9 +353,9 @@ def import_engine():
     held = []
     previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in HELD}
     try:
-        import engine.devices  # noqa: F401  (JAX)
-        import engine.results  # noqa: F401  (xarray, netCDF)
-        import engine.runner  # noqa: F401  (the program)
+        import engine.host.devices  # noqa: F401  (JAX)
+        import engine.host.results  # noqa: F401  (xarray, netCDF)
+        import engine.host.runner  # noqa: F401  (the program)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -1,7 +1,8 @@
-"""The enumerable world: every length-4 sequence over 8 arrow tokens, and the hidden q*.
+"""The enumerable world: every length-4 sequence over 8 arrow tokens, the hidden q*, and
+the surface feature (verbosity) a judge can be biased towards.
 
 Everything here is a constant of the lab. The judge never sees q*; diagnostics,
-pretraining and the oracle variants (anchor, meta) do.
+pretraining and the q*-labelled steps (oracle pairs, the held-out meta set) do.
 """
 
 import itertools
@@ -13,6 +14,7 @@ import numpy as np
 SEQ_LEN = 4
 VOCAB = 8
 N_SEQUENCES = VOCAB**SEQ_LEN
+UNIFORM_ENTROPY = float(np.log(N_SEQUENCES))  # nats: the entropy of the uniform policy
 ARROWS = ("↑", "↗", "→", "↘", "↓", "↙", "←", "↖")
 
 WORLD_KEY = 42
@@ -53,3 +55,17 @@ def transition_term() -> jax.Array:
     w_trans = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(WORLD_KEY), 3), (VOCAB, VOCAB))
     x = jnp.asarray(all_sequences())
     return w_trans[x[:, :-1], x[:, 1:]].sum(axis=1)
+
+
+def q_star_of(transition_alpha) -> jax.Array:
+    """The ground truth of one run: the reference q* plus `transition_alpha` times the transition term."""
+    return reference_q_star() + transition_alpha * transition_term()
+
+
+def verbosity(bias_token) -> jax.Array:
+    """f(x) = how many positions of x hold `bias_token`, (4096,) float32 with values 0..4.
+
+    `bias_token` is a token id (0..7), possibly traced. Float so that it enters targets and
+    fits without casts; the values are small integers, exact in float32.
+    """
+    return jnp.sum(jnp.asarray(all_sequences()) == bias_token, axis=1).astype(jnp.float32)

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 
 # One seed or a range, plain ASCII digits only: int() would also read '1_000', '+5' and
 # non-ASCII digits such as '５', so one seed could be spelled several ways, and a typo
@@ -61,7 +61,7 @@ def parse_seeds(text: str) -> list[int]:
 
     The count is checked before any list is built, so '0-99999999' fails at once.
     """
-    from engine.study import MAX_SEEDS  # here, not at the top: this module loads before JAX (engine.cli)
+    from engine.host.study import MAX_SEEDS  # here, not at the top: this module loads before JAX (engine.cli.main)
 
     if not text.strip():
         raise InputError(f"--seeds {text!r}: no seeds given; {_SEEDS_FORM}")

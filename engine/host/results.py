@@ -6,7 +6,7 @@ global inner step of each record: 0 = after pretraining, then k, 2k, ...), with 
 indexed, so `ds.sel(iteration=2)` gives that iteration's records); `per_iteration` gives back
 the per-iteration layout. Run-level summaries (ceiling, divergence) are always per outer
 iteration. Saved distributions (`save_distributions`) add `policy_probability` and
-`judge_score` along a `sequence` dimension labelled with the arrows (`engine.world.render`).
+`judge_score` along a `sequence` dimension labelled with the arrows (`engine.core.world.render`).
 
 Condition knobs are coordinates along `condition`; the study, versions, git commit and
 timings are attrs, so a file carries what is needed to rerun it. Files are written to a
@@ -14,22 +14,20 @@ temporary name and renamed into place, so a result file is never half-written.
 """
 
 import json
-import subprocess
 from pathlib import Path
 
 import jax
-import jaxlib
 import numpy as np
 import xarray as xr
 
-from engine.diagnostics import CORE_METRICS, DISTRIBUTIONS, METRICS, UNITS
+from engine.core.world import all_sequences, render
+from engine.host.output import write_atomically
+from engine.host.provenance import provenance
+from engine.host.study import ResolvedStudy
 from engine.knobs import KNOBS, record_interval, records_per_iteration
-from engine.output import write_atomically
-from engine.study import ResolvedStudy
-from engine.world import all_sequences, render
+from engine.loop.diagnostics import CORE_METRICS, DISTRIBUTIONS, METRICS, UNITS
 
 SEQUENCE_NAMES = [render(x) for x in all_sequences()]
-ENGINE_VERSION = "0.1.0"
 
 
 def ceiling_summary(quality: np.ndarray) -> dict:
@@ -53,25 +51,12 @@ def ceiling_summary(quality: np.ndarray) -> dict:
     }
 
 
-def divergence(finite: np.ndarray) -> dict:
-    """Which runs turned NaN/inf, and the first iteration where they did (-1: never)."""
-    diverged = ~finite.all(axis=-1)
-    first = np.where(diverged, np.argmin(finite, axis=-1), -1)
+def divergence(healthy: np.ndarray) -> dict:
+    """Which runs diverged (a core metric not finite, or a parameter not finite or beyond
+    ±DIVERGED_PARAMETER: engine.loop.diagnostics), and the first iteration where they did (-1: never)."""
+    diverged = ~healthy.all(axis=-1)
+    first = np.where(diverged, np.argmin(healthy, axis=-1), -1)
     return {"diverged": diverged, "diverged_at": first.astype(np.int32)}
-
-
-def git_commit() -> str:
-    """The engine's git commit, with '-dirty' when its working tree has uncommitted changes."""
-
-    def git(*args):
-        folder = Path(__file__).resolve().parent
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=folder, timeout=10).stdout
-
-    try:
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-        return git("rev-parse", "HEAD").strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def time_coordinates(sizes) -> tuple[str, dict]:
@@ -90,8 +75,14 @@ def time_coordinates(sizes) -> tuple[str, dict]:
     }
 
 
-def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Dataset:
-    """Assemble the program's (condition, seed[, record][, 4096]) arrays into the Dataset."""
+def make_dataset(
+    study: ResolvedStudy, arrays: dict, timings: dict, layout: dict | None = None, devices=None
+) -> xr.Dataset:
+    """Assemble the program's (condition, seed[, record][, 4096]) arrays into the Dataset.
+
+    layout: how the runs were placed (n_devices, max_runs_per_chunk, sub_batch), which a rerun
+    needs to reproduce their bits; devices: those that ran them (default: every device JAX sees).
+    """
     time, time_coords = time_coordinates(study.sizes)
     coords = {
         "condition": study.condition_names,
@@ -123,7 +114,7 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
     boundaries = slice(None, None, records_per_iteration(study.sizes))  # the record ending each outer iteration
     run_level = {
         **ceiling_summary(arrays["policy_quality"][..., boundaries]),
-        **divergence(arrays["finite"][..., boundaries]),
+        **divergence(arrays["healthy"][..., boundaries]),
         "pretrain_steps": arrays["pretrain_steps"],
         "pretrain_alignment": arrays["pretrain_alignment"],
     }
@@ -134,13 +125,9 @@ def make_dataset(study: ResolvedStudy, arrays: dict, timings: dict) -> xr.Datase
     attrs = {
         "study_name": study.name,
         "study": study.to_json(),
-        "warnings": "\n".join(study.warnings),  # engine.study: combinations that ran, but not quite as written
-        "engine_version": ENGINE_VERSION,
-        "jax_version": jax.__version__,
-        "jaxlib_version": jaxlib.__version__,
-        "git_commit": git_commit(),
-        "devices": ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()}))
-        + f" x{jax.device_count()}",
+        "warnings": "\n".join(study.warnings),  # engine.host.study: combinations that ran, but not quite as written
+        **provenance(devices or jax.devices()),
+        **{key: int(value) for key, value in (layout or {}).items()},
         **{key: float(value) for key, value in timings.items()},
     }
     return _indexed(xr.Dataset(data, coords=coords, attrs=attrs))
@@ -163,7 +150,7 @@ def per_iteration(ds: xr.Dataset) -> xr.Dataset:
 
 
 def save(ds: xr.Dataset, path, *, force: bool = False) -> Path:
-    """Write netCDF atomically (a temporary file in the same folder, then a rename); see engine.output."""
+    """Write netCDF atomically (a temporary file in the same folder, then a rename); see engine.host.output."""
     return write_atomically(path, lambda temporary: ds.to_netcdf(temporary, engine="netcdf4"), force=force)
 
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.inputs import load_study
+from engine.host.inputs import load_study
 
 DEFAULT_SIZES = (1, 17, 85, 340)
 SEQUENTIAL_MAX = 17
@@ -22,7 +22,7 @@ SEQUENTIAL_MAX = 17
 # `--mechanisms`: one condition per mechanism (each a group of runs of its own, so its own code,
 # but the two exact regularisers, which share one),
 # priced against the baseline; the curve adds them to one study in this order.
-MECHANISMS = {
+MECHANISM_CONDITIONS = {
     "baseline": {},
     "ensemble_3": {"n_judges": 3},
     "anchor_0.1": {"anchor_fraction": 0.1},
@@ -36,7 +36,7 @@ MECHANISMS = {
     "dpo_temporal": {"update_rule": "dpo", "anchored_rejection": True, "future_chosen": True},
 }
 MECHANISM_SEEDS = 8
-CURVE_POINTS = (1, 2, 4, 8, len(MECHANISMS))
+CURVE_POINTS = (1, 2, 4, 8, len(MECHANISM_CONDITIONS))
 
 
 def run_counts(text: str) -> tuple[int, ...]:
@@ -85,7 +85,7 @@ def baseline_study(n_runs: int, base: dict) -> dict:
 
 
 def mechanisms_study(names, base: dict) -> dict:
-    conditions = {name: MECHANISMS[name] for name in names}
+    conditions = {name: MECHANISM_CONDITIONS[name] for name in names}
     return {"name": "mechanisms", "seeds": list(range(MECHANISM_SEEDS)), "base": base, "conditions": conditions}
 
 
@@ -111,10 +111,12 @@ def flops_per_inner_step(study: dict) -> float:
     """XLA's cost analysis of one inner step of a study's first group of runs, per run."""
     import jax
 
-    from engine.coevolution import init_run, make_batch_run, make_run_inputs, q_star_of
-    from engine.models import make_judges
-    from engine.plan import make_plan
-    from engine.study import resolve
+    from engine.core.models import make_judges
+    from engine.core.state import init_run, make_run_inputs
+    from engine.core.world import q_star_of
+    from engine.host.plan import make_plan
+    from engine.host.study import resolve
+    from engine.loop.batch import make_batch_run
 
     resolved = resolve(study)
     plan = make_plan(resolved, resolved.seeds, n_devices=1)
@@ -182,20 +184,21 @@ def inner_step_cost(study: dict) -> dict:
 
 def n_groups(study: dict) -> int:
     """Groups of runs (each compiled on its own) in a study's program."""
-    from engine.plan import make_plan
-    from engine.study import resolve
+    from engine.host.plan import make_plan
+    from engine.host.study import resolve
 
     resolved = resolve(study)
     return len(make_plan(resolved, resolved.seeds[:1], n_devices=1).groups)
 
 
 def mechanisms_report(base: dict) -> dict:
-    """Issue 13's per-mechanism prices and compile curve, each point in a fresh process."""
+    """Per-mechanism prices and the compile curve, each point in a fresh process."""
     base = {"steps_per_iter": 100, **base}
     single = {
-        name: in_subprocess({"kind": "inner_steps", "study": mechanisms_study([name], base)}) for name in MECHANISMS
+        name: in_subprocess({"kind": "inner_steps", "study": mechanisms_study([name], base)})
+        for name in MECHANISM_CONDITIONS
     }
-    names = list(MECHANISMS)
+    names = list(MECHANISM_CONDITIONS)
     curve = {
         k: in_subprocess({"study": mechanisms_study(names[:k], {**base, "n_iterations": 1})}) for k in CURVE_POINTS
     }
@@ -236,7 +239,7 @@ def in_subprocess(measurement: dict, cache: str | None = None) -> dict:
     empty cache), or with the compilation cache `cache` (warm when an earlier one filled it)."""
     with tempfile.TemporaryDirectory() as empty:
         out = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "bench", "--measure", json.dumps(measurement)],
+            [sys.executable, "-m", "engine.cli.main", "bench", "--measure", json.dumps(measurement)],
             capture_output=True,
             text=True,
             env={**os.environ, "COEVO_CACHE_DIR": cache or empty},
@@ -256,7 +259,7 @@ def cold_then_warm(measurement: dict) -> dict:
 
 
 def main(args) -> int:
-    from engine.study import resolve
+    from engine.host.study import resolve
 
     if args.measure:
         print(json.dumps(measure(args.measure)))
@@ -268,7 +271,7 @@ def main(args) -> int:
         base["n_iterations"] = args.iterations
     if args.mechanisms:
         for k in CURVE_POINTS:
-            resolve(mechanisms_study(list(MECHANISMS)[:k], base))
+            resolve(mechanisms_study(list(MECHANISM_CONDITIONS)[:k], base))
         report = mechanisms_report(base)
         print(json.dumps(report, indent=2) if args.json else format_mechanisms(report))
         return 0

@@ -1,0 +1,114 @@
+"""What a run is given (`RunInputs`) and what it carries from step to step (`RunState`).
+
+Every mechanism reads and returns a `RunState`; a mechanism a run's variant lacks leaves its
+part of the state at `None` (no meta-judge) or at zero (no dpo pairs).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from engine.core import exact
+from engine.core.keys import run_keys
+from engine.core.models import Judge, Policy, select_init
+from engine.core.optim import adam_init, params
+from engine.knobs import Condition, code
+
+
+def initial_model(model_class, key, condition: Condition):
+    """A fresh Policy or Judge, initialised as the run's `init` knob says (the reference's Flax
+    defaults, or Equinox's); both draws come from the same key."""
+    return select_init(model_class(key=key), key=key, reference=condition.init == code("init", "reference"))
+
+
+def ensemble_size(judges: Judge) -> int:
+    return jax.tree.leaves(judges)[0].shape[0]
+
+
+class RunInputs(eqx.Module):
+    """Per-run constants: the condition, the seed, and the pretrained judges."""
+
+    condition: Condition
+    seed: jax.Array
+    pretrained: Judge  # stacked (n_judges, ...)
+    meta_pretrained: Judge | None  # the pretrained meta-judge (Variant.meta_judge), else None
+
+
+def make_run_inputs(
+    condition: Condition, seed, pretrained_table: Judge, pretrain_index, meta_pretrain_index=None
+) -> RunInputs:
+    """Runs' inputs with their judges taken out of the pretraining table.
+
+    pretrain_index: (runs, n_judges) rows of `pretrained_table` (stacked judges, one per
+    pretraining job); meta_pretrain_index: (runs,) the meta-judge's rows, or None for runs
+    without one; works the same for one run or a batch.
+    """
+
+    def take(index):
+        return jax.tree.map(lambda leaf: leaf[index], pretrained_table)
+
+    meta = None if meta_pretrain_index is None else take(meta_pretrain_index)
+    return RunInputs(condition, seed, take(pretrain_index), meta)
+
+
+class PairStats(eqx.Module):
+    """Sums over the current outer iteration's DPO training pairs (zeros under REINFORCE)."""
+
+    offered: jax.Array  # pairs built
+    kept: jax.Array  # pairs trained on
+    judge_gap: jax.Array  # Σ over kept pairs of J(chosen) − J(rejected)
+    true_gap: jax.Array  # Σ over kept pairs of q*(chosen) − q*(rejected)
+
+    @staticmethod
+    def zero():
+        return PairStats(*(jnp.float32(0) for _ in range(4)))
+
+
+class MetaJudgeState(eqx.Module):
+    """The meta-judge a run carries (meta_source `judge`): a second pretrained judge that never sees q*."""
+
+    judge: Judge  # one judge (not stacked)
+    opt: optax.OptState
+    agreement_sum: jax.Array  # Σ judge–meta-judge agreement over this outer iteration's meta steps
+    steps: jax.Array  # meta steps taken this outer iteration (int32)
+
+
+class RunState(eqx.Module):
+    """Everything a run carries from step to step."""
+
+    policy: Policy
+    policy_opt: optax.OptState
+    judges: Judge  # stacked (n_judges, ...)
+    judge_opt: optax.OptState  # stacked (n_judges, ...)
+    meta_accuracy: jax.Array  # last held-out accuracy measured this outer iteration (NaN: none)
+    initial_log_probs: jax.Array  # (4096,) log π₀: the KL regularisers, dpo's `initial` reference, anchored rejection
+    reference_log_probs: jax.Array  # (4096,) log π at the start of this outer iteration: dpo's `iteration` reference
+    pairs: PairStats  # this outer iteration's dpo training pairs
+    meta: MetaJudgeState | None  # the meta-judge (meta_source `judge`), else None
+
+
+def fresh_judge_opt(judges: Judge, lr_judge):
+    """A fresh Adam state for every judge of a stacked ensemble."""
+    return eqx.filter_vmap(lambda judge: adam_init(params(judge), lr_judge))(judges)
+
+
+def fresh_meta_judge(judge: Judge, lr_judge) -> MetaJudgeState:
+    return MetaJudgeState(judge, adam_init(params(judge), lr_judge), jnp.float32(0.0), jnp.int32(0))
+
+
+def init_run(run: RunInputs) -> RunState:
+    """A run right after pretraining: a fresh policy (π₀), the pretrained judges, fresh optimisers."""
+    policy = initial_model(Policy, run_keys(run.seed)["policy"], run.condition)
+    initial_log_probs = jax.lax.stop_gradient(exact.policy_log_probs_tree(policy))
+    return RunState(
+        policy=policy,
+        policy_opt=adam_init(params(policy), run.condition.lr_policy),
+        judges=run.pretrained,
+        judge_opt=fresh_judge_opt(run.pretrained, run.condition.lr_judge),
+        meta_accuracy=jnp.float32(jnp.nan),
+        initial_log_probs=initial_log_probs,
+        reference_log_probs=initial_log_probs,
+        pairs=PairStats.zero(),
+        meta=None if run.meta_pretrained is None else fresh_meta_judge(run.meta_pretrained, run.condition.lr_judge),
+    )

@@ -1,0 +1,102 @@
+"""The pure functions of one group of runs sharing a `Variant`, each over a batch of runs:
+`start`, `advance` (a `lax.scan` of the inner step over one record interval), `measure`.
+`engine.host.program` stitches the groups into one jitted, sharded program."""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from engine.core import exact
+from engine.core.state import RunInputs, init_run
+from engine.core.world import q_star_of
+from engine.knobs import Sizes, Variant, record_interval, records_per_iteration
+from engine.loop.diagnostics import run_metrics
+from engine.loop.step import make_inner_step
+from engine.mechanisms.holdout_meta import holdout_accuracy, holdout_pair_indices
+from engine.mechanisms.judge_reset import reset_judges
+
+
+class BatchRun(NamedTuple):
+    """The pure functions of one group of runs; each takes and returns a batch of runs.
+
+    start(runs) -> states right after pretraining
+    step(states, runs, q_stars, outer, inner) -> states after one inner step
+    advance(states, runs, outer, interval) -> states after the `interval`-th run of
+        `record_every` inner steps of outer iteration `outer` (the whole iteration by default)
+    measure(states, runs) -> one record: dicts of (runs,) arrays, plus (runs, 4096) arrays
+        π(x) and J(x) when the study saves distributions
+    The host measures after start and after every advance, so the diagnostics (an exact pass
+    over the 4096 outputs) are one piece of code that both share, compiled once.
+    """
+
+    start: Callable
+    step: Callable
+    advance: Callable
+    measure: Callable
+
+
+def begin_iteration(states):
+    """`meta_accuracy` starts each outer iteration as NaN, so a record holds the last accuracy
+    measured so far in it; π_ref (dpo's `iteration` reference) is the policy now; the
+    iteration's pair and meta-judge sums start at zero."""
+    states = eqx.tree_at(
+        lambda s: (s.meta_accuracy, s.reference_log_probs, s.pairs),
+        states,
+        (
+            jnp.full_like(states.meta_accuracy, jnp.nan),
+            jax.lax.stop_gradient(jax.vmap(exact.policy_log_probs_tree)(states.policy)),
+            jax.tree.map(jnp.zeros_like, states.pairs),
+        ),
+    )
+    if states.meta is not None:
+        zeros = (jnp.zeros_like(states.meta.agreement_sum), jnp.zeros_like(states.meta.steps))
+        states = eqx.tree_at(lambda s: (s.meta.agreement_sum, s.meta.steps), states, zeros)
+    return states
+
+
+def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
+    """Vmapped start, step, advance and measure for a group of runs sharing `variant`."""
+    holdout = holdout_pair_indices(variant.n_holdout) if variant.n_holdout else None
+    inner_step = make_inner_step(variant, sizes, holdout)
+    every, n_records = record_interval(sizes), records_per_iteration(sizes)
+    distributions = sizes.save_distributions != "none"  # the host keeps every record's or the last
+
+    def q_stars_of(runs: RunInputs):
+        return jax.vmap(q_star_of)(runs.condition.transition_alpha)
+
+    def start(runs: RunInputs):
+        states = jax.vmap(init_run)(runs)
+        if holdout is not None:  # NaN for runs of the group without meta steps (engine.host.plan.group_variants)
+            accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars_of(runs))
+            accuracy = jnp.where(runs.condition.meta_update_every > 0, accuracy, states.meta_accuracy)
+            states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
+        return states
+
+    def measure(states, runs: RunInputs):
+        return jax.vmap(lambda s, r, q: run_metrics(s, r, q, variant.n_candidates, distributions))(
+            states, runs, q_stars_of(runs)
+        )
+
+    def advance(states, runs: RunInputs, outer, interval):
+        """`every` inner steps of outer iteration `outer`, from inner step interval·every; the first
+        interval begins the iteration, the last ends it with the reset (docs/reference.md)."""
+        q_stars = q_stars_of(runs)
+
+        def reset(states):
+            return jax.vmap(reset_judges, in_axes=(0, 0, None))(states, runs, outer)
+
+        def inner_body(states, inner):
+            return inner_step(states, runs, q_stars, outer, inner), None
+
+        def when(condition, update, states):
+            """update(states) where `condition` holds; with one record per iteration it always does."""
+            return update(states) if n_records == 1 else jax.lax.cond(condition, update, lambda s: s, states)
+
+        states = when(interval == 0, begin_iteration, states)
+        states, _ = jax.lax.scan(inner_body, states, interval * every + jnp.arange(every))
+        return when(interval == n_records - 1, reset, states)
+
+    return BatchRun(start, inner_step, advance, measure)

@@ -1,0 +1,153 @@
+"""One inner step for a batch of runs sharing a `Variant`, as a list of stages:
+
+1. the policy's update (its rule, plus the exact regularisers where a run has them);
+2. the judges' self-labelled step, every `judge_update_every` inner steps (not when frozen);
+3. the oracle-pair step (`anchor_fraction`), with the self-labelled step's cadence;
+4. the meta-judge's steps (meta_source `judge`): its own self-labelled step (`meta_learns`),
+   then the meta step on its labels, every `meta_update_every` inner steps;
+5. the held-out meta-correction (meta_source `holdout`), every `meta_update_every` steps.
+
+A stage a run's variant lacks is not in its program at all. A stage some runs of the batch
+skip runs under `when_any_due`: outside the vmap, so a step on which no run of the batch is
+due costs nothing (inside a vmap, `lax.cond` would run both branches).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from engine.core.keys import run_keys
+from engine.core.optim import is_due
+from engine.knobs import Sizes, Variant
+from engine.mechanisms.holdout_meta import holdout_meta_update
+from engine.mechanisms.judge_steps import oracle_pair_update, pull_to_pretrained, self_labelled_update
+from engine.mechanisms.meta_judge import META_KEY_TAG, meta_judge_self_labelled_update, meta_judge_update
+from engine.mechanisms.policy_rules import (
+    apply_policy_gradient,
+    dpo_gradient,
+    exact_regulariser_gradient,
+    reinforce_gradient,
+    uses_exact_regulariser,
+)
+
+
+def when_any_due(due, per_run_step, batch, *per_run_args):
+    """`per_run_step(item, *args)` vmapped over the batch where any run is due, else `batch` as is.
+
+    `due` is (runs,) bool; the step itself decides what a run that is not due keeps.
+    """
+    return jax.lax.cond(due.any(), lambda b: jax.vmap(per_run_step)(b, *per_run_args), lambda b: b, batch)
+
+
+class StepKeys(NamedTuple):
+    """The keys of one inner step, (runs, 2) each: every stage draws from its own."""
+
+    policy: jax.Array
+    judge: jax.Array  # the self-labelled step (and the meta-judge's, on the same pairs)
+    oracle: jax.Array
+    meta: jax.Array  # the meta-judge's meta step
+
+
+def step_keys(seeds, global_step) -> StepKeys:
+    loop_keys = jax.vmap(lambda seed: run_keys(seed)["loop"])(seeds)
+    split = jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, global_step), 3))(loop_keys)
+    meta = jax.vmap(lambda key: jax.random.fold_in(jax.random.fold_in(key, global_step), META_KEY_TAG))(loop_keys)
+    return StepKeys(split[:, 0], split[:, 1], split[:, 2], meta)
+
+
+def policy_stage(states, runs, q_stars, keys: StepKeys, variant: Variant, sizes: Sizes):
+    """Every run's policy step under its rule, with the exact regularisers where a run has them."""
+    if variant.update_rule == "dpo":
+        grads, pair_stats = jax.vmap(lambda s, r, k, q: dpo_gradient(s, r, k, variant, sizes, q))(
+            states, runs, keys.policy, q_stars
+        )
+    else:
+        grads, pair_stats = jax.vmap(lambda s, r, k: reinforce_gradient(s, r, k, variant, sizes))(
+            states, runs, keys.policy
+        )
+    if variant.policy_regularised:
+        grads = when_any_due(
+            uses_exact_regulariser(runs.condition),
+            lambda g, s, c: jax.tree.map(jnp.add, g, exact_regulariser_gradient(s.policy, s, c)),
+            grads,
+            states,
+            runs.condition,
+        )
+    return jax.vmap(apply_policy_gradient)(states, grads, pair_stats)
+
+
+def judge_stages(states, runs, q_stars, keys: StepKeys, judge_due, pull, variant: Variant, sizes: Sizes):
+    """The self-labelled step, then the oracle-pair step (runs of the group without oracle pairs
+    skip it: engine.host.plan.group_variants)."""
+    states = when_any_due(
+        judge_due,
+        lambda s, k, d, p: self_labelled_update(s, k, d, sizes.batch_size, p),
+        states,
+        keys.judge,
+        judge_due,
+        pull,
+    )
+    if variant.n_oracle_pairs:
+        oracle_due = judge_due & (runs.condition.anchor_fraction > 0)
+        states = when_any_due(
+            oracle_due,
+            lambda s, k, d, q, p: oracle_pair_update(s, k, d, q, variant.n_oracle_pairs, p),
+            states,
+            keys.oracle,
+            oracle_due,
+            q_stars,
+            pull,
+        )
+    return states
+
+
+def meta_judge_stages(states, runs, keys: StepKeys, judge_due, meta_due, variant: Variant, sizes: Sizes):
+    """The meta-judge's own self-labelled step (`meta_learns`), then its meta step."""
+    learns = judge_due & runs.condition.meta_learns
+    states = when_any_due(
+        learns,
+        lambda s, k, d: meta_judge_self_labelled_update(s, k, d, sizes.batch_size),
+        states,
+        keys.judge,
+        learns,
+    )
+    return when_any_due(
+        meta_due,
+        lambda s, r, k, d: meta_judge_update(s, r, k, d, sizes.batch_size, variant.n_meta_pairs),
+        states,
+        runs,
+        keys.meta,
+        meta_due,
+    )
+
+
+def make_inner_step(variant: Variant, sizes: Sizes, holdout):
+    """`inner_step(states, runs, q_stars, outer, inner) -> states` for a batch of runs sharing `variant`.
+
+    holdout: the held-out pairs (`holdout_pair_indices`) when the variant has them, else None.
+    """
+
+    def inner_step(states, runs, q_stars, outer, inner):
+        condition = runs.condition
+        keys = step_keys(runs.seed, outer * sizes.steps_per_iter + inner)
+        states = policy_stage(states, runs, q_stars, keys, variant, sizes)
+        judge_due = is_due(condition.judge_update_every, inner) & ~condition.freeze_judge
+        pull = jax.vmap(lambda r: pull_to_pretrained(r, variant))(runs) if variant.judge_anchored else None
+        states = judge_stages(states, runs, q_stars, keys, judge_due, pull, variant, sizes)
+        meta_due = is_due(condition.meta_update_every, inner)
+        if variant.meta_judge:
+            states = meta_judge_stages(states, runs, keys, judge_due, meta_due, variant, sizes)
+        if variant.n_holdout:
+            states = when_any_due(
+                meta_due,
+                lambda s, r, d, q, p: holdout_meta_update(s, r, d, q, holdout, p),
+                states,
+                runs,
+                meta_due,
+                q_stars,
+                pull,
+            )
+        return states
+
+    return inner_step

@@ -1,0 +1,67 @@
+"""Portable float bits: a study gives the same bits on every x86-64 CPU with AVX2.
+
+Left to itself XLA makes the lab's numbers depend on the machine in two ways: float32
+products on GPUs in TF32 (10-bit mantissa), and CPU code generated for the host's widest
+vector instructions (AVX-512 where there is one), whose reductions round in another order.
+Training is chaotic, so a last-bit difference moves seeds between modes. The lab therefore
+asks for full float32 products everywhere and pins XLA's CPU code to PORTABLE_XLA_FLAGS, set
+before JAX starts its backends (`pin`, called on `import engine`).
+
+`COEVO_NATIVE_CPU=1` opts out of the CPU pin: XLA then generates code for this CPU's widest
+instructions (faster on some CPUs), and the bits hold only on CPUs of the same kind. Every
+results file records the pin and XLA's flags it ran under (`engine.host.provenance`).
+"""
+
+import os
+import sys
+import warnings
+
+NATIVE_SWITCH = "COEVO_NATIVE_CPU"
+PORTABLE_XLA_FLAGS = ("--xla_cpu_max_isa=AVX2",)
+ISA_FLAG = "--xla_cpu_max_isa="
+
+
+def native_requested() -> bool:
+    return os.environ.get(NATIVE_SWITCH, "").strip().lower() in ("1", "true", "yes")
+
+
+def isa_pin() -> str | None:
+    """The instruction set XLA's CPU code is pinned to in this process (None: the host's own)."""
+    pins = [flag[len(ISA_FLAG) :] for flag in os.environ.get("XLA_FLAGS", "").split() if flag.startswith(ISA_FLAG)]
+    return pins[-1] if pins else None
+
+
+def full_precision_matmuls() -> None:
+    """float32 products in float32 on every device (JAX's GPU default is TF32)."""
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_default_matmul_precision", "highest")
+    else:
+        os.environ["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"
+
+
+def pin() -> None:
+    """Full float32 matmuls, and (unless opted out) PORTABLE_XLA_FLAGS added to XLA_FLAGS.
+
+    A flag the user already set in XLA_FLAGS is left as given. If JAX's backends already run,
+    XLA has read its flags: the CPU pin cannot apply to this process, and a warning says so.
+    """
+    full_precision_matmuls()
+    if native_requested():
+        return
+    given = os.environ.get("XLA_FLAGS", "").split()
+    names = {flag.split("=", 1)[0] for flag in given}
+    missing = [flag for flag in PORTABLE_XLA_FLAGS if flag.split("=", 1)[0] not in names]
+    if not missing:
+        return
+    if "jax" in sys.modules:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            warnings.warn(
+                "JAX's backends started before `import engine`: XLA's CPU code is not pinned to AVX2 in this "
+                f"process, so its bits may differ on another CPU (import engine first, or set {NATIVE_SWITCH}=1)",
+                stacklevel=3,
+            )
+            return
+    os.environ["XLA_FLAGS"] = " ".join([*given, *missing])
+
