@@ -106,28 +106,148 @@ def meta_judge_pairs(knobs: dict) -> int:
 
 @dataclass(frozen=True)
 class Mechanism:
-    """A rule or mechanism that some knobs belong to: a run reads them only where it is on."""
+    """A rule or mechanism that some knobs belong to: a run reads them only where it is on.
+
+    `why_off` is the one source of truth: for resolved knobs it returns None where the mechanism
+    runs, else what keeps it from running (a clause, for the warning), derived from what the
+    code does (engine/loop/step.py, engine/loop/batch.py).
+    """
 
     name: str  # as docs/knobs.md and the warnings say it
-    on: Callable[[dict], bool]  # is it on for these resolved knobs?
-    why_off: str  # what turns it off, for the warning
+    why_off: Callable[[dict], str | None]
+
+    def on(self, knobs: dict) -> bool:
+        return self.why_off(knobs) is None
+
+
+RESTARTS = "the count restarts every outer iteration"
+
+
+def never_fires(knobs: dict, field: str) -> str | None:
+    """A cadence longer than an outer iteration: `is_due` counts inner steps from 0 in every
+    outer iteration, so it is never due."""
+    every, steps = knobs[field], knobs["steps_per_iter"]
+    return f"{field} {every} > steps_per_iter {steps} and {RESTARTS}" if every > steps else None
+
+
+def _dpo_off(k):
+    return None if k["update_rule"] == "dpo" else "this condition uses reinforce"
+
+
+def _dpo_reference_off(k):
+    if _dpo_off(k):
+        return _dpo_off(k)
+    if k["n_iterations"] == 1:
+        return "n_iterations is 1, so the policy at the start of the only outer iteration is π₀: both references are π₀"
+    return None
+
+
+def _frozen(k):
+    return "freeze_judge is true" if k["freeze_judge"] else None
+
+
+def _judge_steps_off(k):
+    """The self-labelled and oracle-pair steps run where the judge is not frozen and its cadence fires."""
+    return _frozen(k) or never_fires(k, "judge_update_every")
+
+
+def _meta_off(k):
+    return "meta is off (meta_update_every 0)" if k["meta_update_every"] == 0 else None
+
+
+def _holdout_off(k):
+    return _meta_off(k) or ("meta_source is judge" if k["meta_source"] == "judge" else None)
+
+
+def _holdout_steps_off(k):
+    return _holdout_off(k) or never_fires(k, "meta_update_every")
+
+
+def _meta_judge_off(k):
+    return _meta_off(k) or ("meta_source is holdout" if k["meta_source"] == "holdout" else None)
+
+
+def _meta_judge_steps_off(k):
+    return _meta_judge_off(k) or never_fires(k, "meta_update_every")
+
+
+def _meta_selection_off(k):
+    if _meta_judge_steps_off(k):
+        return _meta_judge_steps_off(k)
+    if k["meta_pairs"] >= k["batch_size"]:
+        return f"meta_pairs {k['meta_pairs']} equals batch_size, so every fresh pair is labelled whichever is selected"
+    return None
+
+
+def _meta_judge_learning_off(k):
+    """meta_learns: the meta-judge's step rides on the judge's self-labelled step (same cadence, not when frozen)."""
+    return _meta_judge_off(k) or _judge_steps_off(k)
+
+
+def _meta_step_trains_no_judge(k) -> str | None:
+    """Why no meta step trains the judges (None: some do)."""
+    if _meta_off(k) or never_fires(k, "meta_update_every"):
+        return _meta_off(k) or never_fires(k, "meta_update_every")
+    if k["meta_source"] == "holdout":
+        return (
+            "meta_accuracy_threshold is 0 (no held-out accuracy is below it)"
+            if k["meta_accuracy_threshold"] == 0
+            else None
+        )
+    return "a frozen judge takes no meta-judge-labelled step" if k["freeze_judge"] else None
+
+
+def _no_judge_step(k):
+    """Every judge step: self-labelled, oracle-pair, held-out meta and meta-judge-labelled."""
+    own, meta = _judge_steps_off(k), _meta_step_trains_no_judge(k)
+    return f"no judge step ever runs: {own}, and {meta}" if own and meta else None
+
+
+def _judges_never_change(k):
+    """Neither the judges nor a learning meta-judge ever take a step."""
+    meta_learns = k["meta_learns"] and _meta_judge_learning_off(k) is None
+    return None if meta_learns else _no_judge_step(k)
+
+
+def _lr_judge_unused(k):
+    """lr_judge: judge pretraining's rate when lr_judge_pretrain is 0; always the judges' and the meta-judge's Adam."""
+    if k["lr_judge_pretrain"] == 0:
+        return None
+    never = _judges_never_change(k)
+    return f"lr_judge_pretrain sets pretraining's rate and {never}" if never else None
 
 
 MECHANISMS = {
-    "dpo": Mechanism("update_rule dpo", lambda k: k["update_rule"] == "dpo", "this condition uses reinforce"),
-    "kl_penalty": Mechanism("the KL penalty", lambda k: k["kl_penalty"] > 0, "kl_penalty is 0"),
-    "holdout_meta": Mechanism(
-        "the held-out meta-correction (meta_source holdout)",
-        lambda k: k["meta_update_every"] > 0 and k["meta_source"] == "holdout",
-        "meta is off (meta_update_every 0) or meta_source is judge",
+    "dpo": Mechanism("update_rule dpo", _dpo_off),
+    "dpo_reference": Mechanism("dpo's reference policy", _dpo_reference_off),
+    "kl_penalty": Mechanism("the KL penalty", lambda k: None if k["kl_penalty"] > 0 else "kl_penalty is 0"),
+    "unfrozen": Mechanism("a judge that is not frozen", _frozen),
+    "judge_steps": Mechanism("the judges' self-labelled and oracle-pair steps", _judge_steps_off),
+    "judge_training": Mechanism("every judge step (self-labelled, oracle-pair, meta)", _no_judge_step),
+    "judge_changes": Mechanism("the judges' resets (and a learning meta-judge's)", _judges_never_change),
+    "judge_rate": Mechanism(
+        "the judges' Adam steps (and judge pretraining when lr_judge_pretrain is 0)", _lr_judge_unused
     ),
-    "meta_judge": Mechanism(
-        "the meta-judge (meta_source judge)",
-        has_meta_judge,
-        "meta is off (meta_update_every 0) or meta_source is holdout",
+    "meta": Mechanism("the meta step (meta_update_every > 0)", _meta_off),
+    "holdout_meta": Mechanism("the held-out meta-correction (meta_source holdout)", _holdout_off),
+    "holdout_steps": Mechanism("the held-out meta step", _holdout_steps_off),
+    "meta_judge": Mechanism("the meta-judge (meta_source judge)", _meta_judge_off),
+    "meta_judge_steps": Mechanism("the meta-judge's meta steps", _meta_judge_steps_off),
+    "meta_judge_selection": Mechanism("the meta-judge's choice of pairs", _meta_selection_off),
+    "meta_judge_learning": Mechanism(
+        "the meta-judge's own self-labelled steps (taken with the judge's)", _meta_judge_learning_off
     ),
 }
 
+
+# Upper bounds of values far beyond sense, each well inside float32 (max 3.4e38), where the program computes:
+# - a loss weight (or dpo's β, which scales the DPO loss's gradient) above 1e6 puts the rest of the loss,
+#   O(1) gradients, below float32's resolution (ε ≈ 1.2e-7) next to its own term, and its square, which
+#   Adam keeps, overflows float32 from ≈ 1e19 on;
+# - a scale of q* (planted_bias, transition_alpha) above 1e3 makes q*'s own spread (≈ 6 σ(q*)) a part
+#   in a thousand or less of the target, and overflows the regression's squared error from ≈ 1e18 on.
+LOSS_WEIGHT_MAX = 1e6
+Q_STAR_SCALE_MAX = 1e3
 
 KNOBS = {
     # both models
@@ -140,10 +260,18 @@ KNOBS = {
     # the policy
     "lr_policy": Knob(float, 3e-4, "Adam learning rate of the policy", positive=True),
     "entropy_bonus": Knob(
-        float, 0.01, "reference 'entropy bonus' + c·mean(log π): zero expected gradient (a quirk)", low=0.0
+        float,
+        0.01,
+        "reference 'entropy bonus' + c·mean(log π): zero expected gradient (a quirk)",
+        low=0.0,
+        high=LOSS_WEIGHT_MAX,
     ),
     "entropy_regulariser": Knob(
-        float, 0.0, "correction: a real entropy regulariser (score-function gradient of −H, sampled)", low=0.0
+        float,
+        0.0,
+        "correction: a real entropy regulariser (score-function gradient of −H, sampled)",
+        low=0.0,
+        high=LOSS_WEIGHT_MAX,
     ),
     "update_rule": Knob(
         ("reinforce", "dpo"),
@@ -165,7 +293,7 @@ KNOBS = {
         low=0.0,
         mechanism="dpo",
     ),
-    "dpo_beta": Knob(float, 0.1, "dpo: β of the DPO loss", positive=True, mechanism="dpo"),
+    "dpo_beta": Knob(float, 0.1, "dpo: β of the DPO loss", positive=True, high=LOSS_WEIGHT_MAX, mechanism="dpo"),
     "dpo_loss": Knob(
         ("sigmoid", "ipo"),
         "sigmoid",
@@ -176,7 +304,7 @@ KNOBS = {
         ("iteration", "initial"),
         "iteration",
         "dpo: π_ref is the policy at the start of each outer iteration (Self-Rewarding), or π₀ (online DPO)",
-        mechanism="dpo",
+        mechanism="dpo_reference",
     ),
     "anchored_rejection": Knob(
         bool,
@@ -207,6 +335,7 @@ KNOBS = {
         0.0,
         "+ c·KL(π‖π₀) in the policy loss, estimated as kl_estimator says",
         low=0.0,
+        high=LOSS_WEIGHT_MAX,
         variant=("policy_regularised", policy_regularised),
     ),
     "kl_estimator": Knob(
@@ -215,9 +344,18 @@ KNOBS = {
         "exact: the sum over all 4096; k1: score-function of log π/π₀ on the batch; k3: (r − 1) − log r on the batch",
         mechanism="kl_penalty",
     ),
-    "entropy_exact": Knob(float, 0.0, "− c·H(π) in the policy loss, H exact over all 4096 outputs", low=0.0),
+    "entropy_exact": Knob(
+        float, 0.0, "− c·H(π) in the policy loss, H exact over all 4096 outputs", low=0.0, high=LOSS_WEIGHT_MAX
+    ),
     # the judge(s)
-    "lr_judge": Knob(float, 3e-4, "Adam learning rate of the judge(s), pretraining too", positive=True, pretrain=True),
+    "lr_judge": Knob(
+        float,
+        3e-4,
+        "Adam learning rate of the judge(s), pretraining too",
+        positive=True,
+        pretrain=True,
+        mechanism="judge_rate",
+    ),
     "lr_judge_pretrain": Knob(
         float,
         0.0,
@@ -227,14 +365,24 @@ KNOBS = {
         pretrain=True,
     ),
     "judge_update_every": Knob(
-        int, 1, "judge steps on inner steps where (inner+1) % k == 0", unit="inner steps", positive=True
+        int,
+        1,
+        "judge steps on inner steps where (inner+1) % k == 0",
+        unit="inner steps",
+        positive=True,
+        mechanism="unfrozen",
     ),
     "freeze_judge": Knob(
         bool, False, "no self-labelled or anchor judge steps (meta steps still run, as in the reference)"
     ),
     "n_judges": Knob(int, 1, "judges in the ensemble; reward is their mean score", low=1, scope=GROUP),
     "reset_every": Knob(
-        int, 0, "judges back to pretrained every k outer iterations (0: never)", unit="outer iterations", low=0
+        int,
+        0,
+        "judges back to pretrained every k outer iterations (0: never)",
+        unit="outer iterations",
+        low=0,
+        mechanism="judge_changes",
     ),
     "judge_init_alignment": Knob(
         float,
@@ -250,7 +398,9 @@ KNOBS = {
         0.0,
         "+ c·‖θ_J − θ_J(pretrained)‖² in every judge step's loss",
         low=0.0,
+        high=LOSS_WEIGHT_MAX,
         variant=("judge_anchored", judge_anchored),
+        mechanism="judge_training",
     ),
     # oracle corrections of the judge
     "anchor_fraction": Knob(
@@ -261,6 +411,7 @@ KNOBS = {
         low=0.0,
         high=1.0,
         variant=("n_oracle_pairs", n_oracle_pairs),
+        mechanism="judge_steps",
     ),
     "meta_holdout_fraction": Knob(
         float,
@@ -280,7 +431,7 @@ KNOBS = {
         unit="fraction",
         low=0.0,
         high=1.0,
-        mechanism="holdout_meta",
+        mechanism="holdout_steps",
     ),
     # a meta-judge without ground truth (docs/bias.md)
     "meta_source": Knob(
@@ -291,6 +442,7 @@ KNOBS = {
         "`meta_select`, `meta_learns`)",
         scope=GROUP,
         variant=("meta_judge", has_meta_judge),
+        mechanism="meta",
     ),
     "meta_pairs": Knob(
         int,
@@ -300,19 +452,19 @@ KNOBS = {
         positive=True,
         scope=GROUP,
         variant=("n_meta_pairs", meta_judge_pairs),
-        mechanism="meta_judge",
+        mechanism="meta_judge_steps",
     ),
     "meta_select": Knob(
         ("uncertain", "random"),
         "uncertain",
         "`judge` only: which fresh pairs it labels: the smallest |J(a) − J(b)|, or a uniform subset",
-        mechanism="meta_judge",
+        mechanism="meta_judge_selection",
     ),
     "meta_learns": Knob(
         bool,
         False,
         "`judge` only: the meta-judge also takes the judge's self-labelled steps (own labels, same pairs)",
-        mechanism="meta_judge",
+        mechanism="meta_judge_learning",
     ),
     # a planted bias (docs/bias.md)
     "bias_token": Knob(
@@ -330,6 +482,7 @@ KNOBS = {
         "judge pretraining targets q* + b·σ(q*)·f(x) (+ noise): a judge favouring verbosity by b",
         unit="σ(q*) per token",
         low=0.0,
+        high=Q_STAR_SCALE_MAX,
         pretrain=True,
     ),
     # the world
@@ -338,6 +491,7 @@ KNOBS = {
         0.0,
         "correction: q* gains a genuine token-transition term w_trans[x_i, x_{i+1}]",
         low=0.0,
+        high=Q_STAR_SCALE_MAX,
         pretrain=True,
     ),
     # the loop's sizes

@@ -94,6 +94,38 @@ CASES = {
     "-inf entropy bonus": (treat(entropy_bonus=-math.inf), "treat", "entropy_bonus", ["finite"]),
     "int too large for a float": (treat(lr_policy=10**400), "treat", "lr_policy", ["finite"]),
     "int too large for int32": (base(n_iterations=2**40), None, "n_iterations", ["2**31"]),
+    "huge int for a float, abbreviated": (
+        treat(entropy_exact=10**400),
+        "treat",
+        "entropy_exact",
+        ["must be finite, got 1e+400 (an integer of 401 digits)"],
+    ),
+    "huge int for an int, abbreviated": (
+        treat(n_judges=-(10**400)),
+        "treat",
+        "n_judges",
+        ["-1e+400 (an integer of 401 digits)"],
+    ),
+    "huge seed, abbreviated": (probe(seeds=[0, 10**400]), None, "seeds", ["1e+400 (an integer of 401 digits)"]),
+    # values far beyond sense, each bounded in its declaration (engine/knobs.py says why)
+    "planted bias overflowing the pretraining target": (
+        treat(planted_bias=1e38),
+        "treat",
+        "planted_bias",
+        ["<= 1000.0"],
+    ),
+    "transition term swamping q*": (treat(transition_alpha=1e4), "treat", "transition_alpha", ["<= 1000.0"]),
+    "dpo beta overflowing its loss": (treat(dpo_beta=3e38), "treat", "dpo_beta", ["<= 1000000.0"]),
+    "KL weight beyond float32 resolution": (treat(kl_penalty=1e7), "treat", "kl_penalty", ["<= 1000000.0"]),
+    "entropy weight beyond float32 resolution": (treat(entropy_exact=1e9), "treat", "entropy_exact", ["<= 1000000.0"]),
+    "judge anchor beyond float32 resolution": (treat(judge_anchor=1e30), "treat", "judge_anchor", ["<= 1000000.0"]),
+    "entropy bonus beyond float32 resolution": (base(entropy_bonus=1e7), None, "entropy_bonus", ["<= 1000000.0"]),
+    "regulariser beyond float32 resolution": (
+        treat(entropy_regulariser=1e7),
+        "treat",
+        "entropy_regulariser",
+        ["<= 1000000.0"],
+    ),
     # ranges
     "fraction above 1": (treat(anchor_fraction=1.5), "treat", "anchor_fraction", ["<= 1.0", "1.5"]),
     "fraction below 0": (treat(meta_holdout_fraction=-0.1), "treat", "meta_holdout_fraction", [">= 0.0"]),
@@ -112,6 +144,12 @@ CASES = {
     "negative entropy regulariser": (treat(entropy_regulariser=-0.1), "treat", "entropy_regulariser", [">= 0"]),
     # combinations
     "study-wide knob differs": (treat(batch_size=16), "treat", "batch_size", ["equal in every condition", "base"]),
+    "record interval set in base that does not divide the iteration": (
+        base(steps_per_iter=6, record_every=4),
+        None,
+        "record_every",
+        ["must divide steps_per_iter (6)"],
+    ),
     "meta without holdout pairs": (
         treat(meta_update_every=10, meta_holdout_fraction=0.0001),
         "treat",
@@ -155,6 +193,9 @@ def test_bad_study_is_refused_with_study_condition_and_field(study, condition, f
     for text in expected:
         assert text in message, (text, message)
     assert "\n" not in message.replace("\\n", "")  # one line
+    assert len(message) < 1000, message  # huge values are abbreviated
+    if condition is None:  # a base or top-level value: no condition named
+        assert ", condition " not in message, message
     assert str(study) == str(original)  # resolve never mutates its input
 
 

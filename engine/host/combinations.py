@@ -1,14 +1,29 @@
 """Knob combinations of one resolved condition: an error where no study means them, else
 warnings that say which knob became a no-op and why.
 
+One rule for no-ops: a knob set away from its default while the mechanism that reads it
+(`Knob.mechanism`, an entry of `engine.knobs.MECHANISMS`) does not run is reported, with the
+reason that mechanism's declaration derives from the resolved knobs (frozen judge, meta off,
+a cadence that never fires, ...). No other warning says that a knob has no effect, so none can
+say it of a knob the run reads. The other warnings say what a value the run does read makes
+of its mechanism: a cadence that never fires or does not divide an outer iteration, a held-out
+threshold of 0, a dpo score grid coarser than the pretrained judge's scores, the meta step of a
+frozen judge. A value that makes its mechanism do nothing whatever happens in the run (a score
+grid no judge score can reach) is refused.
+
 Cadences longer than a run are warnings, not errors: a shortened copy of a real study
 (fewer steps or iterations, e.g. `coevo bench --steps-per-iter 20` on the blog study)
-produces them legitimately. A knob that belongs to a mechanism (`Knob.mechanism`) and is
-set while its mechanism is off is reported by one rule, derived from the declarations.
+produces them legitimately.
 """
 
-from engine.core.world import N_SEQUENCES
-from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, has_meta_judge
+import functools
+
+import numpy as np
+
+from engine.core.models import HIDDEN
+from engine.core.world import N_SEQUENCES, all_sequences, reference_q_star, transition_term
+from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS
+from engine.loop.diagnostics import DIVERGED_PARAMETER
 
 
 class StudyError(ValueError):
@@ -22,32 +37,60 @@ def where(study: str, condition: str | None, field: str) -> str:
     return f"{place}, field {field!r}"
 
 
-RESTARTS = "the count restarts every outer iteration"
+def on(mechanism: str, knobs: dict) -> bool:
+    return MECHANISMS[mechanism].on(knobs)
+
+
+# The largest score a judge of a run not flagged diverged can give: its GRU's hidden state lies in
+# (−1, 1) (each step mixes tanh values and the previous state, from 0), so |J(x)| = |w·h + b| is at
+# most (HIDDEN + 1)·max|θ|, and a run with a parameter beyond DIVERGED_PARAMETER is flagged diverged.
+JUDGE_SCORE_BOUND = (HIDDEN + 1) * DIVERGED_PARAMETER
+
+
+@functools.cache
+def _world() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference q*, the transition term and the 4096 sequences, as host arrays (float64)."""
+    return (
+        np.asarray(reference_q_star(), np.float64),
+        np.asarray(transition_term(), np.float64),
+        all_sequences(),
+    )
+
+
+def pretraining_target_extent(knobs: dict) -> float:
+    """max |T(x)| over the 4096 outputs of the target T = q* + b·σ(q*)·f(x) that judge pretraining
+    regresses (engine.mechanisms.pretraining): a pretrained judge's scores lie within about ±this."""
+    reference, transition, sequences = _world()
+    q_star = reference + knobs["transition_alpha"] * transition
+    verbosity = np.sum(sequences == knobs["bias_token"], axis=1)
+    return float(np.max(np.abs(q_star + knobs["planted_bias"] * np.std(q_star) * verbosity)))
 
 
 def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
     """Combinations that cannot run as written, whatever the study's length."""
-    every, length = knobs["record_every"], knobs["steps_per_iter"]
-    if every and length % every:
-        raise StudyError(
-            f"{where(study, condition, 'record_every')}: must divide steps_per_iter ({length}) so that every "
-            f"outer iteration ends on a record, got {every}"
-        )
-    if has_meta_judge(knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
+    if on("meta_judge", knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
         raise StudyError(
             f"{where(study, condition, 'meta_pairs')}: the meta-judge labels meta_pairs of batch_size fresh "
             f"pairs, so meta_pairs must be <= batch_size ({knobs['batch_size']}), got {knobs['meta_pairs']}"
         )
-    if knobs["update_rule"] == "dpo" and knobs["batch_size"] % knobs["n_candidates"]:
+    if on("dpo", knobs) and knobs["batch_size"] % knobs["n_candidates"]:
         raise StudyError(
             f"{where(study, condition, 'n_candidates')}: the batch is read as groups of n_candidates, so it must "
             f"divide batch_size ({knobs['batch_size']}), got {knobs['n_candidates']}"
         )
     fraction = knobs["meta_holdout_fraction"]
-    if MECHANISMS["holdout_meta"].on(knobs) and int(N_SEQUENCES * fraction) == 0:
+    if on("holdout_meta", knobs) and int(N_SEQUENCES * fraction) == 0:
         raise StudyError(
             f"{where(study, condition, 'meta_holdout_fraction')}: meta_update_every > 0 needs at least one "
             f"held-out pair, but int(4096 * {fraction}) = 0"
+        )
+    grid = knobs["score_grid"]
+    if on("dpo", knobs) and grid > 2 * JUDGE_SCORE_BOUND:
+        raise StudyError(
+            f"{where(study, condition, 'score_grid')}: {grid:g} > 2 x {JUDGE_SCORE_BOUND:g}: a judge's score is at "
+            f"most (HIDDEN {HIDDEN} + 1) x max|parameter| = {JUDGE_SCORE_BOUND:g} in size (its GRU's hidden state "
+            f"lies in (-1, 1); a run with a parameter beyond {DIVERGED_PARAMETER:g} is flagged diverged), so every "
+            "score rounds to 0 on this grid, every dpo pair ties and is dropped, and the policy never takes a step"
         )
 
 
@@ -56,8 +99,11 @@ def mechanism_off_warnings(knobs: dict) -> list[tuple[str, str]]:
     found = []
     for name, knob in KNOBS.items():
         mechanism = MECHANISMS.get(knob.mechanism)
-        if mechanism and knobs[name] != DEFAULTS[name] and not mechanism.on(knobs):
-            found.append((name, f"has no effect: it is a knob of {mechanism.name}, and {mechanism.why_off}"))
+        if mechanism is None or knobs[name] == DEFAULTS[name]:
+            continue
+        why = mechanism.why_off(knobs)
+        if why:
+            found.append((name, f"has no effect: it is a knob of {mechanism.name}, and {why}"))
     return found
 
 
@@ -76,59 +122,42 @@ def cadence_warning(field: str, every: int, steps: int, what: str, never: str) -
     return []
 
 
-def frozen_judge_warnings(knobs: dict) -> list[tuple[str, str]]:
-    """What freeze_judge turns into no-ops, and what it leaves running."""
-    found = []
-    judge_every, reset_every = knobs["judge_update_every"], knobs["reset_every"]
-    holdout_meta, meta_judge = MECHANISMS["holdout_meta"].on(knobs), MECHANISMS["meta_judge"].on(knobs)
-    if judge_every != 1:
-        found.append(("judge_update_every", f"{judge_every} has no effect with freeze_judge (the judge never updates)"))
-    if knobs["anchor_fraction"] > 0:
-        found.append(
-            ("anchor_fraction", "has no effect with freeze_judge: oracle-pair steps are judge steps, which never run")
+def holdout_corrects(knobs: dict) -> bool:
+    """Does the held-out meta step ever train the judge (it runs, and an accuracy can be below 0 < threshold)?"""
+    return on("holdout_steps", knobs) and knobs["meta_accuracy_threshold"] > 0
+
+
+def judge_never_stepping(knobs: dict) -> str:
+    """What a judge cadence that never fires leaves of the judge's training, for its warning."""
+    if on("meta_judge_steps", knobs):  # not frozen here: its labels still train the judge
+        return (
+            "the judge's self-labelled and oracle-pair steps never run; the meta-judge's meta steps still "
+            "update it (unlike freeze_judge: true)"
         )
-    if reset_every > 0 and not holdout_meta and not knobs["meta_learns"]:
-        found.append(
-            ("reset_every", "has no effect with freeze_judge: the judges never change, so a reset changes nothing")
+    if holdout_corrects(knobs):
+        return (
+            "the judge's self-labelled and oracle-pair steps never run; only the held-out meta step updates it "
+            "(bit-identical to freeze_judge: true)"
         )
-    if holdout_meta:
-        found.append(
-            (
-                "meta_update_every",
-                "with freeze_judge the held-out meta step still updates the judge, as in the reference: "
-                "the judge is frozen except for its meta corrections",
-            )
-        )
-    if meta_judge:
-        found.append(
-            (
-                "meta_update_every",
-                "with freeze_judge the meta-judge's labels never update the judge: its meta steps only "
-                "measure meta_agreement",
-            )
-        )
-    return found
+    return "the judge never updates (bit-identical to freeze_judge: true)"
 
 
 def cadence_warnings(knobs: dict) -> list[tuple[str, str]]:
-    """Judge, meta and reset cadences that do not fit the run's length."""
+    """Judge, meta and reset cadences, read by the run, that do not fit its length."""
     steps, iterations = knobs["steps_per_iter"], knobs["n_iterations"]
     judge_every, meta_every, reset_every = knobs["judge_update_every"], knobs["meta_update_every"], knobs["reset_every"]
     found = []
-    if not knobs["freeze_judge"]:
-        same_as_frozen = "" if has_meta_judge(knobs) else " (bit-identical to freeze_judge: true)"
+    if on("unfrozen", knobs):
         found += cadence_warning(
-            "judge_update_every", judge_every, steps, "the judge steps", f"the judge never updates{same_as_frozen}"
+            "judge_update_every", judge_every, steps, "the judge steps", judge_never_stepping(knobs)
         )
-    if meta_every > 0:
-        if has_meta_judge(knobs):
-            never = "the meta step never runs (meta_agreement is NaN after iteration 0; the meta-judge never labels)"
-        else:
-            never = (
-                "the meta check never runs (meta_judge_accuracy is NaN after iteration 0; the judge is never corrected)"
-            )
+    if on("meta_judge", knobs):
+        never = "the meta step never runs (meta_agreement is NaN after iteration 0; the meta-judge never labels)"
+        found += cadence_warning("meta_update_every", meta_every, steps, "the meta step runs", never)
+    elif on("holdout_meta", knobs):
+        never = "the meta check never runs (meta_judge_accuracy is NaN after iteration 0; the judge is never corrected)"
         found += cadence_warning("meta_update_every", meta_every, steps, "the meta check runs", never)
-    if reset_every > iterations:
+    if on("judge_changes", knobs) and reset_every > iterations:
         found.append(
             (
                 "reset_every",
@@ -138,14 +167,60 @@ def cadence_warnings(knobs: dict) -> list[tuple[str, str]]:
     return found
 
 
+def frozen_judge_warnings(knobs: dict) -> list[tuple[str, str]]:
+    """What a frozen judge's meta steps still do (the knobs it makes no-ops are `mechanism_off_warnings`')."""
+    if not knobs["freeze_judge"]:
+        return []
+    if holdout_corrects(knobs):
+        return [
+            (
+                "meta_update_every",
+                "with freeze_judge the held-out meta step still updates the judge, as in the reference: "
+                "the judge is frozen except for its meta corrections",
+            )
+        ]
+    if on("meta_judge_steps", knobs):
+        return [
+            (
+                "meta_update_every",
+                "with freeze_judge the meta-judge's labels never update the judge: its meta steps only "
+                "measure meta_agreement",
+            )
+        ]
+    return []
+
+
+def value_warnings(knobs: dict) -> list[tuple[str, str]]:
+    """Values the run reads that make their own mechanism do nothing, or almost nothing."""
+    found = []
+    if on("holdout_steps", knobs) and knobs["meta_accuracy_threshold"] == 0:
+        found.append(
+            (
+                "meta_accuracy_threshold",
+                "0: no accuracy is below it, so the held-out meta step never trains the judge (it only measures)",
+            )
+        )
+    grid = knobs["score_grid"]
+    if on("dpo", knobs) and grid > 0:
+        extent = pretraining_target_extent(knobs)
+        if grid > 2 * extent:
+            found.append(
+                (
+                    "score_grid",
+                    f"{grid:g} > 2 x {extent:.3g}: the judge is pretrained to regress q* + b·σ(q*)·f, whose values "
+                    f"lie within ±{extent:.3g}, so the pretrained judge's scores round to 0 on this grid and nearly "
+                    "every dpo pair ties and is dropped: the policy takes almost no dpo step unless the judge's "
+                    f"scores spread beyond ±{grid / 2:g}",
+                )
+            )
+    return found
+
+
 def check_combination(study: str, condition: str, knobs: dict) -> list[str]:
     """Refuse what cannot run; return one warning line per knob that runs, but not as written."""
     refuse_impossible(study, condition, knobs)
-    found = frozen_judge_warnings(knobs) if knobs["freeze_judge"] else []
+    found = mechanism_off_warnings(knobs)
     found += cadence_warnings(knobs)
-    found += mechanism_off_warnings(knobs)
-    if MECHANISMS["holdout_meta"].on(knobs) and knobs["meta_accuracy_threshold"] == 0:
-        found.append(
-            ("meta_accuracy_threshold", "0: no accuracy is below it, so the meta step never runs (only measured)")
-        )
+    found += frozen_judge_warnings(knobs)
+    found += value_warnings(knobs)
     return [f"{where(study, condition, field)}: {text}" for field, text in found]

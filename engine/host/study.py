@@ -13,6 +13,7 @@ chiefly cadences longer than the run, which shortened copies of real studies pro
 
 import difflib
 import json
+import math
 import numbers
 import re
 from collections import Counter
@@ -52,41 +53,58 @@ class ResolvedStudy:
         return json.dumps(self.source, sort_keys=True)
 
 
+SHOWN_DIGITS = 20  # integers longer than this are abbreviated in messages (10**400 has 401 digits)
+
+
+def shown(value) -> str:
+    """A value as a message shows it: repr, but an integer of more than SHOWN_DIGITS digits as its
+    leading digits, exponent and length (Python refuses to print one of more than 4300 digits)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        size = abs(int(value))
+        if size >= 10**SHOWN_DIGITS:
+            exponent = math.floor(math.log10(size))  # then made exact: log10 of a huge int may round
+            exponent += (10 ** (exponent + 1) <= size) - (10**exponent > size)
+            leading = size // 10 ** (exponent - 2)
+            sign = "-" if value < 0 else ""
+            return f"{sign}{leading / 100:g}e+{exponent} (an integer of {exponent + 1} digits)"
+    return repr(value)
+
+
 def _check_value(name: str, value, where: str):
     """Type and range of one knob value; returns it as a plain Python scalar."""
     knob = KNOBS[name]
     if knob.choices:
         if not isinstance(value, str) or value not in knob.choices:
             choices = ", ".join(repr(c) for c in knob.choices)
-            raise StudyError(f"{where}: expected one of {choices}, got {value!r} ({type(value).__name__})")
+            raise StudyError(f"{where}: expected one of {choices}, got {shown(value)} ({type(value).__name__})")
         return value
     if knob.kind is bool:
         if not isinstance(value, (bool, np.bool_)):
-            raise StudyError(f"{where}: expected true/false (bool), got {value!r} ({type(value).__name__})")
+            raise StudyError(f"{where}: expected true/false (bool), got {shown(value)} ({type(value).__name__})")
         return bool(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise StudyError(f"{where}: expected {knob.kind.__name__}, got {value!r} ({type(value).__name__})")
+        raise StudyError(f"{where}: expected {knob.kind.__name__}, got {shown(value)} ({type(value).__name__})")
     if knob.kind is int:
         if not isinstance(value, numbers.Integral):
-            raise StudyError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+            raise StudyError(f"{where}: expected an integer, got {shown(value)} ({type(value).__name__})")
         value = int(value)
         if value > MAX_INT:
-            raise StudyError(f"{where}: must be <= 2**31 - 1, got {value!r}")
+            raise StudyError(f"{where}: must be <= 2**31 - 1, got {shown(value)}")
     else:
         try:
             value = float(value)
         except OverflowError:
-            raise StudyError(f"{where}: must be finite, got {value!r}") from None
+            raise StudyError(f"{where}: must be finite, got {shown(value)}") from None
         if not np.isfinite(value):
-            raise StudyError(f"{where}: must be finite, got {value!r}")
+            raise StudyError(f"{where}: must be finite, got {shown(value)}")
         if knob.scope == RUN:
             _check_float32(value, where)
     if knob.positive and value <= 0:
-        raise StudyError(f"{where}: must be > 0, got {value!r}")
+        raise StudyError(f"{where}: must be > 0, got {shown(value)}")
     if knob.low is not None and value < knob.low:
-        raise StudyError(f"{where}: must be >= {knob.low}, got {value!r}")
+        raise StudyError(f"{where}: must be >= {knob.low}, got {shown(value)}")
     if knob.high is not None and value > knob.high:
-        raise StudyError(f"{where}: must be <= {knob.high}, got {value!r}")
+        raise StudyError(f"{where}: must be <= {knob.high}, got {shown(value)}")
     return value
 
 
@@ -99,10 +117,12 @@ def _check_float32(value: float, where: str):
     with np.errstate(over="ignore"):
         single = np.float32(value)
     if not np.isfinite(single):
-        raise StudyError(f"{where}: {value!r} overflows float32, in which the program computes (max {FLOAT32.max:.3g})")
+        raise StudyError(
+            f"{where}: {shown(value)} overflows float32, in which the program computes (max {FLOAT32.max:.3g})"
+        )
     if value != 0 and abs(single) < FLOAT32.tiny:
         raise StudyError(
-            f"{where}: {value!r} rounds to 0 (or a subnormal, flushed to 0) in float32, in which the program "
+            f"{where}: {shown(value)} rounds to 0 (or a subnormal, flushed to 0) in float32, in which the program "
             f"computes; a non-zero value must be at least {FLOAT32.tiny:.3g} in size"
         )
 
@@ -136,7 +156,9 @@ def _check_seeds(study: str, seeds) -> tuple[int, ...]:
     """Seeds as a tuple of distinct ints in [0, 2**31); linear in their number."""
     place = where(study, None, "seeds")
     if not isinstance(seeds, (list, tuple, range, np.ndarray)):
-        raise StudyError(f"{place}: expected a list of non-negative integers, got {seeds!r} ({type(seeds).__name__})")
+        raise StudyError(
+            f"{place}: expected a list of non-negative integers, got {shown(seeds)} ({type(seeds).__name__})"
+        )
     if isinstance(seeds, np.ndarray) and seeds.ndim != 1:
         raise StudyError(f"{place}: expected a 1-D list of seeds, got a {seeds.ndim}-D array of shape {seeds.shape}")
     if len(seeds) > MAX_SEEDS:
@@ -146,9 +168,9 @@ def _check_seeds(study: str, seeds) -> tuple[int, ...]:
         raise StudyError(f"{place}: the seed list is empty")
     for seed in seeds:
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-            raise StudyError(f"{place}: seeds must be integers, got {seed!r} ({type(seed).__name__})")
+            raise StudyError(f"{place}: seeds must be integers, got {shown(seed)} ({type(seed).__name__})")
         if not 0 <= seed <= MAX_INT:
-            raise StudyError(f"{place}: seeds must be in [0, 2**31), got {seed!r}")
+            raise StudyError(f"{place}: seeds must be in [0, 2**31), got {shown(seed)}")
     seeds = tuple(int(s) for s in seeds)
     if len(set(seeds)) < len(seeds):
         duplicates = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
@@ -218,6 +240,12 @@ def _check_study_wide(study: str, conditions: dict) -> list[str]:
                 f"(set it in 'base'); got {values}"
             )
     sizes = sizes_of(conditions[first])
+    every, length = sizes.record_every, sizes.steps_per_iter
+    if every and length % every:
+        raise StudyError(
+            f"{where(study, None, 'record_every')}: must divide steps_per_iter ({length}) so that every "
+            f"outer iteration ends on a record, got {every}"
+        )
     # An error: with one sequence per batch the advantage r − mean(r) is exactly 0, so the policy
     # gradient never sees the judge; no study means that.
     if sizes.batch_size == 1:
