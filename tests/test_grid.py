@@ -103,6 +103,39 @@ def test_grid_refuses_bad_input():
         grid(lr_judge=[1e-4], controls={"LR_JUDGE_0.0001": {}})
 
 
+def test_grid_takes_arrays_and_says_what_it_got_otherwise():
+    conditions = grid(lr_judge=np.logspace(-4, -3, 3), n_judges=np.arange(1, 3))
+    assert list(conditions)[:2] == ["lr_judge_0.0001+n_judges_1", "lr_judge_0.0001+n_judges_2"]
+    assert all(type(knobs["lr_judge"]) is float and type(knobs["n_judges"]) is int for knobs in conditions.values())
+    engine.resolve(_study(conditions))
+    for given, said in [
+        (np.zeros((2, 2)), "got a 2-D array of shape (2, 2)"),
+        (np.array([]), "got a 1-D array of shape (0,)"),
+        ((), "got an empty tuple"),
+        (3e-4, "got 0.0003 (float)"),
+        ("1e-4", "got '1e-4' (str)"),
+        ({1e-4}, "got {0.0001} (set)"),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            grid(lr_judge=given)
+        assert str(caught.value) == f"grid(): lr_judge needs a non-empty list (or 1-D array) of values, {said}"
+    with pytest.raises(TypeError, match=r"grid\(\): lr_judge: .* got 'x' \(str\)"):
+        grid(lr_judge=[1e-4, "x"])
+
+
+def test_grid_refuses_values_that_are_one_experiment():
+    """-0.0 and 0.0 (and 1 and 1.0) would name two conditions that run the same experiment."""
+    for values, said in [([0.0, -0.0], "-0.0"), ([1, 1.0, 2], "1.0"), (np.array([0.5, 0.5]), "0.5")]:
+        with pytest.raises(ValueError, match=f"kl_penalty has duplicate values {said} in"):
+            grid(kl_penalty=values)
+
+
+def test_a_huge_value_is_abbreviated_in_the_message():
+    with pytest.raises(ValueError) as caught:
+        grid(n_judges=[1, 10**400])
+    assert "1e+400 (an integer of 401 digits)" in str(caught.value) and len(str(caught.value)) < 200
+
+
 def test_find_grid_reads_knob_coordinates_and_sets_controls_aside():
     ds = _dataset(_study(grid(judge_update_every=JUE, lr_judge=LRJ, controls=CONTROLS)))
     layout = find_grid(ds)

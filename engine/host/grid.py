@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.host.study import MAX_NAME_LENGTH, NAME_PATTERN
+from engine.host.study import MAX_NAME_LENGTH, NAME_PATTERN, shown
 from engine.knobs import KNOBS
 
 KNOB_SEPARATOR = "+"  # between the knobs of one name; never part of a knob name or a finite value < 1e16
@@ -61,6 +61,8 @@ def format_value(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, numbers.Integral):
+        if abs(int(value)) >= 2**63:  # no knob takes it (resolve refuses it), and its name would be huge
+            raise ValueError(f"a grid knob value must be an int below 2**63 in size, got {shown(value)}")
         return str(int(value))
     if isinstance(value, numbers.Real):
         value = float(value)
@@ -77,30 +79,61 @@ def cell_name(cell: dict, abbreviate: bool = False) -> str:
     )
 
 
-def _check_axes(axes: dict) -> None:
+def _described(values) -> str:
+    """What a grid axis was given, for a message: its type, shape or length, never a huge repr."""
+    if isinstance(values, np.ndarray):
+        return f"a {values.ndim}-D array of shape {values.shape}"
+    if isinstance(values, Sequence) and not isinstance(values, (str, bytes)):
+        return f"an empty {type(values).__name__}" if not len(values) else f"a {type(values).__name__}"
+    text = shown(values)
+    return f"{text[:60]}… ({type(values).__name__})" if len(text) > 60 else f"{text} ({type(values).__name__})"
+
+
+def axis_values(knob: str, values) -> list:
+    """One grid axis's values as a list: a list, tuple, range or 1-D numpy array (numpy scalars
+    become Python ones), non-empty, with no two equal values (-0.0 is 0.0: the same experiment)."""
+    listed = values.tolist() if isinstance(values, np.ndarray) and values.ndim == 1 else values
+    if isinstance(listed, (str, bytes)) or not isinstance(listed, Sequence) or not len(listed):
+        raise ValueError(f"grid(): {knob} needs a non-empty list (or 1-D array) of values, got {_described(values)}")
+    values = [v.item() if isinstance(v, np.generic) else v for v in listed]
+    for value in values:
+        try:
+            format_value(value)  # a bool, int or float that can name a condition
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"grid(): {knob}: {error}") from None
+    seen, duplicates = set(), []
+    for value in values:  # numbers that compare equal hash equal: 1 and 1.0, -0.0 and 0.0
+        if value in seen:
+            duplicates.append(value)
+        seen.add(value)
+    if duplicates:
+        raise ValueError(
+            f"grid(): {knob} has duplicate values {', '.join(shown(v) for v in duplicates[:10])} in "
+            f"{len(values)} values (equal numbers, -0.0 and 0.0 included, are the same experiment)"
+        )
+    return values
+
+
+def _check_axes(axes: dict) -> dict:
     if not axes:
         raise ValueError("grid() needs at least one knob with a list of values, e.g. grid(lr_judge=[1e-4, 3e-4])")
-    for knob, values in axes.items():
+    for knob in axes:
         if knob not in KNOBS:
             raise ValueError(f"grid(): unknown knob {knob!r}; valid knobs: {', '.join(sorted(KNOBS))}")
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
-            raise ValueError(f"grid(): {knob} needs a non-empty list of values, got {values!r}")
-        names = [format_value(v) for v in values]
-        if len(set(names)) != len(names):
-            raise ValueError(f"grid(): {knob} has duplicate values {list(values)}")
+    return {knob: axis_values(knob, values) for knob, values in axes.items()}
 
 
 def grid(*, fixed: dict | None = None, controls: dict | None = None, **axes) -> dict:
     """The conditions dict of a study: one condition per combination of the `axes` values.
 
-    axes: knob -> list of values (keyword order = name order; the first knob varies slowest).
+    axes: knob -> list (or 1-D array) of values (keyword order = name order; the first knob varies slowest).
     fixed: knobs set in every grid condition (not in the controls); use the study's `base`
         for knobs that every condition, controls included, shares.
     controls: extra named conditions `{name: knobs}` appended after the grid as they are,
         e.g. `{"frozen": {"freeze_judge": True}}`.
     Returns `{name: knobs}`; values are checked later by `engine.resolve`, like any study.
     """
-    _check_axes(axes)
+    axes = _check_axes(axes)
     fixed = dict(fixed or {})
     controls = dict(controls or {})
     overlap = sorted(set(fixed) & set(axes))
@@ -113,8 +146,9 @@ def grid(*, fixed: dict | None = None, controls: dict | None = None, **axes) -> 
         name = cell_name(cell, abbreviate)
         if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(name):
             raise ValueError(
-                f"grid(): condition name {name!r} is not 1-{MAX_NAME_LENGTH} characters of letters, digits, "
-                "'_', '.', '+', '-' even abbreviated; use fewer knobs or build the conditions by hand"
+                f"grid(): condition name {name[:80]!r}{'…' if len(name) > 80 else ''} is not 1-{MAX_NAME_LENGTH} "
+                "characters of letters, digits, '_', '.', '+', '-' even abbreviated; use fewer knobs or build the "
+                "conditions by hand"
             )
         conditions[name] = {**fixed, **cell}
     taken = {name.casefold() for name in conditions}
