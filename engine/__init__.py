@@ -13,7 +13,7 @@ import importlib
 
 from engine import numerics
 
-numerics.full_precision_matmuls()  # before any computation (engine/numerics.py)
+numerics.pin()  # portable float bits (engine/numerics.py), before any computation
 
 _PUBLIC = {
     "StudyError": "engine.host.study",

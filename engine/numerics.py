@@ -1,11 +1,12 @@
 """Portable float bits: a study gives the same bits on every x86-64 CPU with AVX2.
 
-Left to itself XLA makes the lab's numbers depend on the machine in two ways: float32
-products on GPUs in TF32 (10-bit mantissa), and CPU code generated for the host's widest
-vector instructions (AVX-512 where there is one), whose reductions round in another order.
-Training is chaotic, so a last-bit difference moves seeds between modes. The lab therefore
-asks for full float32 products everywhere and pins XLA's CPU code to PORTABLE_XLA_FLAGS, set
-before JAX starts its backends (`pin`, called on `import engine`).
+Left to itself XLA makes the lab's numbers depend on the machine: float32 products on GPUs
+in TF32 (10-bit mantissa); on CPUs, code generated for the host's widest vector instructions
+(AVX-512 where there is one), library kernels (YNNPACK) and approximations (rsqrt) chosen by
+the CPU at run time, and matmuls split by the number of threads. Training is chaotic, so a
+last-bit difference moves seeds between modes. The lab therefore asks for full float32
+products everywhere and sets PORTABLE_XLA_FLAGS before JAX starts its backends (`pin`, called
+on `import engine`); docs/numerics.md shows what each flag removes.
 
 `COEVO_NATIVE_CPU=1` opts out of the CPU pin: XLA then generates code for this CPU's widest
 instructions (faster on some CPUs), and the bits hold only on CPUs of the same kind. Every
@@ -17,7 +18,12 @@ import sys
 import warnings
 
 NATIVE_SWITCH = "COEVO_NATIVE_CPU"
-PORTABLE_XLA_FLAGS = ("--xla_cpu_max_isa=AVX2",)
+PORTABLE_XLA_FLAGS = (
+    "--xla_cpu_max_isa=AVX2",  # generated code: no wider vectors than AVX2, whatever the CPU has
+    "--xla_cpu_experimental_ynn_fusion_type=",  # no YNNPACK kernels: they pick their code by the CPU at run time
+    "--xla_cpu_enable_platform_dependent_math=false",  # no CPU-specific approximations (rsqrt)
+    "--xla_cpu_multi_thread_eigen=false",  # Eigen's matmuls split by thread count; runs are sharded over cores anyway
+)
 ISA_FLAG = "--xla_cpu_max_isa="
 
 
@@ -26,7 +32,8 @@ def native_requested() -> bool:
 
 
 def isa_pin() -> str | None:
-    """The instruction set XLA's CPU code is pinned to in this process (None: the host's own)."""
+    """The instruction set XLA's CPU code is pinned to in this process (None: the host's own).
+    Read from XLA_FLAGS, where the last occurrence of a flag wins."""
     pins = [flag[len(ISA_FLAG) :] for flag in os.environ.get("XLA_FLAGS", "").split() if flag.startswith(ISA_FLAG)]
     return pins[-1] if pins else None
 

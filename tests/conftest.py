@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
+import engine  # noqa: E402, F401  (first: it pins XLA's numerics before JAX starts a backend)
+
 jax.config.update("jax_num_cpu_devices", 2)
 
 # A session started in the background (`pytest &` without job control) inherits Ctrl-C ignored,
@@ -41,7 +43,6 @@ def small():
 def printed_before_running(monkeypatch, capsys):
     """`coevo run` stops (as by Ctrl-C) where it would start the study; the list this returns
     receives what it printed until then (capsys's (out, err)), one entry per `coevo run`."""
-    import engine
     import engine.cli.main
 
     seen = []
