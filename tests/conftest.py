@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
-import engine  # noqa: E402, F401  (first: it pins XLA's numerics before JAX starts a backend)
+import engine  # noqa: E402, F401  (before any backend starts: it pins XLA's numerics)
 
 jax.config.update("jax_num_cpu_devices", 2)
 
