@@ -11,14 +11,17 @@ import pytest
 import engine
 from engine.core.exact import judge_scores_all, policy_log_probs_all, spearman
 from engine.core.models import ensemble_scores, make_judges
+from engine.core.optim import params
 from engine.core.state import init_run, make_run_inputs
 from engine.core.world import q_star_of, verbosity
 from engine.host.plan import make_plan
 from engine.host.program import make_program
 from engine.knobs import condition_arrays, sizes_of
 from engine.loop.diagnostics import BIAS_METRICS, CORE_METRICS, META_JUDGE_METRICS
+from engine.loop.step import make_inner_step
 from engine.mechanisms import preference
 from engine.mechanisms.bias import bias_cost, judge_fit, policy_verbosity
+from engine.mechanisms.judge_steps import pull_to_pretrained
 from engine.mechanisms.meta_judge import META_JUDGE_MEMBER, meta_judge_update
 from engine.mechanisms.policy_rules import dpo_pairs
 
@@ -218,3 +221,52 @@ def test_dpo_pairs_use_length_control_with_the_runs_filler_token_and_rho(small):
     assert not np.array_equal(expected.chosen, plain.chosen)  # the test can tell the two apart
     with pytest.raises(engine.StudyError, match="length_control"):
         engine.resolve(small({"x": {"update_rule": "dpo", "length_control": 1.5}}))
+
+
+# ------------------------------------------------------------- judge_anchor on the meta-judge's labelled steps
+
+
+def distance_to(judges, pretrained) -> float:
+    return float(
+        sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(params(judges)), jax.tree.leaves(params(pretrained))))
+    )
+
+
+def test_the_meta_step_pulls_the_judge_to_its_pretrained_weights(small):
+    """judge_anchor is in every judge step's loss, the meta-judge-labelled one too: with a strong pull
+    the meta step ends nearer the pretrained judge than without it."""
+    run, state, sizes = one_run(small, meta_row=1, judge_anchor=1e3)
+    state = meta_step(state, run, sizes)  # away from the pretrained weights, where the pull has a gradient
+    variant = engine.resolve(small({"m": {**META, "judge_anchor": 1e3}}, seeds=[0])).variant("m")
+    pull = pull_to_pretrained(run, variant)
+    step = jax.jit(meta_judge_update, static_argnums=(4, 5))
+    key, due = jax.random.PRNGKey(8), jnp.bool_(True)
+    pulled = step(state, run, key, due, sizes.batch_size, META["meta_pairs"], pull)
+    free = step(state, run, key, due, sizes.batch_size, META["meta_pairs"])
+    before = distance_to(state.judges, run.pretrained)
+    assert distance_to(pulled.judges, run.pretrained) < before < distance_to(free.judges, run.pretrained)
+    assert int(pulled.meta.steps) == int(free.meta.steps) == 2
+
+
+def test_the_inner_step_hands_the_pull_to_the_meta_step(small):
+    """Two runs of one variant (meta-judge, judge anchored) that differ only in judge_anchor (0 and 1e3),
+    whose only judge step is the meta step (judge_update_every beyond the iteration): one inner step
+    leaves their judges different, nearer the pretrained ones where the pull is on."""
+    knobs = {**META, "meta_update_every": 1, "judge_update_every": 50}
+    resolved = engine.resolve(small({"a0": {**knobs, "judge_anchor": 0.0}, "a1": {**knobs, "judge_anchor": 1e3}}))
+    variant, sizes = resolved.variant("a1"), resolved.sizes
+    assert variant.meta_judge and variant.judge_anchored
+    variant = variant._replace(n_oracle_pairs=0)
+    rows = [resolved.conditions["a0"], resolved.conditions["a1"]]
+    table = make_judges(jax.random.PRNGKey(3), 3)
+    runs = make_run_inputs(
+        condition_arrays(rows), jnp.zeros(2, jnp.int32), table, jnp.zeros((2, 1), jnp.int32), jnp.full(2, 2, jnp.int32)
+    )
+    states = jax.vmap(init_run)(runs)
+    moved = jax.tree.map(lambda leaf: jnp.stack([leaf[1:2], leaf[1:2]]), table)  # not the pretrained judge
+    states = eqx.tree_at(lambda s: s.judges, states, moved)
+    q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    after = jax.jit(make_inner_step(variant, sizes, None))(states, runs, q_stars, 0, 0)
+    free, pulled = (jax.tree.map(lambda leaf, i=i: leaf[i], after.judges) for i in (0, 1))
+    pretrained = jax.tree.map(lambda leaf: leaf[0], runs.pretrained)
+    assert distance_to(pulled, pretrained) < distance_to(free, pretrained)

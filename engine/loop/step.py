@@ -102,8 +102,9 @@ def judge_stages(states, runs, q_stars, keys: StepKeys, judge_due, pull, variant
     return states
 
 
-def meta_judge_stages(states, runs, keys: StepKeys, judge_due, meta_due, variant: Variant, sizes: Sizes):
-    """The meta-judge's own self-labelled step (`meta_learns`), then its meta step."""
+def meta_judge_stages(states, runs, keys: StepKeys, judge_due, meta_due, pull, variant: Variant, sizes: Sizes):
+    """The meta-judge's own self-labelled step (`meta_learns`), then its meta step (the judges' step
+    on the meta-judge's labels, with their pull to pretrained weights where the variant has one)."""
     learns = judge_due & runs.condition.meta_learns
     states = when_any_due(
         learns,
@@ -114,11 +115,12 @@ def meta_judge_stages(states, runs, keys: StepKeys, judge_due, meta_due, variant
     )
     return when_any_due(
         meta_due,
-        lambda s, r, k, d: meta_judge_update(s, r, k, d, sizes.batch_size, variant.n_meta_pairs),
+        lambda s, r, k, d, p: meta_judge_update(s, r, k, d, sizes.batch_size, variant.n_meta_pairs, p),
         states,
         runs,
         keys.meta,
         meta_due,
+        pull,
     )
 
 
@@ -137,7 +139,7 @@ def make_inner_step(variant: Variant, sizes: Sizes, holdout):
         states = judge_stages(states, runs, q_stars, keys, judge_due, pull, variant, sizes)
         meta_due = is_due(condition.meta_update_every, inner)
         if variant.meta_judge:
-            states = meta_judge_stages(states, runs, keys, judge_due, meta_due, variant, sizes)
+            states = meta_judge_stages(states, runs, keys, judge_due, meta_due, pull, variant, sizes)
         if variant.n_holdout:
             states = when_any_due(
                 meta_due,

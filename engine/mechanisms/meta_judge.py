@@ -18,7 +18,7 @@ from engine.core.models import ensemble_scores
 from engine.core.optim import tree_select
 from engine.core.state import MetaJudgeState, RunInputs, RunState, ensemble_size
 from engine.knobs import code
-from engine.mechanisms.judge_steps import ensemble_pair_step, fresh_pairs, judge_pair_step
+from engine.mechanisms.judge_steps import PullToPretrained, ensemble_pair_step, fresh_pairs, judge_pair_step
 
 # The meta-judge is pretrained as ensemble member META_JUDGE_MEMBER ("meta" in ASCII, far above
 # any ensemble size) and draws its meta steps' pairs from the step key folded with META_KEY_TAG:
@@ -82,10 +82,13 @@ def meta_pairs(tokens_a, tokens_b, scores_a, scores_b, meta_scores_a, meta_score
     return MetaPairs(tokens_a[index], tokens_b[index], labels, agreement)
 
 
-def meta_judge_update(state: RunState, run: RunInputs, key, due, batch_size: int, n_pairs: int) -> RunState:
+def meta_judge_update(
+    state: RunState, run: RunInputs, key, due, batch_size: int, n_pairs: int, pull: PullToPretrained | None = None
+) -> RunState:
     """The meta step: the meta-judge labels n_pairs of batch_size fresh policy pairs
     (`meta_select`: the judge's least certain, or a uniform subset); every judge takes one step
-    on its labels (unless frozen); the agreement is accumulated for the record."""
+    on its labels (unless frozen), with the run's pull to its pretrained weights (`judge_anchor`,
+    as every judge step; None: no such term); the agreement is accumulated for the record."""
     condition = run.condition
     tokens_a, tokens_b = fresh_pairs(state.policy, key, batch_size)
     tokens = jnp.concatenate([tokens_a, tokens_b])
@@ -103,7 +106,7 @@ def meta_judge_update(state: RunState, run: RunInputs, key, due, batch_size: int
         uncertain,
     )
     mask = jnp.full((ensemble_size(state.judges),), due & ~condition.freeze_judge)
-    state = ensemble_pair_step(state, pairs.tokens_a, pairs.tokens_b, pairs.labels, mask)
+    state = ensemble_pair_step(state, pairs.tokens_a, pairs.tokens_b, pairs.labels, mask, pull)
     record = (state.meta.agreement_sum + jnp.where(due, pairs.agreement, 0.0), state.meta.steps + due)
     return eqx.tree_at(lambda s: (s.meta.agreement_sum, s.meta.steps), state, record)
 
