@@ -4,10 +4,15 @@ anything compiles; what cannot fit is refused naming the knob, a long study says
 import math
 import time
 
+import numpy as np
 import pytest
 
 from engine.cli.main import main
-from engine.host.estimate import GIB, available_memory, check, estimate
+from engine.core.world import N_SEQUENCES
+from engine.host.chunks import seed_chunks
+from engine.host.estimate import GIB, available_memory, check, estimate, step_cost
+from engine.host.plan import make_plan
+from engine.host.runner import FETCH_DISTRIBUTIONS_BYTES, MAX_RECORDS_PER_FETCH, DistributionStore, records_per_fetch
 from engine.host.study import StudyError, resolve
 from studies.blog import STUDY as BLOG
 
@@ -34,7 +39,10 @@ def test_a_million_judges_is_refused_at_once_naming_the_knob():
     message = refused(one({"ensemble": {"n_judges": 10**6}, "baseline": {}}), available=64 * GIB)
     assert time.perf_counter() - started < 1
     assert message.startswith("study 'sizes', condition 'ensemble', field 'n_judges': one chunk of 4 runs needs ≈")
-    assert "TiB (estimated), this machine has 64.0 GiB (a test's memory)" in message and "fewer judges" in message
+    assert (
+        "TiB (estimated, the study's results included), this machine has 64.0 GiB (a test's memory)" in message
+        and "fewer judges" in message
+    )
 
 
 def test_a_huge_batch_is_refused_naming_batch_size():
@@ -90,3 +98,141 @@ def test_coevo_run_prints_the_estimate_before_compiling(tmp_path, printed_before
     assert main(["run", str(source), "--seeds", "0-99999", "--out", str(tmp_path / "x.nc"), "--quiet"]) == 130
     seen = [printed.out for printed in printed_before_running]
     assert len(seen) == 1 and "estimated run time ≈ " in seen[0] and "for 100000 runs" in seen[0]
+
+
+# ------------------------------------------------------------- records, distributions, meta-judges
+
+
+RECORDED = {"batch_size": 8, "steps_per_iter": 1000, "n_iterations": 1000, "record_every": 1}
+
+
+def test_every_record_and_its_distributions_are_counted():
+    """10⁶ inner steps recorded at every step: 10⁶ + 1 exact records, each with 32 KiB of distributions."""
+    resolved, estimated = cost(one({"c": {}}, seeds=[0], **RECORDED, save_distributions="all"))
+    assert estimated.records == 1000 * 1000 + 1
+    assert estimated.results_terms["save_distributions"] > 30 * GIB  # 10⁶ × 32 KiB ≈ 30.5 GiB
+    message = refused(one({"c": {}}, seeds=[0], **RECORDED, save_distributions="all"), available=16 * GIB)
+    assert message.startswith("study 'sizes', field 'save_distributions': one chunk of 1 runs needs ≈ ")
+    assert "(estimated, the study's results included)" in message
+    assert "π and J of all 4096 sequences (32 KiB per run and record)" in message
+    assert "for 1 runs × 1000001 records" in message and "save 'final' or 'none'" in message
+    lines = check(resolved, estimated, 64 * GIB, "a test's memory")
+    assert len(lines) == 1 and "≈ 3.3 h for 1 runs of 1000001 records each" in lines[0], lines
+
+
+def test_records_alone_cost_time_and_the_curves_memory():
+    resolved, estimated = cost(one({"c": {}}, seeds=[0], **RECORDED))
+    assert estimated.seconds > 3600  # the exact diagnostics of 10⁶ records, not 2 minutes of steps
+    assert estimated.results_terms["records"] >= 10**6 * 4 * 20  # ≥ 20 float32 values per record
+    message = refused(one({"c": {}}, seeds=[0, 1], **{**RECORDED, "n_iterations": 10**5}), available=64 * GIB)
+    assert "field 'record_every'" in message and "record less often (a larger record_every)" in message
+
+
+def test_distributions_of_thousands_of_seeds():
+    """3000 seeds saving every record: the distributions alone are 3000 × 11 × 32 KiB ≈ 1 GiB on the host."""
+    study = one({"c": {}}, seeds=range(3000), save_distributions="all")
+    _, estimated = cost(study)
+    assert estimated.results_bytes > 3000 * 11 * 32 * 1024
+    message = refused(study, available=3 * GIB)
+    assert "field 'save_distributions'" in message and "'all' keeps π and J" in message
+    _, final = cost({**study, "base": {"save_distributions": "final"}})
+    assert final.results_terms["save_distributions"] < estimated.results_terms["save_distributions"] / 10
+
+
+def test_a_meta_judge_counts_as_a_judge_and_mechanisms_as_their_step_cost():
+    _, baseline = cost(one({"c": {}}))
+    _, meta = cost(one({"c": {"meta_source": "judge", "meta_update_every": 1}}))
+    assert meta.terms["n_judges"] > baseline.terms["n_judges"] and meta.seconds > 1.5 * baseline.seconds
+    assert step_cost(resolve(one({"c": {}})).conditions["c"]) == 1.0
+    dpo = resolve(one({"c": {"update_rule": "dpo", "anchored_rejection": True}})).conditions["c"]
+    assert step_cost(dpo) == pytest.approx(1.7)
+
+
+def test_on_an_accelerator_the_results_are_checked_against_the_hosts_memory():
+    study = one({"c": {}}, seeds=range(3000), save_distributions="all")
+    resolved = resolve(study)
+    estimated = estimate(resolved, max_runs_per_chunk=4096, n_devices=1, on_cpu=False)
+    assert estimated.seconds is None
+    assert check(resolved, estimated, 80 * GIB, "the device's memory", host=(64 * GIB, "the host")) == []
+    with pytest.raises(StudyError) as caught:
+        check(resolved, estimated, 80 * GIB, "the device's memory", host=(GIB, "the host"))
+    assert "the study's results need ≈" in str(caught.value) and "this machine has 1.0 GiB (the host)" in str(
+        caught.value
+    )
+
+
+def test_coevo_bench_refuses_what_coevo_run_refuses_before_measuring(tmp_path, monkeypatch, capsys):
+    import engine.cli.bench
+    import engine.cli.main
+
+    def no_measurement(*args, **kwargs):
+        raise AssertionError("a measurement started")
+
+    monkeypatch.setattr(engine.cli.bench, "in_subprocess", no_measurement)
+    monkeypatch.setattr(engine.cli.main, "use_all_cpu_cores", lambda: None)
+    source = tmp_path / "judges.py"
+    source.write_text(f"STUDY = {one({'ensemble': {'n_judges': 10**6}})!r}\n")
+    assert main(["bench", "--study", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("coevo: error: study 'sizes', condition 'ensemble', field 'n_judges': one chunk of")
+    assert err.count("\n") == 1
+
+
+# ------------------------------------------------------------- the runner keeps distributions as they arrive
+
+
+def fake_record(plan, offset: int, record: int) -> list[dict]:
+    """One record of every group of a chunk: π(x) of run (condition c, seed s) is c·1000 + s·10 + record."""
+    groups = []
+    for group in plan.groups:
+        positions = len(group.inputs.seed)
+        probability = np.full((positions, N_SEQUENCES), -1.0, np.float32)
+        for c, s, position in zip(group.condition_index, group.seed_index, group.position, strict=True):
+            probability[position] = c * 1000 + (offset + s) * 10 + record
+        groups.append(
+            {"policy_quality": np.zeros(positions), "policy_probability": probability, "judge_score": -probability}
+        )
+    return groups
+
+
+@pytest.mark.parametrize("saved", ["all", "final"])
+def test_distributions_are_stored_in_place_and_the_others_dropped_at_once(saved):
+    """Two conditions × 3 seeds in chunks of 2 seeds (the last padded), 4 records: every saved record
+    lands at its (condition, seed, record); `final` never holds more than the last."""
+    resolved = resolve(one({"a": {}, "b": {"n_judges": 2}}, seeds=[5, 6, 7], save_distributions=saved))
+    store = DistributionStore(resolved, total_records=4)
+    offset = 0
+    for chunk in seed_chunks(resolved.seeds, 2, max_runs=4):
+        plan = make_plan(resolved, chunk, n_devices=1)
+        for record in range(4):
+            kept = store.keep(plan, offset, record, fake_record(plan, offset, record))
+            assert all(set(group) == {"policy_quality"} for group in kept)
+            assert store.arrays == {} or store.arrays["policy_probability"].shape[2] == (4 if saved == "all" else 1)
+        offset += len(plan.seeds)
+    stored = store.arrays["policy_probability"]
+    records = [0, 1, 2, 3] if saved == "all" else [3]
+    expected = np.array([[[c * 1000 + s * 10 + r for r in records] for s in range(3)] for c in range(2)])
+    np.testing.assert_array_equal(stored, np.broadcast_to(expected[..., None], (2, 3, len(records), N_SEQUENCES)))
+    np.testing.assert_array_equal(store.arrays["judge_score"], -stored)
+
+
+def test_records_are_fetched_in_batches_that_bound_what_waits_on_the_device():
+    assert records_per_fetch(1, 256, distributions=True) == 1
+    assert records_per_fetch(1000, 1, distributions=False) == MAX_RECORDS_PER_FETCH
+    assert records_per_fetch(1000, 256, distributions=True) * 256 * 32 * 1024 <= FETCH_DISTRIBUTIONS_BYTES
+    assert records_per_fetch(1000, 10**6, distributions=True) == 1
+
+
+def test_fetching_mid_iteration_keeps_every_record_in_its_place(small, monkeypatch):
+    """Records fetched two at a time (three per outer iteration), two chunks of one seed: the same Dataset
+    as fetched once per iteration in one chunk."""
+    import engine
+    import engine.host.runner
+
+    study = small({"c": {}}, seeds=[0, 1], record_every=2, save_distributions="all", n_iterations=2)
+    whole = engine.run_study(study, sub_batch=1)
+    monkeypatch.setattr(engine.host.runner, "MAX_RECORDS_PER_FETCH", 2)
+    pieces = engine.run_study(study, sub_batch=1, max_runs_per_chunk=1)
+    assert pieces.sizes["step"] == 7 and pieces.policy_probability.shape == (1, 2, 7, N_SEQUENCES)
+    for name in ("policy_probability", "judge_score", "policy_quality", "judge_alignment"):
+        np.testing.assert_array_equal(pieces[name].values, whole[name].values)

@@ -1,7 +1,9 @@
 """`coevo bench`: what a study costs, compile and run time apart, against the machine's peak.
 
 Each measurement runs in a fresh subprocess with the compilation cache off, so compile
-seconds are real and peak RSS belongs to that measurement alone.
+seconds are real and peak RSS belongs to that measurement alone. Every study it will measure
+is first resolved and estimated as `coevo run` does (engine.host.estimate): one that cannot fit
+this machine is refused before any measurement starts, and a long one says so on stderr.
 """
 
 import argparse
@@ -258,6 +260,16 @@ def cold_then_warm(measurement: dict) -> dict:
     return {**cold, **{f"warm_{name}": warm[name] for name in ("compile_s", "run_s", "wall_s", "peak_rss_mib")}}
 
 
+def checked(studies) -> None:
+    """Resolve and estimate every study before measuring any (StudyError: one line, exit 2)."""
+    from engine.host.estimate import estimate_or_refuse
+    from engine.host.study import resolve
+
+    for study in studies:
+        for line in estimate_or_refuse(resolve(study)):
+            print(f"coevo: note: {study['name']}: {line}", file=sys.stderr)
+
+
 def main(args) -> int:
     from engine.host.study import resolve
 
@@ -270,16 +282,16 @@ def main(args) -> int:
     if args.iterations:
         base["n_iterations"] = args.iterations
     if args.mechanisms:
-        for k in CURVE_POINTS:
-            resolve(mechanisms_study(list(MECHANISM_CONDITIONS)[:k], base))
+        names, measured = list(MECHANISM_CONDITIONS), {"steps_per_iter": 100, **base}  # as mechanisms_report
+        checked(mechanisms_study([name], measured) for name in names)
+        checked(mechanisms_study(names[:k], {**measured, "n_iterations": 1}) for k in CURVE_POINTS)
         report = mechanisms_report(base)
         print(json.dumps(report, indent=2) if args.json else format_mechanisms(report))
         return 0
     study = load_study(args.study)
     resolve(study)  # a StudyError here is one line, not a traceback from a measurement subprocess
     study = {**study, "base": {**study.get("base", {}), **base}}
-    for checked in (study, *(baseline_study(n_runs, base) for n_runs in args.sizes)):
-        resolve(checked)
+    checked([study, *(baseline_study(n_runs, base) for n_runs in args.sizes)])
     report = {
         **in_subprocess({"kind": "machine"}),
         **in_subprocess({"kind": "flops", "study": baseline_study(2, base)}),

@@ -106,24 +106,11 @@ def print_warnings(warnings) -> None:
         )
 
 
-def estimate_or_refuse(resolved, max_runs_per_chunk) -> list[str]:
-    """engine.host.estimate: refuse what cannot fit this machine (StudyError), else what to say about its cost."""
-    import jax
-
-    from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
-    from engine.host.estimate import available_memory, check, estimate
-
-    devices = jax.local_devices()
-    on_cpu = devices[0].platform == "cpu"
-    max_runs = chunk_size_rule(on_cpu, max_runs_per_chunk)
-    cost = estimate(resolved, max_runs_per_chunk=max_runs, n_devices=len(devices), on_cpu=on_cpu)
-    return check(resolved, cost, *available_memory(devices))
-
-
 def command_run(args) -> int:
     import jax
 
     import engine
+    from engine.host.estimate import estimate_or_refuse
     from engine.host.output import check_output, reserve
 
     if args.max_runs_per_chunk is not None and args.max_runs_per_chunk < 1:

@@ -1,32 +1,42 @@
 """Before compiling: will a study fit this machine's memory, and about how long will it run?
 
-`coevo run` calls `check` after validation and before anything is compiled: a study whose
-estimated memory cannot fit is refused with a `StudyError` naming the knob that drives it
-(`n_judges` 10⁶ would otherwise fail only after compiling, asking XLA for 4.2 TB), and a study
-estimated to run over a minute says so up front. Nothing here compiles or traces anything.
+`coevo run` and `coevo bench` call `estimate_or_refuse` after validation and before anything is
+compiled: a study whose estimated memory cannot fit is refused with a `StudyError` naming the
+knob that drives it (`n_judges` 10⁶ would otherwise fail only after compiling, asking XLA for
+4.2 TB; `record_every` 1 with `save_distributions` `all` over 10⁶ inner steps would fill the
+host with 30 GiB of distributions), and a study estimated to run over a minute says so up front.
+Nothing here compiles or traces anything.
 
 The model is linear and deliberately simple; its constants are peak RSS and run times of
 tiny studies measured with `/usr/bin/time -v` on the lab's 2-core CPU (under load), and the
-bench records in data/bench_cpu_2core.json:
+bench records in data/bench_cpu_2core.json. Every knob that scales memory or time has a term:
 
   memory ≈ BASE                                        (JAX, XLA, compilation)
-         + runs per chunk × (PER_RUN + PER_JUDGE_STATE · n_judges)       (every run's state)
-         + live runs × (PER_JUDGE_ACTIVE · n_judges + PER_SEQUENCE · batch_size · (1 + n_judges))
-         + RESULTS_PER_RECORD · runs · (n_iterations + 1)   (the whole study's curves, kept
-                                                             on the host, copied once to save)
+         + runs per chunk × (PER_RUN + PER_JUDGE_STATE · judges)       (every run's state)
+         + live runs × (PER_JUDGE_ACTIVE · judges + PER_SEQUENCE · batch_size · (1 + judges))
+         + records in flight × runs per chunk × record bytes × 2       (device and host copies)
+         + RECORD_BYTES · RECORD_COPIES · runs · records                 (the curves, on the host)
+         + DISTRIBUTION_BYTES · DISTRIBUTION_COPIES · runs · saved records   (save_distributions)
 
-Runs advance in sub-batches of at most MAX_SUB_BATCH per device (engine.host.plan), so only
-`live runs` = min(runs per chunk, MAX_SUB_BATCH × devices) hold their working buffers at
-once (n_judges: the largest of the study). A chunk holds at least one seed of every
-condition and at most `max_runs_per_chunk` runs (engine.host.runner). On an accelerator the
-same terms without BASE are compared with the device's memory (uncalibrated there).
+`judges` counts a run's meta-judge (meta_source `judge`) with its ensemble. `records` is every
+record of a run, n_iterations · steps_per_iter / record_interval + 1 (`record_every`); `saved
+records` is that with `save_distributions` `all`, 1 with `final` (the runner drops the others
+as they arrive: engine.host.runner.DistributionStore), 0 with `none`. Records wait on the device
+in batches of `engine.host.runner.records_per_fetch`. Runs advance in sub-batches of at most
+MAX_SUB_BATCH per device (engine.host.plan), so only `live runs` = min(runs per chunk,
+MAX_SUB_BATCH × devices) hold their working buffers at once (judges: the largest of the study).
+A chunk holds at least one seed of every condition and at most `max_runs_per_chunk` runs
+(engine.host.runner). On an accelerator the chunk's terms without BASE are compared with the
+device's memory (uncalibrated there), the curves and distributions with the host's.
 
-  time ≈ Σ over runs of inner steps · STEP_SECONDS · (batch_size / 64) · (1 + n_judges) / 2
-         + records · n_judges · RECORD_SECONDS              (exact diagnostics: 4096 sequences)
+  time ≈ Σ over runs of inner steps · STEP_SECONDS · (batch_size / 64) · (1 + n_judges) / 2 · step_cost
+         + records · (judges · RECORD_SECONDS + RECORD_CALL_SECONDS / runs per chunk)
 
 scaled by 2 / (CPU devices); STEP_SECONDS is the bench's baseline (340 runs × 2000 inner
-steps in 178 s, pretraining included). Compilation (10-100 s) comes on top. Time is
-estimated on CPU only; a GPU runs the published study ≈ 10× faster per run in large batches.
+steps in 178 s, pretraining included), `step_cost` the mechanisms' run-step costs against the
+baseline (`coevo bench --mechanisms`, docs/performance.md). Compilation (10-100 s) comes on
+top. Time is estimated on CPU only; a GPU runs the published study ≈ 10× faster per run in
+large batches.
 """
 
 import os
@@ -34,9 +44,14 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.core.world import N_SEQUENCES
+from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
 from engine.host.chunks import seeds_per_chunk
 from engine.host.plan import MAX_SUB_BATCH
+from engine.host.runner import records_per_fetch
 from engine.host.study import ResolvedStudy, StudyError
+from engine.knobs import MECHANISMS, n_holdout_pairs, policy_regularised, records_per_iteration
+from engine.loop.diagnostics import DISTRIBUTIONS, METRICS
 
 MIB = 2**20
 GIB = 2**30
@@ -46,54 +61,115 @@ PER_RUN = 0.7 * MIB  # 2 → 256 runs (batch 32, one judge): +182 MB
 PER_JUDGE_STATE = 0.1 * MIB  # a judge's parameters, Adam moments and pretrained copy, ≈ 5k float32 each
 PER_JUDGE_ACTIVE = 4.9 * MIB  # 2 runs, batch 32: 1 → 64 judges add 618 MB
 PER_SEQUENCE = 0.012 * MIB  # 2 runs, one judge: batch 32 → 1024 adds 46 MB
-RESULTS_PER_RECORD = 2 * 4 * 10  # bytes: ~10 float32 values per run and record, held twice
+RECORD_BYTES = 4 * (len(METRICS) + 1)  # one run's record: every metric and `healthy`, 4 bytes each
+# The curves are held as the records arrive, joined, scattered per chunk, then every chunk's and their
+# concatenation (engine.host.runner), and top_sequence once more as strings (engine.host.results).
+RECORD_COPIES = 5
+DISTRIBUTION_BYTES = len(DISTRIBUTIONS) * N_SEQUENCES * 4  # π and J of all 4096 sequences, float32: 32 KiB
+# Kept once, in place (DistributionStore), then written: 800 runs × 11 records with `all` (275 MiB)
+# peaked 299 MB above the same study saving none (1059 against 760 MB, warm compilation cache).
+DISTRIBUTION_COPIES = 1.1
 STEP_SECONDS = 0.26e-3  # per run and inner step, baseline (batch 64, one judge), 2 CPU devices
 RECORD_SECONDS = 0.01  # per run, record and judge: the exact diagnostics over all 4096 sequences
+RECORD_CALL_SECONDS = 2e-3  # per record and chunk: the host's call of `measure`, and the fetch
 CALIBRATED_CPU_DEVICES = 2
 SAY_TIME_ABOVE = 60.0  # seconds: shorter runs print no estimate
+# Run-step cost of each mechanism against the baseline's (`coevo bench --mechanisms`, docs/performance.md):
+# the cost it adds per run-step where it runs at every step.
+DPO_COST = 0.4  # dpo 1.41x
+TEMPORAL_DPO_COST = 0.3  # anchored rejection and future-chosen: 1.69x with dpo
+EXACT_REGULARISER_COST = 0.6  # kl_penalty (exact) or entropy_exact: 1.52-1.66x
+JUDGE_ANCHOR_COST = 0.25  # 1.25x
+META_JUDGE_COST = 1.3  # meta_update_every 1: 2.27x
+HOLDOUT_CHECK_COST = 2.1  # one held-out check of 204 pairs (meta_10: 1.21x), per 204 pairs
+
+
+def judges_of(knobs: dict) -> int:
+    """Judges a run holds and measures: its ensemble, and its meta-judge where it has one."""
+    return knobs["n_judges"] + MECHANISMS["meta_judge"].on(knobs)
+
+
+def step_cost(knobs: dict) -> float:
+    """A run-step's cost against the baseline's, from the mechanisms it runs (1: none)."""
+    cost = 1.0
+    if knobs["update_rule"] == "dpo":
+        cost += DPO_COST + TEMPORAL_DPO_COST * (knobs["anchored_rejection"] or knobs["future_chosen"])
+    if policy_regularised(knobs):
+        cost += EXACT_REGULARISER_COST
+    if knobs["judge_anchor"] > 0:
+        cost += JUDGE_ANCHOR_COST
+    if MECHANISMS["meta_judge"].on(knobs):
+        cost += META_JUDGE_COST / knobs["meta_update_every"]
+    if MECHANISMS["holdout_meta"].on(knobs):
+        cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
+    return cost
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """What a study will cost: memory of its largest chunk, and run time (None off CPU)."""
+    """What a study will cost: memory of its largest chunk and of its results, and run time (None off CPU)."""
 
     runs: int
     runs_per_chunk: int
-    chunk_bytes: float  # peak memory while one chunk runs (host on CPU; device otherwise)
-    results_bytes: float  # the study's curves on the host
+    records: int  # per run: after pretraining, then every record interval
+    chunk_bytes: float  # peak memory while one chunk runs (host on CPU; device otherwise), BASE included on CPU
+    results_bytes: float  # the study's curves and saved distributions, on the host
     seconds: float | None
-    terms: dict  # the part of chunk_bytes each knob drives: "n_judges", "batch_size", "runs"
+    terms: dict  # the part of chunk_bytes each knob drives: "runs", "n_judges", "batch_size", "records"
+    results_terms: dict  # the part of results_bytes each knob drives: "records", "save_distributions"
     largest_judges: tuple[str, int]  # (condition, n_judges) of the condition with most judges
+    on_cpu: bool = True
 
 
 def estimate(study: ResolvedStudy, *, max_runs_per_chunk: int, n_devices: int, on_cpu: bool) -> Estimate:
     """The model of the module docstring, from the resolved knobs alone."""
     sizes, n_seeds = study.sizes, len(study.seeds)
     per_chunk = seeds_per_chunk(n_seeds, len(study.conditions), max_runs_per_chunk)
-    judges = {condition: knobs["n_judges"] for condition, knobs in study.conditions.items()}
-    total_judges = sum(judges.values())
+    judges = {condition: judges_of(knobs) for condition, knobs in study.conditions.items()}
     batch = sizes.batch_size
     runs_per_chunk = per_chunk * len(judges)
     live = min(runs_per_chunk, MAX_SUB_BATCH * n_devices)
     most = max(judges.values())
+    saving = sizes.save_distributions != "none"
+    per_iteration = records_per_iteration(sizes)
+    records = sizes.n_iterations * per_iteration + 1
+    in_flight = records_per_fetch(per_iteration, runs_per_chunk, saving)
+    record = RECORD_BYTES + DISTRIBUTION_BYTES * saving
     terms = {
         "runs": runs_per_chunk * PER_RUN,
-        "n_judges": per_chunk * total_judges * PER_JUDGE_STATE + live * most * PER_JUDGE_ACTIVE,
+        "n_judges": per_chunk * sum(judges.values()) * PER_JUDGE_STATE + live * most * PER_JUDGE_ACTIVE,
         "batch_size": live * PER_SEQUENCE * batch * (1 + most),
+        "records": 2 * in_flight * runs_per_chunk * record,
     }
     runs = n_seeds * len(judges)
-    records = sizes.n_iterations + 1
-    results_bytes = RESULTS_PER_RECORD * runs * records
+    saved = {"none": 0, "final": 1, "all": records}[sizes.save_distributions]
+    results_terms = {
+        "records": RECORD_BYTES * RECORD_COPIES * runs * records,
+        "save_distributions": DISTRIBUTION_BYTES * DISTRIBUTION_COPIES * runs * saved,
+    }
     seconds = None
     if on_cpu:
         steps = sizes.steps_per_iter * sizes.n_iterations
         per_seed = sum(
-            steps * STEP_SECONDS * (batch / 64) * (1 + j) / 2 + records * j * RECORD_SECONDS for j in judges.values()
+            steps * STEP_SECONDS * (batch / 64) * (1 + knobs["n_judges"]) / 2 * step_cost(knobs)
+            + records * (judges[condition] * RECORD_SECONDS + RECORD_CALL_SECONDS / runs_per_chunk)
+            for condition, knobs in study.conditions.items()
         )
         seconds = n_seeds * per_seed * CALIBRATED_CPU_DEVICES / n_devices
-    largest = max(judges.items(), key=lambda item: item[1])
+    largest = max(((c, k["n_judges"]) for c, k in study.conditions.items()), key=lambda item: item[1])
     chunk_bytes = (BASE if on_cpu else 0) + sum(terms.values())
-    return Estimate(runs, runs_per_chunk, chunk_bytes, results_bytes, seconds, terms, largest)
+    return Estimate(
+        runs,
+        runs_per_chunk,
+        records,
+        chunk_bytes,
+        sum(results_terms.values()),
+        seconds,
+        terms,
+        results_terms,
+        largest,
+        on_cpu,
+    )
 
 
 def available_memory(devices=None) -> tuple[float, str]:
@@ -140,38 +216,109 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-def check(study: ResolvedStudy, cost: Estimate, available: float, source: str) -> list[str]:
-    """Refuse (StudyError) what cannot fit `available` bytes; else the lines to print (maybe none)."""
+def _records_field(study: ResolvedStudy) -> str:
+    """The knob that sets how many records a run takes: record_every where it records within iterations."""
+    return "record_every" if records_per_iteration(study.sizes) > 1 else "n_iterations"
+
+
+def _refusal(study: ResolvedStudy, cost: Estimate, driver: str, need: str, have: str, term: float) -> StudyError:
+    """The refusal naming the knob that drives the largest part of what does not fit."""
     where = f"study {study.name!r}"
-    if cost.results_bytes > available / 2:
-        raise StudyError(
-            f"{where}, field 'n_iterations': the curves of {cost.runs} runs × {study.sizes.n_iterations + 1} "
-            f"records alone need ≈ {size(cost.results_bytes)}, this machine has {size(available)} ({source}); "
-            "use fewer runs or iterations"
+    sizes = study.sizes
+    if driver == "n_judges":
+        condition, n_judges = cost.largest_judges
+        return StudyError(
+            f"{where}, condition {condition!r}, field 'n_judges': {need}, {have}; n_judges {n_judges} costs "
+            f"≈ {size(PER_JUDGE_ACTIVE)} per judge per run in flight: use fewer judges"
         )
-    if cost.chunk_bytes > available:
-        driver = max(cost.terms, key=cost.terms.get)
-        need = f"one chunk of {cost.runs_per_chunk} runs needs ≈ {size(cost.chunk_bytes)} (estimated)"
-        have = f"this machine has {size(available)} ({source})"
-        if driver == "n_judges":
-            condition, n_judges = cost.largest_judges
-            raise StudyError(
-                f"{where}, condition {condition!r}, field 'n_judges': {need}, {have}; n_judges {n_judges} costs "
-                f"≈ {size(PER_JUDGE_ACTIVE)} per judge per run in flight: use fewer judges"
-            )
-        if driver == "batch_size":
-            raise StudyError(
-                f"{where}, field 'batch_size': {need}, {have}; batch_size {study.sizes.batch_size} costs "
-                f"≈ {size(PER_SEQUENCE)} per sequence per model per run: use a smaller batch"
-            )
-        raise StudyError(
-            f"{where}, field 'conditions': {need}, {have}; a chunk holds at least one seed of each of the "
-            f"{len(study.conditions)} conditions: use fewer conditions, or a smaller --max-runs-per-chunk"
+    if driver == "batch_size":
+        return StudyError(
+            f"{where}, field 'batch_size': {need}, {have}; batch_size {sizes.batch_size} costs "
+            f"≈ {size(PER_SEQUENCE)} per sequence per model per run: use a smaller batch"
         )
+    if driver == "save_distributions":
+        return StudyError(
+            f"{where}, field 'save_distributions': {need}, {have}; {sizes.save_distributions!r} keeps π and J of "
+            f"all 4096 sequences ({DISTRIBUTION_BYTES // 1024} KiB per run and record) for {cost.runs} runs × "
+            f"{cost.records if sizes.save_distributions == 'all' else 1} records, ≈ {size(term)}: save 'final' or "
+            "'none', record less often (record_every), or use fewer runs"
+        )
+    if driver == "records":
+        field = _records_field(study)
+        every = f" (record_every {sizes.record_every})" if field == "record_every" else ""
+        advice = "record less often (a larger record_every), or use fewer runs or iterations"
+        return StudyError(
+            f"{where}, field {field!r}: {need}, {have}; the curves of {cost.runs} runs × {cost.records} "
+            f"records{every} take ≈ {size(term)}: "
+            f"{advice if field == 'record_every' else 'use fewer runs or iterations'}"
+        )
+    return StudyError(
+        f"{where}, field 'conditions': {need}, {have}; a chunk holds at least one seed of each of the "
+        f"{len(study.conditions)} conditions: use fewer conditions, or a smaller --max-runs-per-chunk"
+    )
+
+
+def _summed(*parts: dict) -> dict:
+    total: dict = {}
+    for part in parts:
+        for name, value in part.items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
+def check(
+    study: ResolvedStudy, cost: Estimate, available: float, source: str, host: tuple[float, str] | None = None
+) -> list[str]:
+    """Refuse (StudyError) what cannot fit; else the lines to print (maybe none).
+
+    available, source: the memory the chunk runs in (the host's on CPU, the device's otherwise);
+    host: the host's memory and its source, for the results, where they differ (default: the same).
+    """
+    chunk = f"one chunk of {cost.runs_per_chunk} runs"
+    if cost.on_cpu:  # one memory holds a chunk and the results so far
+        peaks = [
+            (
+                f"{chunk} needs",
+                cost.chunk_bytes + cost.results_bytes,
+                ", the study's results included",
+                (available, source),
+                _summed(cost.terms, cost.results_terms),
+            )
+        ]
+    else:
+        peaks = [
+            (f"{chunk} needs", cost.chunk_bytes, "", (available, source), cost.terms),
+            ("the study's results need", cost.results_bytes, "", host or (available, source), cost.results_terms),
+        ]
+    for what, need, note, (have, have_source), terms in peaks:
+        if need > have:
+            driver = max(terms, key=terms.get)
+            raise _refusal(
+                study,
+                cost,
+                driver,
+                f"{what} ≈ {size(need)} (estimated{note})",
+                f"this machine has {size(have)} ({have_source})",
+                terms[driver],
+            )
     if cost.seconds is not None and cost.seconds > SAY_TIME_ABOVE:
+        records = f" of {cost.records} records each" if records_per_iteration(study.sizes) > 1 else ""
         return [
-            f"estimated run time ≈ {duration(cost.seconds)} for {cost.runs} runs, compilation not included "
+            f"estimated run time ≈ {duration(cost.seconds)} for {cost.runs} runs{records}, compilation not included "
             "(a rough model calibrated on a 2-core CPU; engine/host/estimate.py); "
-            f"peak memory ≈ {size(cost.chunk_bytes)}"
+            f"peak memory ≈ {size(cost.chunk_bytes + cost.results_bytes)}"
         ]
     return []
+
+
+def estimate_or_refuse(resolved: ResolvedStudy, max_runs_per_chunk: int | None = None, devices=None) -> list[str]:
+    """Refuse what cannot fit this machine (StudyError), else what to say about its cost: the check
+    `coevo run` and `coevo bench` make before compiling anything."""
+    import jax
+
+    devices = list(devices or jax.local_devices())
+    on_cpu = devices[0].platform == "cpu"
+    max_runs = chunk_size_rule(on_cpu, max_runs_per_chunk)
+    cost = estimate(resolved, max_runs_per_chunk=max_runs, n_devices=len(devices), on_cpu=on_cpu)
+    host = None if on_cpu else available_memory()
+    return check(resolved, cost, *available_memory(devices), host=host)

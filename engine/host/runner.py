@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from engine.core.world import N_SEQUENCES
 from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
 from engine.host.chunks import seed_chunks
 from engine.host.devices import fetch
@@ -43,6 +44,45 @@ def drop_distributions(record: dict) -> dict:
     return {name: values for name, values in record.items() if name not in DISTRIBUTIONS}
 
 
+# Records are fetched from the device once per outer iteration, or once MAX_RECORDS_PER_FETCH are
+# waiting (each is a score of small device arrays), or, where they carry distributions (π and J of
+# all 4096 sequences, 32 KiB per run), once those reach FETCH_DISTRIBUTIONS_BYTES.
+MAX_RECORDS_PER_FETCH = 100
+FETCH_DISTRIBUTIONS_BYTES = 64 * 2**20
+
+
+def records_per_fetch(n_records: int, n_runs: int, distributions: bool) -> int:
+    """Records measured before one fetch: an outer iteration's, fewer where they would pile up."""
+    most = MAX_RECORDS_PER_FETCH
+    if distributions:
+        most = min(most, FETCH_DISTRIBUTIONS_BYTES // (n_runs * len(DISTRIBUTIONS) * N_SEQUENCES * 4))
+    return max(1, min(n_records, most))
+
+
+class DistributionStore:
+    """The saved distributions of the whole study, kept as they arrive: each record's (runs, 4096)
+    arrays are put at their (condition, seed, record) place at once, and a record that is not saved
+    (all but the last with `save_distributions` `final`) is dropped at once. So the host holds the
+    saved distributions once, never a chunk's every record, whatever is saved."""
+
+    def __init__(self, resolved: ResolvedStudy, total_records: int):
+        self.final = resolved.sizes.save_distributions == "final"
+        self.total_records = total_records
+        self.shape = (len(resolved.conditions), len(resolved.seeds), 1 if self.final else total_records, N_SEQUENCES)
+        self.arrays: dict = {}
+
+    def keep(self, plan, seed_offset: int, record: int, groups: list[dict]) -> list[dict]:
+        """Store record number `record` of a chunk whose first seed is seed `seed_offset` of the study;
+        returns the groups' records without their distributions."""
+        if record == self.total_records - 1 or not self.final:
+            scattered = plan.scatter([{name: group[name] for name in DISTRIBUTIONS} for group in groups])
+            n_seeds = min(len(plan.seeds), self.shape[1] - seed_offset)  # the last chunk's padding is dropped
+            for name, values in scattered.items():
+                stored = self.arrays.setdefault(name, np.empty(self.shape, values.dtype))
+                stored[:, seed_offset : seed_offset + n_seeds, 0 if self.final else record] = values[:, :n_seeds]
+        return [drop_distributions(group) for group in groups]
+
+
 def join_records(records: list[dict]) -> dict:
     """One group's records, in time order, each a dict of (runs[, 4096]) arrays, stacked along
     axis 1. A variable missing from the earlier records (distributions saved at the final
@@ -52,6 +92,12 @@ def join_records(records: list[dict]) -> dict:
         name: np.stack([r[name] for r in records], axis=1) if name in records[0] else records[-1][name][:, None]
         for name in names
     }
+
+
+def collect(history: list, records: list, store: DistributionStore | None, plan, seed_offset: int) -> None:
+    """Fetch device records onto the end of a chunk's `history`, their distributions into `store`."""
+    for groups in fetch(records):
+        history.append(store.keep(plan, seed_offset, len(history), groups) if store else groups)
 
 
 def run_study(
@@ -76,6 +122,9 @@ def run_study(
     n_runs = plans[0].n_runs
     n_records = records_per_iteration(resolved.sizes)
     total = len(plans) * n_runs * (resolved.sizes.n_iterations + 1)
+    saved = resolved.sizes.save_distributions != "none"
+    store = DistributionStore(resolved, resolved.sizes.n_iterations * n_records + 1) if saved else None
+    per_fetch = records_per_fetch(n_records, n_runs, saved)
     t0 = time.perf_counter()
     compiled = compile_program(program, plans[0].program_inputs())
     compile_seconds = time.perf_counter() - t0
@@ -83,22 +132,25 @@ def run_study(
     per_chunk = []
     t0 = time.perf_counter()
     with tqdm(total=total, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0) as bar:
+        seed_offset = 0
         for plan in plans:
             pretrain_inputs, group_inputs = plan.program_inputs()
             pretrained = compiled.pretrain(pretrain_inputs)
             started = compiled.start(pretrained.judge, group_inputs)
             states = started.states
-            history = [fetch(compiled.measure(states, started.runs))]
+            history = []
+            collect(history, [compiled.measure(states, started.runs)], store, plan, seed_offset)
             bar.update(n_runs)
             for outer in range(resolved.sizes.n_iterations):
-                records = []  # fetched once per iteration: the device need not wait for the host per record
+                records = []  # fetched in batches: the device need not wait for the host per record
                 for interval in range(n_records):
                     states = compiled.advance(states, started.runs, np.int32(outer), np.int32(interval))
                     records.append(compiled.measure(states, started.runs))
-                history.extend(fetch(records))
+                    if len(records) == per_fetch or interval == n_records - 1:
+                        collect(history, records, store, plan, seed_offset)
+                        records = []
                 bar.update(n_runs)
-            if resolved.sizes.save_distributions == "final":  # π and J of the last record only
-                history[:-1] = [[drop_distributions(group) for group in groups] for groups in history[:-1]]
+            seed_offset += len(plan.seeds)
             trajectories = [join_records([records[g] for records in history]) for g in range(len(plan.groups))]
             outcome = plan.pretrain_outcome(*fetch((pretrained.steps, pretrained.alignment)))
             per_chunk.append({**plan.scatter(trajectories), **outcome})
@@ -106,6 +158,7 @@ def run_study(
 
     n_seeds = len(resolved.seeds)
     arrays = {name: np.concatenate([c[name] for c in per_chunk], axis=1)[:, :n_seeds] for name in per_chunk[0]}
+    arrays.update(store.arrays if store else {})
     timings = {"compile_seconds": compile_seconds, "run_seconds": run_seconds}
     layout = {"n_devices": len(devices), "max_runs_per_chunk": max_runs, "sub_batch": plans[0].sub_batch}
     return make_dataset(resolved, arrays, timings, layout, devices)
