@@ -153,3 +153,87 @@ def test_ctrl_c_while_drawing_figures_says_what_may_be_written(tmp_path, monkeyp
     assert main(["figures", str(results)]) == 130
     said = f"some outputs next to {results} may be written (each complete, none half-written)"
     assert capsys.readouterr().err == f"coevo: interrupted (Ctrl-C): {said}\n"
+
+
+SIGNAL_AT_EVERY_WRITE = """
+import os, signal, sys
+
+import engine.cli.main
+
+
+class SignalAtEveryWrite:
+    '''stderr that receives {later} before every write: a signal arriving while the stop's line prints.'''
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        for name in {later}:
+            os.kill(os.getpid(), getattr(signal, name))
+            for _ in range(10_000):  # its handler runs here, inside the write
+                pass
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+sys.stderr = SignalAtEveryWrite(sys.stderr)
+sys.argv = ["coevo", "run", sys.argv[1], "--out", sys.argv[2]]
+sys.exit(engine.cli.main.main())
+"""
+
+FIRST_SIGNAL_AT_IMPORT = 'import os, signal\nos.kill(os.getpid(), signal.{first})\nSTUDY = {{"name": "x"}}\n'
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "status", "said"),
+    [
+        ("SIGTERM", ["SIGTERM"], 143, "terminated (SIGTERM)"),
+        ("SIGTERM", ["SIGINT", "SIGTERM", "SIGTERM"], 143, "terminated (SIGTERM)"),
+        ("SIGINT", ["SIGINT", "SIGTERM"], 130, "interrupted (Ctrl-C)"),
+    ],
+)
+def test_signals_while_the_stop_is_said_change_nothing(tmp_path, first, later, status, said):
+    """The first signal decides: more signals, even one at every write of the stop's line (where a
+    second exception used to end in a traceback and exit 1), leave one line and its status."""
+    study = tmp_path / "stopped.py"
+    study.write_text(FIRST_SIGNAL_AT_IMPORT.format(first=first))
+    driver = tmp_path / "driver.py"
+    driver.write_text(SIGNAL_AT_EVERY_WRITE.format(later=later))
+    process = subprocess.run(
+        [sys.executable, str(driver), str(study), str(tmp_path / "x.nc")], capture_output=True, text=True, timeout=120
+    )
+    assert process.returncode == status, process.stderr
+    assert process.stderr == f"coevo: {said}: nothing written\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["driver.py", "stopped.py"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
+@pytest.mark.parametrize(
+    ("spacing", "signals"),
+    [(0.0, ["SIGTERM"] * 2), (0.002, ["SIGTERM"] * 5), (0.05, ["SIGTERM"] * 5), (0.002, ["SIGTERM", "SIGINT"] * 3)],
+)
+def test_a_burst_of_signals_during_compilation(tmp_path, spacing, signals):
+    """As `kill -TERM -- -PGID` on `setsid timeout 90 coevo run ...` (timeout passes its own SIGTERM on):
+    several signals while the program compiles: one line, exit 143 (or 130 where a Ctrl-C is among
+    them: Python runs the handlers of signals that arrived during one call into XLA in signal-number
+    order, SIGINT first), nothing left."""
+    study = tmp_path / "slow.py"
+    study.write_text(
+        'STUDY = {"name": "slow", "seeds": [0, 1], "base": {"steps_per_iter": 200, "n_iterations": 50},'
+        ' "conditions": {"baseline": {}}}\n'
+    )
+    out = tmp_path / "slow.nc"
+    process = coevo("run", study, "--out", out, "--quiet")
+    assert "2 runs" in process.stdout.readline()  # validated, the lock taken; now compiling
+    time.sleep(0.5)
+    for name in signals:
+        process.send_signal(getattr(signal, name))
+        time.sleep(spacing)
+    _, stderr = process.communicate(timeout=120)
+    said = {143: "terminated (SIGTERM)", 130: "interrupted (Ctrl-C)"}
+    assert process.returncode in (143 if set(signals) == {"SIGTERM"} else 130, 143), stderr
+    assert stderr.startswith(f"coevo: {said[process.returncode]}: nothing written to") and stderr.count("\n") == 1
+    assert "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == [study]  # no file, no temporary, no lock

@@ -4,7 +4,10 @@ Every input is checked before JAX compiles anything: a bad input prints one line
 stderr and exits with status 2, having written nothing. Results are written atomically
 and no existing file is replaced without --force (see engine.host.output). Ctrl-C exits 130,
 SIGTERM 143, each with one line saying what was lost, from the first moment: this module
-and `engine` import nothing heavy, and `main` installs the SIGTERM handler before JAX loads.
+and `engine` import nothing heavy, and `main` installs its signal handlers before JAX loads.
+However many signals arrive, the first decides: the ones after it are ignored while the stop
+unwinds (cleanup such as removing the output's lock runs to its end) and its line is printed,
+and, when `main` is the program (no argv given), until the process has exited.
 """
 
 import argparse
@@ -315,8 +318,33 @@ def use_all_cpu_cores():
     expose()
 
 
-def _terminate(signum, frame):
-    raise Terminated
+class _Stop:
+    """The stop of this `main`: the first SIGINT or SIGTERM (or KeyboardInterrupt raised by code)."""
+
+    signum: int | None = None
+    owed = False  # the first stop's exception was swallowed (`_resend_a_swallowed_stop`): raise it again
+    finished = False  # `main` has its exit status: a signal changes nothing any more
+    resend: threading.Timer | None = None
+
+    @classmethod
+    def reset(cls):
+        cls.signum, cls.owed, cls.finished, cls.resend = None, False, False, None
+
+
+def _stop_exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _on_stop_signal(signum, frame):
+    """SIGINT and SIGTERM inside `main`: the first raises (Terminated for SIGTERM, KeyboardInterrupt
+    for Ctrl-C) wherever Python is; any later one is ignored, so that the stop's unwinding, its
+    cleanup and its one line are not cut short by a second exception (a traceback and exit 1)."""
+    if _Stop.finished or (_Stop.signum is not None and not _Stop.owed):
+        return
+    if _Stop.signum is None:
+        _Stop.signum = signum
+    _Stop.owed = False
+    raise _stop_exception(_Stop.signum)
 
 
 def _resend_a_swallowed_stop(unraisable, default=sys.unraisablehook):
@@ -326,10 +354,12 @@ def _resend_a_swallowed_stop(unraisable, default=sys.unraisablehook):
     thread instead, so that its handler raises at the main thread's next bytecode, outside the callback."""
     if not isinstance(unraisable.exc_value, KeyboardInterrupt):
         return default(unraisable)
-    signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
-    resend = threading.Timer(0.01, os.kill, (os.getpid(), signum))
-    resend.daemon = True
-    resend.start()
+    if _Stop.signum is None:
+        _Stop.signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+    _Stop.owed = True
+    _Stop.resend = threading.Timer(0.01, os.kill, (os.getpid(), _Stop.signum))
+    _Stop.resend.daemon = True
+    _Stop.resend.start()
 
 
 def import_engine():
@@ -338,7 +368,8 @@ def import_engine():
     Ctrl-C swallowed and the run going on, an AttributeError traceback, a segfault). A signal that
     arrived meanwhile is raised as soon as they are loaded (1-2 s at most)."""
     held = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in HELD}
+    caught = [signum for signum in HELD if signal.getsignal(signum) != signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in caught}
     try:
         import engine.host.devices  # noqa: F401  (JAX)
         import engine.host.results  # noqa: F401  (xarray, netCDF)
@@ -346,15 +377,12 @@ def import_engine():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if signal.SIGTERM in held:
-        raise Terminated
     if held:
-        raise KeyboardInterrupt
+        _Stop.signum = signal.SIGTERM if signal.SIGTERM in held else signal.SIGINT
+        raise _stop_exception(_Stop.signum)
 
 
-def main(argv=None) -> int:
-    previous = signal.signal(signal.SIGTERM, _terminate)  # first: everything heavy is imported below
-    previous_hook, sys.unraisablehook = sys.unraisablehook, _resend_a_swallowed_stop
+def _run(argv) -> int:
     try:
         import_engine()
         args = build_parser().parse_args(argv)
@@ -363,17 +391,42 @@ def main(argv=None) -> int:
         if args.command == "run":
             _join_if_asked(args)
         return args.handler(args)
-    except KeyboardInterrupt as stop:  # before bad_input(), which imports
-        what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted (Ctrl-C)"
-        print(f"coevo: {what}: {'; '.join(getattr(stop, '__notes__', [])) or 'nothing written'}", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except Exception as error:
         if not isinstance(error, bad_input()):
             raise
         print(f"coevo: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def main(argv=None) -> int:
+    """The `coevo` command. argv None: the program's own arguments; then SIGINT and SIGTERM are
+    ignored from its return on (the process exits at once; Python's shutdown resets a handler of its
+    own to the default, which a signal then meets and dies of, but not an ignored signal)."""
+    _Stop.reset()
+    # first: everything heavy is imported below; Ctrl-C stays ignored where it was (a background job)
+    handled = [signum for signum in HELD if signum == signal.SIGTERM or signal.getsignal(signum) != signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, _on_stop_signal) for signum in handled}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _resend_a_swallowed_stop
+    try:
+        try:
+            status = _run(argv)
+            _Stop.finished = True
+            return status
+        except KeyboardInterrupt as stop:  # a signal's, or raised by code: either way the stop
+            if _Stop.signum is None:  # raised by code: a signal from here on is the second one
+                _Stop.signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+            terminated = _Stop.signum == signal.SIGTERM
+            what = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
+            lost = "; ".join(getattr(stop, "__notes__", [])) or "nothing written"
+            print(f"coevo: {what}: {lost}", file=sys.stderr)
+            _Stop.finished = True
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _Stop.finished = True
+        if _Stop.resend is not None:
+            _Stop.resend.cancel()
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_IGN if argv is None else handler)
         sys.unraisablehook = previous_hook
 
 
