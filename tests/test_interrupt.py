@@ -18,6 +18,16 @@ SLOW_IMPORT = (
 )
 
 
+def slow_study(folder):
+    """A study file whose run takes minutes: long enough for any signal to arrive mid-run."""
+    study = folder / "slow.py"
+    study.write_text(
+        'STUDY = {"name": "slow", "seeds": [0, 1], "base": {"steps_per_iter": 200, "n_iterations": 50},'
+        ' "conditions": {"baseline": {}}}\n'
+    )
+    return study
+
+
 def coevo(*args) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli.main", *map(str, args)],
@@ -28,11 +38,7 @@ def coevo(*args) -> subprocess.Popen:
 
 
 def test_sigterm_during_a_run_leaves_no_file(tmp_path):
-    study = tmp_path / "slow.py"
-    study.write_text(
-        'STUDY = {"name": "slow", "seeds": [0, 1], "base": {"steps_per_iter": 200, "n_iterations": 50},'
-        ' "conditions": {"baseline": {}}}\n'
-    )
+    study = slow_study(tmp_path)
     out = tmp_path / "slow.nc"
     process = coevo("run", study, "--out", out, "--quiet")
     assert "2 runs" in process.stdout.readline()  # validated; now compiling or running
@@ -97,11 +103,7 @@ def test_a_signal_in_the_first_seconds(tmp_path, signum, status, said):
     """From the first moment our code runs (JAX importing, backends starting, the study loading,
     compiling): one line, exit 130 / 143, no traceback, nothing written. A signal raised inside JAX's
     import would leave it half-initialised: a swallowed Ctrl-C, an AttributeError, a segfault."""
-    study = tmp_path / "slow.py"
-    study.write_text(
-        'STUDY = {"name": "slow", "seeds": [0, 1], "base": {"steps_per_iter": 200, "n_iterations": 50},'
-        ' "conditions": {"baseline": {}}}\n'
-    )
+    study = slow_study(tmp_path)
     for delay in (0.0, 0.3, 1.0, 2.0):
         process = coevo("run", study, "--out", tmp_path / "slow.nc", "--quiet")
         wait_for_main(process)
@@ -219,11 +221,7 @@ def test_a_burst_of_signals_during_compilation(tmp_path, spacing, signals):
     several signals while the program compiles: one line, exit 143 (or 130 where a Ctrl-C is among
     them: Python runs the handlers of signals that arrived during one call into XLA in signal-number
     order, SIGINT first), nothing left."""
-    study = tmp_path / "slow.py"
-    study.write_text(
-        'STUDY = {"name": "slow", "seeds": [0, 1], "base": {"steps_per_iter": 200, "n_iterations": 50},'
-        ' "conditions": {"baseline": {}}}\n'
-    )
+    study = slow_study(tmp_path)
     out = tmp_path / "slow.nc"
     process = coevo("run", study, "--out", out, "--quiet")
     assert "2 runs" in process.stdout.readline()  # validated, the lock taken; now compiling
