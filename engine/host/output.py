@@ -8,6 +8,7 @@ instead of computing for minutes and then failing.
 
 import contextlib
 import os
+import signal
 import socket
 import stat
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 
 TEMPORARY_SUFFIX = ".tmp"
 LOCK_SUFFIX = ".lock"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class OutputError(ValueError):
@@ -151,27 +153,36 @@ def reserve(path):
     at its start. A lock left by a dead process on this host (SIGKILL) is taken over.
     """
     lock = Path(f"{path}{LOCK_SUFFIX}")
-    for _ in range(2):
-        try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            host, pid = _holder(lock)
-            if host == socket.gethostname() and pid and not _alive(pid):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            holder = f"process {pid} on {host}" if pid else "another process"
-            raise OutputError(
-                f"{path}: {holder} is already running to write it (lock {lock}); "
-                "wait for it, or delete the lock if that run is gone"
-            ) from None
-        except OSError as error:
-            raise OutputError(f"{path}: cannot create the lock {lock}: {error.strerror}") from None
-    else:
-        raise OutputError(f"{path}: the lock {lock} keeps reappearing; is another run starting?")
+    created = False
     try:
+        for _ in range(2):
+            try:
+                # Ctrl-C / SIGTERM held while the lock is created, so a stop cannot fall between its
+                # creation and `created`: the `finally` below then always removes it.
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                try:
+                    handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    created = True
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                break
+            except FileExistsError:
+                host, pid = _holder(lock)
+                if host == socket.gethostname() and pid and not _alive(pid):
+                    lock.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                holder = f"process {pid} on {host}" if pid else "another process"
+                raise OutputError(
+                    f"{path}: {holder} is already running to write it (lock {lock}); "
+                    "wait for it, or delete the lock if that run is gone"
+                ) from None
+            except OSError as error:
+                raise OutputError(f"{path}: cannot create the lock {lock}: {error.strerror}") from None
+        else:
+            raise OutputError(f"{path}: the lock {lock} keeps reappearing; is another run starting?")
         os.write(handle, f"{socket.gethostname()} {os.getpid()}".encode())
         os.close(handle)
         yield lock
     finally:
-        lock.unlink(missing_ok=True)
+        if created:
+            lock.unlink(missing_ok=True)
