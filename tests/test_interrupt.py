@@ -1,5 +1,6 @@
 """Ctrl-C / SIGTERM at any moment: no partial file, one line saying what was lost, exit 130 / 143."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -29,11 +30,14 @@ def slow_study(folder):
 
 
 def coevo(*args) -> subprocess.Popen:
+    """`coevo ARGS` in a process of its own, on the CPU backend only: JAX's probe for other backends
+    can stall for a minute after an early signal and then warns on stderr, which the tests read."""
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli.main", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
 
 
