@@ -18,45 +18,30 @@ lexicographic order of `engine.core.world.all_sequences()` (position 0 varies sl
 - `policy_log_probs_all`: log π by teacher forcing, the slow reference the tests hold the tree to.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.stats
 
-from engine.core.models import HIDDEN, START_TOKEN, Judge, Policy, ensemble_scores, gru_update, token_gates
+from engine.core.models import Judge, Policy
 from engine.core.world import SEQ_LEN, VOCAB, all_sequences
 
 # ----------------------------------------------------------------------------------------
 # The distribution.
 
 
-def _children(cell, input_gates, parent_hidden):
-    """Hidden states of every (parent, token) child: (n, m, HIDDEN) from parents (n, HIDDEN).
-
-    input_gates: (m, 3·HIDDEN) rows of `token_gates`. The recurrent product W_hh·h is
-    computed once per parent and shared by its m children: 74 recurrent products for the
-    whole tree instead of 585.
-    """
-    return gru_update(cell, input_gates[None], (parent_hidden @ cell.weight_hh.T)[:, None], parent_hidden[:, None])
-
-
 def policy_log_probs_tree(policy: Policy) -> jax.Array:
     """log π(x) of all 4096 sequences, (4096,), by one pass over the prefix tree.
 
-    Level k holds the 8^k prefixes of length k in lexicographic order, their hidden states
-    and log-probabilities; every prefix gets its next-token log-softmax at once, and child
-    p·8 + t of prefix p reads token t. 1 + 8 + 64 + 512 GRU steps instead of 4096 × 4. The
-    equations, and the order of the four additions, are those of `Policy.log_prob`, so the
-    result equals the teacher-forced `policy_log_probs_all` up to float
-    rounding (a few ulps of log π). Differentiable in the policy.
+    Level k holds the 8^k prefixes of length k in lexicographic order with their next-token
+    log-softmax (`Policy.prefix_levels`); child p·8 + t of prefix p reads token t. 1 + 8 + 64 +
+    512 GRU steps instead of 4096 × 4, and W_hh·h once per parent. Equal to the teacher-forced
+    `policy_log_probs_all` up to float rounding (a few ulps of log π). Differentiable in the policy.
     """
-    gates = token_gates(policy.embedding, policy.cell)
-    hidden = _children(policy.cell, gates[START_TOKEN][None], jnp.zeros((1, HIDDEN))).reshape(1, HIDDEN)
+    _, level_log_probs = policy.prefix_levels(SEQ_LEN - 1)
     prefix_log_probs = jnp.zeros((1,))
-    for position in range(SEQ_LEN):
-        next_log_probs = jax.nn.log_softmax(hidden @ policy.head.weight.T + policy.head.bias, axis=-1)
+    for next_log_probs in level_log_probs:
         prefix_log_probs = (prefix_log_probs[:, None] + next_log_probs).reshape(-1)  # (8^(k+1),)
-        if position < SEQ_LEN - 1:
-            hidden = _children(policy.cell, gates[:VOCAB], hidden).reshape(-1, HIDDEN)
     return prefix_log_probs
 
 
@@ -202,8 +187,8 @@ def best_worst_gap(scores, values, probs, n):
 
 
 def judge_scores_all(judges: Judge):
-    """Ensemble-mean score J(x) of every one of the 4096 sequences."""
-    return ensemble_scores(judges, jnp.asarray(all_sequences())).mean(axis=0)
+    """Ensemble-mean score J(x) of every one of the 4096 sequences, by the prefix tree."""
+    return eqx.filter_vmap(lambda judge: judge.all_scores())(judges).mean(axis=0)
 
 
 def policy_log_probs_all(policy: Policy):

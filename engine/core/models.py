@@ -50,6 +50,45 @@ def gru_step(cell: eqx.nn.GRUCell, input_gates, hidden):
     return gru_update(cell, input_gates, cell.weight_hh @ hidden, hidden)
 
 
+def shared_levels(batch_size: int) -> int:
+    """How many leading positions a batch of `batch_size` sequences evaluates once per prefix
+    rather than once per sequence: the prefixes of length k are VOCAB^k, so sharing pays while
+    VOCAB^k ≤ batch_size (64 sequences share their first two positions; 4096 all four)."""
+    depth = 0
+    while depth < SEQ_LEN and VOCAB ** (depth + 1) <= batch_size:
+        depth += 1
+    return depth
+
+
+def child_hidden(cell: eqx.nn.GRUCell, input_gates, parent_hidden):
+    """Hidden states of every (parent, token) child: (n, m, HIDDEN) from parents (n, HIDDEN).
+
+    input_gates: (m, 3·HIDDEN) rows of `token_gates`. W_hh·h is computed once per parent and
+    shared by its m children.
+    """
+    return gru_update(cell, input_gates[None], (parent_hidden @ cell.weight_hh.T)[:, None], parent_hidden[:, None])
+
+
+def prefix_index(tokens, length: int):
+    """Index of each sequence's first `length` tokens among the VOCAB^length prefixes
+    (lexicographic): (n, SEQ_LEN) int -> (n,) int32."""
+    weights = VOCAB ** jnp.arange(length - 1, -1, -1)
+    return (tokens[:, :length] * weights).sum(axis=-1).astype(jnp.int32)
+
+
+def inverse_cdf_token(log_probs, uniform):
+    """One token per row drawn from exp(log_probs) (n, VOCAB) by inverse CDF with uniforms (n,).
+
+    The token is the first whose cumulative mass exceeds u·total; where rounding leaves none,
+    the last token with positive mass (never a token of probability zero).
+    """
+    probs = jnp.exp(log_probs)
+    cdf = jnp.cumsum(probs, axis=-1)
+    below = jnp.sum(cdf <= (uniform * cdf[:, -1])[:, None], axis=-1)
+    last_positive = VOCAB - 1 - jnp.argmax(probs[:, ::-1] > 0, axis=-1)
+    return jnp.minimum(below, last_positive).astype(jnp.int32)
+
+
 class Policy(eqx.Module):
     """Autoregressive sequence policy π(x)."""
 
@@ -63,39 +102,83 @@ class Policy(eqx.Module):
         self.cell = eqx.nn.GRUCell(EMBED, HIDDEN, key=key_cell)
         self.head = eqx.nn.Linear(HIDDEN, VOCAB, key=key_head)
 
-    def _next_log_probs(self, gates, token, hidden):
-        hidden = gru_step(self.cell, gates[token], hidden)
-        return jax.nn.log_softmax(self.head(hidden)), hidden
+    def _next_log_probs(self, hidden):
+        return jax.nn.log_softmax(hidden @ self.head.weight.T + self.head.bias, axis=-1)
 
-    def sample(self, gumbel_noise):
-        """Draw one sequence by Gumbel-max and return it with its log-probability.
+    def prefix_levels(self, depth: int):
+        """Hidden states and next-token log-probabilities of every prefix of length 0..depth.
 
-        gumbel_noise: (4, K) standard Gumbel draws. Returns (tokens (4,) int32, log π (,)).
-        The log-probability is differentiable: the sampling pass is the teacher-forced
-        pass, so no second forward is needed for the policy gradient.
+        Level k: (VOCAB^k, HIDDEN) hidden states after the start token and k tokens, and their
+        (VOCAB^k, VOCAB) next-token log-softmax, prefixes in lexicographic order (child
+        p·VOCAB + t of prefix p reads token t). Returns (hidden per level, log-probs per level).
         """
         gates = token_gates(self.embedding, self.cell)
-        hidden = jnp.zeros(HIDDEN)
-        token = jnp.array(START_TOKEN)
-        tokens, log_prob = [], 0.0
+        hidden = child_hidden(self.cell, gates[START_TOKEN][None], jnp.zeros((1, HIDDEN))).reshape(1, HIDDEN)
+        hiddens, log_probs = [hidden], [self._next_log_probs(hidden)]
+        for _ in range(depth):
+            hidden = child_hidden(self.cell, gates[:VOCAB], hidden).reshape(-1, HIDDEN)
+            hiddens.append(hidden)
+            log_probs.append(self._next_log_probs(hidden))
+        return hiddens, log_probs
+
+    def _batch(self, n: int, next_token):
+        """The autoregressive pass over a batch of n sequences, shared per prefix where it pays.
+
+        next_token(position, log_probs (n, VOCAB)) -> the tokens read at `position` (n,).
+        Returns (tokens (n, SEQ_LEN) int32, log π (n,)), differentiable in the policy.
+        """
+        shared = min(shared_levels(n), SEQ_LEN - 1)
+        gates = token_gates(self.embedding, self.cell)
+        hiddens, level_log_probs = self.prefix_levels(shared)
+        tokens, log_prob, prefix = [], 0.0, jnp.zeros(n, jnp.int32)
+        hidden = None
         for position in range(SEQ_LEN):
-            log_probs, hidden = self._next_log_probs(gates, token, hidden)
-            token = jnp.argmax(log_probs + gumbel_noise[position]).astype(jnp.int32)
+            if position <= shared:
+                log_probs = level_log_probs[position][prefix]
+            else:
+                if hidden is None:
+                    hidden = hiddens[shared][prefix // VOCAB]
+                hidden = gru_step_batch(self.cell, gates[tokens[-1]], hidden)
+                log_probs = self._next_log_probs(hidden)
+            token = next_token(position, log_probs)
             tokens.append(token)
-            log_prob = log_prob + log_probs[token]
-        return jnp.stack(tokens), log_prob
+            log_prob = log_prob + jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
+            prefix = prefix * VOCAB + token
+        return jnp.stack(tokens, axis=-1), log_prob
+
+    def sample(self, uniforms):
+        """Draw a batch of sequences with their log-probabilities, by inverse CDF per position.
+
+        uniforms: (n, SEQ_LEN) in [0, 1). Returns (tokens (n, SEQ_LEN) int32, log π (n,)); the
+        log-probability is differentiable, so the sampling pass is the policy-gradient pass.
+        """
+        def draw(position, log_probs):
+            return inverse_cdf_token(log_probs, uniforms[:, position])
+
+        return self._batch(len(uniforms), draw)
+
+    def log_prob_batch(self, tokens):
+        """Teacher-forced log π of a batch of sequences (n, SEQ_LEN) -> (n,)."""
+        return self._batch(len(tokens), lambda position, _: tokens[:, position])[1]
 
     def log_prob(self, tokens):
-        """Teacher-forced log π(tokens) for one sequence (4,) -> scalar."""
+        """Teacher-forced log π(tokens) of ONE sequence (SEQ_LEN,), step by step: the model's
+        definition, which the batched and prefix-tree passes are tested against."""
         gates = token_gates(self.embedding, self.cell)
         hidden = jnp.zeros(HIDDEN)
         previous = jnp.array(START_TOKEN)
         log_prob = 0.0
         for position in range(SEQ_LEN):
-            log_probs, hidden = self._next_log_probs(gates, previous, hidden)
+            hidden = gru_step(self.cell, gates[previous], hidden)
+            log_probs = jax.nn.log_softmax(self.head(hidden))
             previous = tokens[position]
             log_prob = log_prob + log_probs[previous]
         return log_prob
+
+
+def gru_step_batch(cell: eqx.nn.GRUCell, input_gates, hidden):
+    """`gru_step` for a batch: input_gates (n, 3·HIDDEN), hidden (n, HIDDEN)."""
+    return gru_update(cell, input_gates, hidden @ cell.weight_hh.T, hidden)
 
 
 class Judge(eqx.Module):
@@ -112,12 +195,38 @@ class Judge(eqx.Module):
         self.head = eqx.nn.Linear(HIDDEN, "scalar", key=key_head)
 
     def __call__(self, tokens):
-        """J(tokens) for one sequence (4,) int -> scalar."""
+        """J(tokens) for ONE sequence (SEQ_LEN,) int -> scalar: the model's definition, which
+        `scores` is tested against."""
         gates = token_gates(self.embedding, self.cell)
         hidden = jnp.zeros(HIDDEN)
         for position in range(SEQ_LEN):
             hidden = gru_step(self.cell, gates[tokens[position]], hidden)
         return self.head(hidden)
+
+    def prefix_hidden(self, depth: int):
+        """Hidden states after every prefix of length `depth`: (VOCAB^depth, HIDDEN), lexicographic."""
+        gates = token_gates(self.embedding, self.cell)[:VOCAB]
+        hidden = jnp.zeros((1, HIDDEN))
+        for _ in range(depth):
+            hidden = child_hidden(self.cell, gates, hidden).reshape(-1, HIDDEN)
+        return hidden
+
+    def _head(self, hidden):
+        return hidden @ self.head.weight[0] + self.head.bias[0]
+
+    def scores(self, tokens):
+        """J of a batch of sequences (n, SEQ_LEN) -> (n,): the leading positions once per prefix
+        (`shared_levels`), the rest per sequence."""
+        shared = shared_levels(len(tokens))
+        gates = token_gates(self.embedding, self.cell)
+        hidden = self.prefix_hidden(shared)[prefix_index(tokens, shared)]
+        for position in range(shared, SEQ_LEN):
+            hidden = gru_step_batch(self.cell, gates[tokens[:, position]], hidden)
+        return self._head(hidden)
+
+    def all_scores(self):
+        """J of all VOCAB^SEQ_LEN sequences, lexicographic, by one pass over the prefix tree."""
+        return self._head(self.prefix_hidden(SEQ_LEN))
 
 
 def _lecun_normal(key, shape, dtype):
@@ -231,4 +340,4 @@ def make_judges(key, n_judges: int) -> Judge:
 
 def ensemble_scores(judges: Judge, tokens):
     """Scores of every judge on a batch: (n_judges, batch) for tokens (batch, 4)."""
-    return eqx.filter_vmap(lambda judge: jax.vmap(judge)(tokens))(judges)
+    return eqx.filter_vmap(lambda judge: judge.scores(tokens))(judges)

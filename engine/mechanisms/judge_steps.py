@@ -16,7 +16,7 @@ import optax
 from engine.core.models import Judge, Policy
 from engine.core.optim import adam_update, params, tree_select
 from engine.core.state import RunInputs, RunState, ensemble_size
-from engine.core.world import N_SEQUENCES, SEQ_LEN, VOCAB, all_sequences
+from engine.core.world import N_SEQUENCES, SEQ_LEN, all_sequences
 from engine.knobs import Variant
 
 
@@ -39,7 +39,7 @@ def pair_loss(judge: Judge, tokens_a, tokens_b, labels=None):
     judge's labelling and its training share one evaluation. Returns (loss, accuracy of
     the judge's preferences against `labels`).
     """
-    scores = jax.vmap(judge)(jnp.concatenate([tokens_a, tokens_b]))
+    scores = judge.scores(jnp.concatenate([tokens_a, tokens_b]))
     diff = scores[: len(tokens_a)] - scores[len(tokens_a) :]
     prefers_a = diff > 0
     labels = jax.lax.stop_gradient(prefers_a) if labels is None else labels
@@ -85,8 +85,7 @@ def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask, p
 
 def fresh_pairs(policy: Policy, key, batch_size: int):
     """Two fresh batches (a, b) of batch_size sequences each from the policy, (batch_size, 4) each."""
-    noise = jax.random.gumbel(key, (2 * batch_size, SEQ_LEN, VOCAB))
-    tokens, _ = jax.vmap(policy.sample)(noise)
+    tokens, _ = policy.sample(jax.random.uniform(key, (2 * batch_size, SEQ_LEN)))
     return tokens[:batch_size], tokens[batch_size:]
 
 

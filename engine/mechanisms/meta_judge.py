@@ -93,7 +93,7 @@ def meta_judge_update(
     tokens_a, tokens_b = fresh_pairs(state.policy, key, batch_size)
     tokens = jnp.concatenate([tokens_a, tokens_b])
     scores = ensemble_scores(state.judges, tokens).mean(axis=0)
-    meta_scores = jax.vmap(state.meta.judge)(tokens)
+    meta_scores = state.meta.judge.scores(tokens)
     uncertain = condition.meta_select == code("meta_select", "uncertain")
     pairs = meta_pairs(
         tokens_a,

@@ -16,7 +16,7 @@ from engine.core import exact
 from engine.core.models import Policy, ensemble_scores
 from engine.core.optim import adam_update
 from engine.core.state import PairStats, RunInputs, RunState
-from engine.core.world import SEQ_LEN, VOCAB, all_sequences
+from engine.core.world import SEQ_LEN, all_sequences
 from engine.knobs import Condition, Sizes, Variant, code
 from engine.mechanisms import preference
 
@@ -47,9 +47,9 @@ def sampled_kl_term(state: RunState, condition: Condition, tokens, log_prob):
     return condition.kl_penalty * term
 
 
-def policy_noise(key, batch_size: int):
-    """The Gumbel noise of one batch of policy samples (`Policy.sample` turns it into tokens)."""
-    return jax.random.gumbel(key, (batch_size, SEQ_LEN, VOCAB))
+def policy_uniforms(key, batch_size: int):
+    """The uniforms of one batch of policy samples, one per position (`Policy.sample`)."""
+    return jax.random.uniform(key, (batch_size, SEQ_LEN))
 
 
 def reinforce_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: Sizes):
@@ -58,10 +58,10 @@ def reinforce_gradient(state: RunState, run: RunInputs, key, variant: Variant, s
     loss = −mean((r − mean r) log π) + entropy terms (+ a sampled KL term when regularised).
     """
     condition = run.condition
-    noise = policy_noise(key, sizes.batch_size)
+    uniforms = policy_uniforms(key, sizes.batch_size)
 
     def loss_fn(policy):
-        tokens, log_prob = jax.vmap(policy.sample)(noise)
+        tokens, log_prob = policy.sample(uniforms)
         reward = ensemble_scores(state.judges, tokens).mean(axis=0)
         advantage = reward - reward.mean()
         loss = -jnp.mean(advantage * log_prob) + entropy_terms(condition, log_prob)
@@ -96,7 +96,7 @@ def dpo_pairs(state: RunState, run: RunInputs, keys, tokens, variant: Variant, s
         grads = eqx.filter_grad(policy_dpo_loss)(state.policy, state, condition, pairs)
         updates, _ = adam_update(grads, state.policy_opt)
         lookahead = eqx.apply_updates(state.policy, updates)
-        lookahead_tokens, _ = jax.vmap(lookahead.sample)(policy_noise(keys["lookahead"], sizes.batch_size))
+        lookahead_tokens, _ = lookahead.sample(policy_uniforms(keys["lookahead"], sizes.batch_size))
         pairs = preference.future_chosen(pairs, lookahead_tokens, scores_of(lookahead_tokens), n, condition.score_grid)
     return pairs
 
@@ -108,7 +108,7 @@ def policy_dpo_loss(policy: Policy, state: RunState, condition: Condition, pairs
         state.initial_log_probs,
         state.reference_log_probs,
     )
-    chosen, rejected = jax.vmap(policy.log_prob)(pairs.chosen), jax.vmap(policy.log_prob)(pairs.rejected)
+    chosen, rejected = policy.log_prob_batch(pairs.chosen), policy.log_prob_batch(pairs.rejected)
     reference_chosen = reference[exact.sequence_index(pairs.chosen)]
     reference_rejected = reference[exact.sequence_index(pairs.rejected)]
 
@@ -127,12 +127,12 @@ def dpo_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: 
     regularised). Returns the gradient and the pairs' statistics (for the iteration's records).
     """
     condition = run.condition
-    tokens, _ = jax.vmap(state.policy.sample)(policy_noise(key, sizes.batch_size))  # REINFORCE's batch of the step
+    tokens, _ = state.policy.sample(policy_uniforms(key, sizes.batch_size))  # REINFORCE's batch of the step
     keys = {"initial": jax.random.fold_in(key, 1), "lookahead": jax.random.fold_in(key, 2)}
     pairs = dpo_pairs(state, run, keys, tokens, variant, sizes)
 
     def loss_fn(policy):
-        log_prob = jax.vmap(policy.log_prob)(tokens)
+        log_prob = policy.log_prob_batch(tokens)
         loss = policy_dpo_loss(policy, state, condition, pairs) + entropy_terms(condition, log_prob)
         if variant.policy_regularised:
             loss = loss + sampled_kl_term(state, condition, tokens, log_prob)

@@ -51,7 +51,7 @@ def pretrain_judge(job: PretrainInputs, sizes: Sizes) -> PretrainResult:
         targets = target[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (sizes.batch_size,))
 
         def loss_fn(judge):
-            return jnp.mean((jax.vmap(judge)(sequences[index]) - targets) ** 2)
+            return jnp.mean((judge.scores(sequences[index]) - targets) ** 2)
 
         grads = eqx.filter_grad(loss_fn)(judge)
         updates, opt_state = adam_update(grads, opt_state)
