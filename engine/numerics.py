@@ -74,4 +74,3 @@ def pin() -> None:
             )
             return
     os.environ["XLA_FLAGS"] = " ".join([*given, *missing])
-

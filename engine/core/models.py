@@ -152,6 +152,7 @@ class Policy(eqx.Module):
         uniforms: (n, SEQ_LEN) in [0, 1). Returns (tokens (n, SEQ_LEN) int32, log π (n,)); the
         log-probability is differentiable, so the sampling pass is the policy-gradient pass.
         """
+
         def draw(position, log_probs):
             return inverse_cdf_token(log_probs, uniforms[:, position])
 
