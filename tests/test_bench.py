@@ -2,6 +2,7 @@
 
 import engine
 from engine.cli.bench import CURVE_POINTS, MECHANISM_CONDITIONS, format_mechanisms, mechanisms_study, n_groups
+from engine.cli.profile import time_by_kind
 
 
 def test_every_mechanism_study_resolves_and_differs_from_the_baseline_in_its_program():
@@ -26,3 +27,22 @@ def test_the_report_prints_every_mechanism_relative_to_the_baseline():
     curve = {1: {"mechanisms": ["baseline"], "groups": 1, "compile_s": 10.0}}
     text = format_mechanisms({"seeds": 8, "steps_per_iter": 100, "single": single, "curve": curve})
     assert "ensemble_3" in text and "2.00x" in text and "1 mechanisms (1 groups): 10.0 s" in text
+
+
+def test_time_by_kind_counts_each_operation_without_what_runs_inside_it():
+    events = [
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 100, "name": "ThunkExecutor::Execute"},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 40, "name": "while.3"},  # a loop around ...
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 5, "dur": 30, "name": "xor_shift_fusion.1"},  # ... its body
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 40, "dur": 20, "name": "dot.7"},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 60, "dur": 10, "name": "bitcast_gather_fusion.2"},
+        {"ph": "X", "pid": 1, "tid": 2, "ts": 0, "dur": 10, "name": "dot_general.1"},  # another thread
+        {"ph": "X", "pid": 1, "tid": 2, "ts": 20, "dur": 10, "name": "$python.py:1 call"},
+    ]
+    shares = time_by_kind(events)
+    assert shares == {
+        "matrix products": 30 / 80,
+        "data movement (copy, gather, scatter, concatenate)": 10 / 80,
+        "loops (the PRNG's threefry rounds)": 10 / 80,
+        "elementwise fusions (gates, softmax, Adam, reductions)": 30 / 80,
+    }

@@ -10,7 +10,7 @@ import pytest
 from engine.cli.main import main
 from engine.core.world import N_SEQUENCES
 from engine.host.chunks import seed_chunks
-from engine.host.estimate import GIB, available_memory, check, estimate, step_cost
+from engine.host.estimate import GIB, available_memory, check, estimate, machine_slowdown, step_cost
 from engine.host.plan import make_plan
 from engine.host.runner import FETCH_DISTRIBUTIONS_BYTES, MAX_RECORDS_PER_FETCH, DistributionStore, records_per_fetch
 from engine.host.study import StudyError, resolve
@@ -77,6 +77,18 @@ def test_the_published_study_is_estimated_near_its_measured_cost():
     assert 2 * GIB < estimated.chunk_bytes < 5 * GIB
 
 
+def test_the_time_scales_with_this_cpus_speed_and_the_probe_is_quick():
+    resolved = resolve(BLOG)
+    at = {
+        slowdown: estimate(resolved, max_runs_per_chunk=256, n_devices=2, on_cpu=True, slowdown=slowdown).seconds
+        for slowdown in (1.0, 3.0)
+    }
+    assert at[3.0] == pytest.approx(3 * at[1.0])
+    started = time.perf_counter()
+    slowdown = machine_slowdown()
+    assert 0 < slowdown < 100 and time.perf_counter() - started < 2
+
+
 def test_a_short_study_says_nothing():
     resolved, estimated = cost(one({"baseline": {}}, steps_per_iter=6, n_iterations=3))
     assert check(resolved, estimated, 16 * GIB, "a test's memory") == []
@@ -117,7 +129,7 @@ def test_every_record_and_its_distributions_are_counted():
     assert "π and J of all 4096 sequences (32 KiB per run and record)" in message
     assert "for 1 runs × 1000001 records" in message and "save 'final' or 'none'" in message
     lines = check(resolved, estimated, 64 * GIB, "a test's memory")
-    assert len(lines) == 1 and "≈ 3.3 h for 1 runs of 1000001 records each" in lines[0], lines
+    assert len(lines) == 1 and "≈ 1.1 h for 1 runs of 1000001 records each" in lines[0], lines
 
 
 def test_records_alone_cost_time_and_the_curves_memory():

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.cli.profile import profile_baseline
 from engine.host.inputs import load_study
 
 DEFAULT_SIZES = (1, 17, 85, 340)
@@ -92,20 +93,24 @@ def mechanisms_study(names, base: dict) -> dict:
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 matmul throughput of this machine's first device, GFLOP/s (best of 3)."""
+    """Measured float32 matmul throughput of all of this machine's devices at once, GFLOP/s (best
+    of 3): one size² product per device, as the engine runs one share of the runs per device
+    (on CPU one device per core, each single-threaded under the numerics pin)."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size))
-    matmul = jax.jit(lambda x: x @ x)
+    devices = jax.devices()
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("d",)), jax.sharding.PartitionSpec("d"))
+    a = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (len(devices), size, size)), sharding)
+    matmul = jax.jit(lambda x: x @ x / jnp.float32(size))
     matmul(a).block_until_ready()
     best = 0.0
     for _ in range(3):
         t0 = time.perf_counter()
         for _ in range(repeats):
-            a = matmul(a) / jnp.float32(size)
+            a = matmul(a)
         a.block_until_ready()
-        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e9)
+        best = max(best, 2 * size**3 * len(devices) * repeats / (time.perf_counter() - t0) / 1e9)
     return best
 
 
@@ -145,6 +150,8 @@ def measure(measurement: dict) -> dict:
         return {"flops_per_inner_step": flops_per_inner_step(measurement["study"])}
     if measurement.get("kind") == "inner_steps":
         return inner_step_cost(measurement["study"])
+    if measurement.get("kind") == "profile":
+        return {"time_by_kind": profile_baseline()}
     study = measurement["study"]
     one_at_a_time = measurement.get("one_at_a_time")
     studies = [{**study, "seeds": [seed]} for seed in study["seeds"]] if one_at_a_time else [study]
@@ -295,6 +302,7 @@ def main(args) -> int:
     report = {
         **in_subprocess({"kind": "machine"}),
         **in_subprocess({"kind": "flops", "study": baseline_study(2, base)}),
+        **in_subprocess({"kind": "profile"}),
         "study": {"name": study["name"], **cold_then_warm({"study": study})},
     }
     rows = []
@@ -319,12 +327,14 @@ def main(args) -> int:
 def format_report(report: dict) -> str:
     s = report["study"]
     lines = [
-        f"machine: float32 2048² matmul {report['matmul_peak_gflops']:.0f} GFLOP/s; "
+        f"machine: float32 2048² matmul on every device at once {report['matmul_peak_gflops']:.0f} GFLOP/s; "
         f"one baseline inner step = {report['flops_per_inner_step'] / 1e6:.1f} MFLOP (XLA cost analysis)",
         f"study {s['name']}: {s['runs']} runs, compile {s['compile_s']:.1f} s + run {s['run_s']:.1f} s "
         f"= {s['wall_s']:.1f} s wall (netCDF included), peak RSS {s['peak_rss_mib']:.0f} MiB; "
         f"warm (second run, compilation cache filled): compile {s['warm_compile_s']:.1f} s + run "
         f"{s['warm_run_s']:.1f} s = {s['warm_wall_s']:.1f} s, peak RSS {s['warm_peak_rss_mib']:.0f} MiB",
+        "where a baseline inner step's time goes (XLA operations, profiled): "
+        + ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in report["time_by_kind"].items()),
         f"{'runs':>5} {'compile s':>10} {'run s':>8} {'runs/s':>8} {'steps/s':>9} {'RSS MiB':>8} "
         f"{'GFLOP/s':>8} {'% peak':>7} {'one-at-a-time s':>16} {'speedup':>8}",
     ]

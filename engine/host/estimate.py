@@ -32,17 +32,23 @@ device's memory (uncalibrated there), the curves and distributions with the host
   time ≈ Σ over runs of inner steps · STEP_SECONDS · (batch_size / 64) · (1 + n_judges) / 2 · step_cost
          + records · (judges · RECORD_SECONDS + RECORD_CALL_SECONDS / runs per chunk)
 
-scaled by 2 / (CPU devices); STEP_SECONDS is the bench's baseline (340 runs × 2000 inner
-steps in 178 s, pretraining included), `step_cost` the mechanisms' run-step costs against the
-baseline (`coevo bench --mechanisms`, docs/performance.md). Compilation (10-100 s) comes on
+scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
+it was calibrated (`machine_slowdown`: a 50 ms NumPy probe of the engine's kind of work, 32-wide
+float32 matmuls and tanh, timed before anything compiles; these machines differ 3-4× from day to
+day). STEP_SECONDS and RECORD_SECONDS were fitted to `blog` end to end (85 runs × 2000 inner
+steps, pretraining and 11 records included), `step_cost` the mechanisms' run-step costs against
+the baseline (`coevo bench --mechanisms`, docs/performance.md). Compilation (10-100 s) comes on
 top. Time is estimated on CPU only; a GPU runs the published study ≈ 10× faster per run in
 large batches.
 """
 
 import os
 import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from engine.core.world import N_SEQUENCES
 from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
@@ -69,8 +75,12 @@ DISTRIBUTION_BYTES = len(DISTRIBUTIONS) * N_SEQUENCES * 4  # π and J of all 409
 # Kept once, in place (DistributionStore), then written: 800 runs × 11 records with `all` (275 MiB)
 # peaked 299 MB above the same study saving none (1059 against 760 MB, warm compilation cache).
 DISTRIBUTION_COPIES = 1.1
-STEP_SECONDS = 0.26e-3  # per run and inner step, baseline (batch 64, one judge), 2 CPU devices
-RECORD_SECONDS = 0.01  # per run, record and judge: the exact diagnostics over all 4096 sequences
+# Fitted to `blog` at engine commit dddbccd (run 59.1 s on 2 CPU devices, 85 runs × 2000 inner steps,
+# 11 records) on a day the probe took PROBE_SECONDS; the diagnostics measured apart (3.6 ms per run
+# and record on one core) give RECORD_SECONDS, the inner steps the rest.
+STEP_SECONDS = 0.23e-3  # per run and inner step, baseline (batch 64, one judge), 2 CPU devices
+RECORD_SECONDS = 0.002  # per run, record and judge: the exact diagnostics over all 4096 sequences
+PROBE_SECONDS = 3.4e-3  # `probe_seconds()` on the calibration machine, the day of the fit
 RECORD_CALL_SECONDS = 2e-3  # per record and chunk: the host's call of `measure`, and the fetch
 CALIBRATED_CPU_DEVICES = 2
 SAY_TIME_ABOVE = 60.0  # seconds: shorter runs print no estimate
@@ -82,6 +92,27 @@ EXACT_REGULARISER_COST = 0.6  # kl_penalty (exact) or entropy_exact: 1.52-1.66x
 JUDGE_ANCHOR_COST = 0.25  # 1.25x
 META_JUDGE_COST = 1.3  # meta_update_every 1: 2.27x
 HOLDOUT_CHECK_COST = 2.1  # one held-out check of 204 pairs (meta_10: 1.21x), per 204 pairs
+
+
+def probe_seconds(repeats: int = 5) -> float:
+    """Best of `repeats` timings of a fixed NumPy workload like the engine's inner step (a 256 × 32
+    hidden state through 32 × 96 float32 matmuls and tanh, 100 times): this CPU's speed now."""
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((32, 96)) / 6).astype(np.float32)
+    start = rng.standard_normal((256, 32)).astype(np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        hidden, t0 = start, time.perf_counter()
+        for _ in range(100):
+            gates = hidden @ weight
+            hidden = np.tanh(gates[:, :32] + gates[:, 32:64]) * gates[:, 64:]
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine_slowdown() -> float:
+    """How much slower this CPU runs the probe than the calibration machine did (<1: faster)."""
+    return probe_seconds() / PROBE_SECONDS
 
 
 def judges_of(knobs: dict) -> int:
@@ -121,8 +152,11 @@ class Estimate:
     on_cpu: bool = True
 
 
-def estimate(study: ResolvedStudy, *, max_runs_per_chunk: int, n_devices: int, on_cpu: bool) -> Estimate:
-    """The model of the module docstring, from the resolved knobs alone."""
+def estimate(
+    study: ResolvedStudy, *, max_runs_per_chunk: int, n_devices: int, on_cpu: bool, slowdown: float = 1.0
+) -> Estimate:
+    """The model of the module docstring, from the resolved knobs alone; `slowdown` scales the time
+    to this CPU (`machine_slowdown`; 1: the calibration machine)."""
     sizes, n_seeds = study.sizes, len(study.seeds)
     per_chunk = seeds_per_chunk(n_seeds, len(study.conditions), max_runs_per_chunk)
     judges = {condition: judges_of(knobs) for condition, knobs in study.conditions.items()}
@@ -155,7 +189,7 @@ def estimate(study: ResolvedStudy, *, max_runs_per_chunk: int, n_devices: int, o
             + records * (judges[condition] * RECORD_SECONDS + RECORD_CALL_SECONDS / runs_per_chunk)
             for condition, knobs in study.conditions.items()
         )
-        seconds = n_seeds * per_seed * CALIBRATED_CPU_DEVICES / n_devices
+        seconds = n_seeds * per_seed * CALIBRATED_CPU_DEVICES / n_devices * slowdown
     largest = max(((c, k["n_judges"]) for c, k in study.conditions.items()), key=lambda item: item[1])
     chunk_bytes = (BASE if on_cpu else 0) + sum(terms.values())
     return Estimate(
@@ -305,7 +339,7 @@ def check(
         records = f" of {cost.records} records each" if records_per_iteration(study.sizes) > 1 else ""
         return [
             f"estimated run time ≈ {duration(cost.seconds)} for {cost.runs} runs{records}, compilation not included "
-            "(a rough model calibrated on a 2-core CPU; engine/host/estimate.py); "
+            "(a rough model calibrated on a 2-core CPU and scaled to this one's speed; engine/host/estimate.py); "
             f"peak memory ≈ {size(cost.chunk_bytes + cost.results_bytes)}"
         ]
     return []
@@ -319,6 +353,7 @@ def estimate_or_refuse(resolved: ResolvedStudy, max_runs_per_chunk: int | None =
     devices = list(devices or jax.local_devices())
     on_cpu = devices[0].platform == "cpu"
     max_runs = chunk_size_rule(on_cpu, max_runs_per_chunk)
-    cost = estimate(resolved, max_runs_per_chunk=max_runs, n_devices=len(devices), on_cpu=on_cpu)
+    slowdown = machine_slowdown() if on_cpu else 1.0
+    cost = estimate(resolved, max_runs_per_chunk=max_runs, n_devices=len(devices), on_cpu=on_cpu, slowdown=slowdown)
     host = None if on_cpu else available_memory()
     return check(resolved, cost, *available_memory(devices), host=host)
