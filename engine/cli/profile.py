@@ -12,13 +12,22 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-# An XLA operation's kind, from its name in the trace (first match wins).
+# An XLA operation's kind, from its name in the trace (first match wins). A fusion is named after
+# the operations at its root ("bitcast_copy_fusion" may hold a GRU gate's sigmoid and tanh), so
+# every fusion counts as fused work; only unfused copies and gathers count as data movement.
 KINDS = (
-    ("matrix products", re.compile(r"dot|gemm|matmul")),
-    ("data movement (copy, gather, scatter, concatenate)", re.compile(r"copy|gather|scatter|concat|slice|pad")),
+    ("matrix products", re.compile(r"^(wrapped_)?dot")),
+    (
+        "fusions (GRU gates, softmax, Adam, reductions, with the copies and gathers fused into them)",
+        re.compile("fusion"),
+    ),
+    (
+        "data movement (copy, gather, scatter, concatenate)",
+        re.compile(r"^(wrapped_)?(copy|gather|scatter|concat|transpose|slice|dynamic|pad|bitcast)"),
+    ),
     ("loops (the PRNG's threefry rounds)", re.compile(r"^while")),
-    ("control flow (cond)", re.compile(r"^cond|conditional")),
-    ("elementwise fusions (gates, softmax, Adam, reductions)", re.compile(r".")),
+    ("control flow (cond)", re.compile(r"^(cond|conditional)")),
+    ("other", re.compile(".")),
 )
 # Trace events that are not XLA operations: the runtime around them, Python, the host.
 NOT_OPERATIONS = re.compile(r"^\$|Thunk|Pjit|ParseArguments|^end:|^begin:")
