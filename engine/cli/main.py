@@ -1,4 +1,4 @@
-"""`coevo run | figures | claims | verify | knobs | bench`: the lab's command line.
+"""`coevo run | figures | claims | compare | verify | knobs | bench`: the lab's command line.
 
 Every input is checked before JAX compiles anything: a bad input prints one line on
 stderr and exits with status 2, having written nothing. Results are written atomically
@@ -187,6 +187,26 @@ def command_claims(args) -> int:
     return 0
 
 
+def command_compare(args) -> int:
+    import engine
+    from analysis.compare import compare, comparison_markdown
+    from engine.host.output import check_output, write_atomically
+    from engine.host.results import per_iteration
+
+    paths = [Path(p) for p in (args.a, args.b)]
+    if args.out:
+        check_output(args.out, force=args.force, inputs={path: "an input results file" for path in paths})
+    a, b = (per_iteration(engine.load(path)) for path in paths)
+    if a.attrs.get("study_name") != b.attrs.get("study_name"):
+        raise InputError(f"{paths[0]} and {paths[1]} are results of different studies")
+    text = comparison_markdown(compare(a, b), paths[0].stem, paths[1].stem)
+    print(text, end="")
+    if args.out:
+        written = write_atomically(args.out, lambda temporary: Path(temporary).write_text(text), force=args.force)
+        print(f"wrote {written}")
+    return 0
+
+
 def command_verify(args) -> int:
     import jax
 
@@ -268,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--out", help="also write the markdown table here")
     claims.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     claims.set_defaults(handler=command_claims)
+
+    compare = commands.add_parser(
+        "compare", help="do two results files of one study agree in distribution? (per condition, final values)"
+    )
+    compare.add_argument("a", metavar="FILE_A", help="a results file written by 'coevo run'")
+    compare.add_argument("b", metavar="FILE_B", help="another results file of the same study")
+    compare.add_argument("--out", help="also write the markdown table here")
+    compare.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    compare.set_defaults(handler=command_compare)
 
     verify = commands.add_parser("verify", help="rerun part of a results file and compare it bit for bit")
     verify.add_argument("path", help="a results file written by 'coevo run'")
