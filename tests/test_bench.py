@@ -48,3 +48,10 @@ def test_time_by_kind_counts_each_operation_without_what_runs_inside_it():
         moved: 5 / 85,
         "loops (the PRNG's threefry rounds)": 10 / 85,
     }
+
+
+def test_against_needs_a_checkout_of_this_project(tmp_path, capsys):
+    from engine.cli.main import main
+
+    assert main(["bench", "--against", str(tmp_path)]) == 2
+    assert "not a checkout of this project" in capsys.readouterr().err

@@ -66,6 +66,14 @@ def measurement(text: str) -> dict:
     return value
 
 
+def engine_tree(text: str) -> Path:
+    """A checkout of this project (another commit's engine), for --against."""
+    tree = Path(text).resolve()
+    if not (tree / "engine" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a checkout of this project (no engine/__init__.py)")
+    return tree
+
+
 def add_arguments(parser):
     """Every argument is checked while parsing: a bad one ends in one line and exit status 2."""
     parser.add_argument("--study", default="blog", help="study measured end to end (default: blog)")
@@ -80,6 +88,14 @@ def add_arguments(parser):
         help="instead: each mechanism's compile seconds and cost per run-step against the baseline, "
         "and compile seconds against the number of mechanisms in one study",
     )
+    parser.add_argument(
+        "--against",
+        type=engine_tree,
+        metavar="TREE",
+        help="instead: the study end to end from an empty cache by TREE's engine (a checkout of another "
+        "commit, e.g. from `git worktree add`) and by this one, alternately, --repeat times; with their ratios",
+    )
+    parser.add_argument("--repeat", type=positive_int, default=1, help="rounds of --against (default 1)")
     parser.add_argument("--measure", type=measurement, help=argparse.SUPPRESS)  # one measurement, as JSON
 
 
@@ -243,19 +259,54 @@ def format_mechanisms(report: dict) -> str:
     return "\n".join(lines)
 
 
-def in_subprocess(measurement: dict, cache: str | None = None) -> dict:
+def in_subprocess(measurement: dict, cache: str | None = None, tree: Path | None = None) -> dict:
     """One measurement in a fresh process, with its own peak RSS: cold compilation (a private,
-    empty cache), or with the compilation cache `cache` (warm when an earlier one filled it)."""
+    empty cache), or with the compilation cache `cache` (warm when an earlier one filled it).
+    tree: another checkout whose engine measures (its command line module, wherever it lives)."""
+    environment = {} if tree is None else {"PYTHONPATH": str(tree)}
+    module = "engine.cli.main" if tree is None or (tree / "engine" / "cli" / "main.py").exists() else "engine.cli"
     with tempfile.TemporaryDirectory() as empty:
         out = subprocess.run(
-            [sys.executable, "-m", "engine.cli.main", "bench", "--measure", json.dumps(measurement)],
+            [sys.executable, "-m", module, "bench", "--measure", json.dumps(measurement)],
             capture_output=True,
             text=True,
-            env={**os.environ, "COEVO_CACHE_DIR": cache or empty},
+            cwd=tree,
+            env={**os.environ, **environment, "COEVO_CACHE_DIR": cache or empty},
         )
     if out.returncode != 0:
         raise RuntimeError(f"measurement failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def side_by_side(study: dict, tree: Path, repeat: int) -> dict:
+    """The study cold, by `tree`'s engine and by this one, alternately `repeat` times (the machine's
+    speed drifts: alternating spreads the drift over both), with this engine's speed-ups."""
+    rounds = [
+        {"against": in_subprocess({"study": study}, tree=tree), "this": in_subprocess({"study": study})}
+        for _ in range(repeat)
+    ]
+    for pair in rounds:
+        pair["speedup"] = {
+            part: pair["against"][part] / pair["this"][part] for part in ("compile_s", "run_s", "wall_s")
+        }
+    return {"study": study["name"], "against": str(tree), "rounds": rounds}
+
+
+def format_side_by_side(report: dict) -> str:
+    lines = [f"study {report['study']} from an empty cache; against = {report['against']}, this = this checkout"]
+    for i, pair in enumerate(report["rounds"]):
+        for who in ("against", "this"):
+            m = pair[who]
+            lines.append(
+                f"round {i + 1} {who:>7}: compile {m['compile_s']:7.1f} s  run {m['run_s']:7.1f} s  "
+                f"wall {m['wall_s']:7.1f} s  peak RSS {m['peak_rss_mib']:.0f} MiB"
+            )
+        speedup = pair["speedup"]
+        lines.append(
+            f"round {i + 1} speed-up: compile {speedup['compile_s']:.2f}x  run {speedup['run_s']:.2f}x  "
+            f"wall {speedup['wall_s']:.2f}x"
+        )
+    return "\n".join(lines)
 
 
 def cold_then_warm(measurement: dict) -> dict:
@@ -298,6 +349,11 @@ def main(args) -> int:
     study = load_study(args.study)
     resolve(study)  # a StudyError here is one line, not a traceback from a measurement subprocess
     study = {**study, "base": {**study.get("base", {}), **base}}
+    if args.against:
+        checked([study])
+        report = side_by_side(study, args.against, args.repeat)
+        print(json.dumps(report, indent=2) if args.json else format_side_by_side(report))
+        return 0
     checked([study, *(baseline_study(n_runs, base) for n_runs in args.sizes)])
     report = {
         **in_subprocess({"kind": "machine"}),
