@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.stats
 
-from engine.core.models import Judge, Policy
-from engine.core.world import SEQ_LEN, VOCAB, all_sequences
+from engine.core.models import Judge, Policy, prefix_index
+from engine.core.world import SEQ_LEN, all_sequences
 
 # ----------------------------------------------------------------------------------------
 # The distribution.
@@ -47,8 +47,7 @@ def policy_log_probs_tree(policy: Policy) -> jax.Array:
 
 def sequence_index(tokens) -> jax.Array:
     """Index into the 4096 (lexicographic) of sequences (..., 4) int -> (...,) int32."""
-    weights = VOCAB ** jnp.arange(SEQ_LEN - 1, -1, -1)
-    return (jnp.asarray(tokens) * weights).sum(axis=-1).astype(jnp.int32)
+    return prefix_index(tokens, SEQ_LEN)
 
 
 def sample_indices(key, log_probs, n: int) -> jax.Array:

@@ -1,4 +1,7 @@
-"""The two ≈5K-parameter GRU models. Each handles ONE sequence; batching is vmap's job.
+"""The two ≈5K-parameter GRU models, each one run's. `Policy.sample`, `Policy.log_prob_batch`
+and `Judge.scores` take a batch of sequences and evaluate the prefixes the batch shares once;
+`Policy.log_prob` and `Judge.__call__` read one sequence step by step, the models' definition
+the batched passes are tested against. Batching over runs is vmap's job.
 
 Policy: embedding(K+1 tokens, 16) -> GRUCell(16, 32) -> Linear(32, K). Autoregressive,
 the first step reads the start token K. Judge: embedding(K, 16) -> GRUCell(16, 32) read
@@ -71,9 +74,9 @@ def child_hidden(cell: eqx.nn.GRUCell, input_gates, parent_hidden):
 
 def prefix_index(tokens, length: int):
     """Index of each sequence's first `length` tokens among the VOCAB^length prefixes
-    (lexicographic): (n, SEQ_LEN) int -> (n,) int32."""
+    (lexicographic): (..., SEQ_LEN) int -> (...,) int32."""
     weights = VOCAB ** jnp.arange(length - 1, -1, -1)
-    return (tokens[:, :length] * weights).sum(axis=-1).astype(jnp.int32)
+    return (jnp.asarray(tokens)[..., :length] * weights).sum(axis=-1).astype(jnp.int32)
 
 
 def inverse_cdf_token(log_probs, uniform):

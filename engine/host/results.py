@@ -76,12 +76,13 @@ def time_coordinates(sizes) -> tuple[str, dict]:
 
 
 def make_dataset(
-    study: ResolvedStudy, arrays: dict, timings: dict, layout: dict | None = None, devices=None
+    study: ResolvedStudy, arrays: dict, timings: dict, layout: dict | None = None, devices=None, made_by=None
 ) -> xr.Dataset:
     """Assemble the program's (condition, seed[, record][, 4096]) arrays into the Dataset.
 
     layout: how the runs were placed (n_devices, max_runs_per_chunk, sub_batch), which a rerun
-    needs to reproduce their bits; devices: those that ran them (default: every device JAX sees).
+    needs to reproduce their bits; devices: those that ran them (default: every device JAX sees);
+    made_by: their `provenance`, taken when the run started (default: now).
     """
     time, time_coords = time_coordinates(study.sizes)
     coords = {
@@ -126,7 +127,7 @@ def make_dataset(
         "study_name": study.name,
         "study": study.to_json(),
         "warnings": "\n".join(study.warnings),  # engine.host.study: combinations that ran, but not quite as written
-        **provenance(devices or jax.devices()),
+        **(made_by or provenance(devices or jax.devices())),
         **{key: int(value) for key, value in (layout or {}).items()},
         **{key: float(value) for key, value in timings.items()},
     }

@@ -15,6 +15,7 @@ from engine.host.chunks import seed_chunks
 from engine.host.devices import fetch
 from engine.host.plan import make_plan
 from engine.host.program import compile_program, make_program
+from engine.host.provenance import provenance
 from engine.host.results import make_dataset
 from engine.host.study import ResolvedStudy, resolve
 from engine.knobs import records_per_iteration
@@ -113,6 +114,7 @@ def run_study(
     resolved = study if isinstance(study, ResolvedStudy) else resolve(study, seeds)
     enable_compilation_cache()
     devices = list(devices or jax.devices())
+    made_by = provenance(devices)  # the engine commit that runs, not the one checked out when it ends
     on_cpu = devices[0].platform == "cpu"
     max_runs = chunk_size_rule(on_cpu, max_runs_per_chunk)
     chunks = seed_chunks(resolved.seeds, len(resolved.conditions), max_runs)
@@ -161,4 +163,4 @@ def run_study(
     arrays.update(store.arrays if store else {})
     timings = {"compile_seconds": compile_seconds, "run_seconds": run_seconds}
     layout = {"n_devices": len(devices), "max_runs_per_chunk": max_runs, "sub_batch": plans[0].sub_batch}
-    return make_dataset(resolved, arrays, timings, layout, devices)
+    return make_dataset(resolved, arrays, timings, layout, devices, made_by)
