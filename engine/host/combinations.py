@@ -209,7 +209,8 @@ def budget_warning(knobs: dict) -> list[tuple[str, str]]:
         return []
     never = [f"{step} ({cost} comparisons)" for step, cost, _ in costs if cost > budget]
     if never:
-        return [("oracle_budget", f"{budget} is less than what {' and '.join(never)} costs, so it never runs")]
+        outcome = "it never runs" if len(never) == 1 else "neither ever runs"
+        return [("oracle_budget", f"{budget} comparisons cannot pay for {' nor '.join(never)}, so {outcome}")]
     most = sum(cost * count for _, cost, count in costs)
     if budget >= most:
         return [
