@@ -83,7 +83,10 @@ EXACT_REGULARISER_COST = 0.6  # kl_penalty (exact) or entropy_exact: 1.52-1.66x
 JUDGE_ANCHOR_COST = 0.25  # 1.25x
 META_JUDGE_COST = 1.3  # meta_update_every 1: 2.27x
 HOLDOUT_CHECK_COST = 2.1  # one held-out check of 204 pairs (meta_10: 1.21x), per 204 pairs
-JUDGE_DATA_COST = 0.0  # judge_data accumulate or window: π of all 4096 sequences at every inner step
+# judge_data accumulate or window: π of all 4096 sequences at every inner step (+0.075 ms per run-step), less
+# the policy's sampling of each judge step's pairs it replaces (about as much): 1.0x at judge_update_every 1,
+# 1.33x an asymmetric_10 step (docs/grounding.md), so 0.14 of a baseline step times (1 − 1/judge_update_every)
+JUDGE_DATA_COST = 0.14
 POLICY_SLOT_BYTES = N_SEQUENCES * 4  # one slot of past policies' mass (judge_data), float32: 16 KiB
 
 
@@ -106,7 +109,7 @@ def step_cost(knobs: dict) -> float:
     if MECHANISMS["holdout_meta"].on(knobs):
         cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
     if judge_data_slots(knobs):
-        cost += JUDGE_DATA_COST
+        cost += JUDGE_DATA_COST * (1 - 1 / knobs["judge_update_every"])
     return cost
 
 
