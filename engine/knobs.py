@@ -481,6 +481,15 @@ KNOBS = {
         mechanism="holdout_meta",
     ),
     "meta_update_every": Knob(int, 0, "meta step cadence, both meta sources (0: off)", unit="inner steps", low=0),
+    "meta_accuracy_threshold": Knob(
+        float,
+        0.75,
+        "meta step when the held-out accuracy is below this (`holdout` only)",
+        unit="fraction",
+        low=0.0,
+        high=1.0,
+        mechanism="holdout_steps",
+    ),
     "oracle_noise": Knob(
         float,
         0.0,
@@ -508,15 +517,6 @@ KNOBS = {
         unit="comparisons per outer iteration",
         low=0,
         mechanism="oracle_training",
-    ),
-    "meta_accuracy_threshold": Knob(
-        float,
-        0.75,
-        "meta step when the held-out accuracy is below this (`holdout` only)",
-        unit="fraction",
-        low=0.0,
-        high=1.0,
-        mechanism="holdout_steps",
     ),
     # a meta-judge without ground truth (docs/bias.md)
     "meta_source": Knob(
