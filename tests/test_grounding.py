@@ -3,6 +3,7 @@
 functions first, then a group's state step by step (untrained judges: no pretraining), then
 two small studies."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,17 +11,17 @@ import pytest
 import scipy.stats
 
 import engine
-from engine.core.exact import policy_log_probs_tree, sequence_index
+from engine.core.exact import policy_log_probs_tree, sample_weighted, sequence_index
 from engine.core.models import make_judges
 from engine.core.state import make_run_inputs
-from engine.core.world import q_star_of, reference_q_star, verbosity
+from engine.core.world import all_sequences, q_star_of, reference_q_star, verbosity
 from engine.host.plan import group_variants
 from engine.knobs import DEFAULTS, condition_arrays
 from engine.loop.batch import begin_iteration, make_batch_run
-from engine.loop.diagnostics import METRICS
 from engine.mechanisms import judge_data
 from engine.mechanisms.grounding import labeller_values, noisy_preferences
 from engine.mechanisms.holdout_meta import holdout_labelled_pairs, holdout_pair_indices
+from engine.mechanisms.judge_steps import ensemble_pair_step, self_labelled_update
 
 Q_STAR = np.asarray(reference_q_star())
 SIGMA = float(np.std(Q_STAR.astype(np.float64)))
@@ -136,9 +137,13 @@ def one_group(small, conditions: dict, **base):
     return variants[0], batch, runs, jax.vmap(q_star_of)(runs.condition.transition_alpha)
 
 
+LOG_PROBS = jax.jit(jax.vmap(policy_log_probs_tree))
+MIXTURES = jax.jit(jax.vmap(judge_data.mixture))
+
+
 def probabilities(policies) -> np.ndarray:
     """π over the 4096 of each run's policy, (runs, 4096) float64."""
-    return np.exp(np.asarray(jax.vmap(policy_log_probs_tree)(policies), np.float64))
+    return np.exp(np.asarray(LOG_PROBS(policies), np.float64))
 
 
 def run_at(tree, i: int):
@@ -178,21 +183,28 @@ def test_the_mixture_is_every_policy_of_the_window_and_the_pairs_are_drawn_from_
             states = step(states, runs, q_stars, outer, inner)
             total = total + probabilities(states.policy)
         per_iteration.append(total)
-        mixtures = np.asarray(jax.vmap(judge_data.mixture)(states.policy_sums, runs.condition))
+        mixtures = np.asarray(MIXTURES(states.policy_sums, runs.condition))
         expected = [sum(per_iteration)[0], per_iteration[-1][1], sum(per_iteration[-2:])[2]]  # the runs in order
         np.testing.assert_allclose(mixtures, np.stack(expected), rtol=2e-5, atol=1e-9)
         np.testing.assert_allclose(mixtures.sum(axis=1), [3 * (outer + 1), 3, 3 * min(outer + 1, 2)], rtol=1e-5)
     average, current = per_iteration[0] + per_iteration[1] + per_iteration[2], probabilities(states.policy)
-    draws = []
-    for key in range(4):
-        tokens = judge_data.self_labelled_pairs(
-            run_at(states, 0), run_at(runs.condition, 0), jax.random.PRNGKey(key), 25_000
-        )
-        draws.append(np.asarray(sequence_index(jnp.concatenate(tokens))))
-    draws = np.concatenate(draws)
+    pairs = jax.jit(judge_data.self_labelled_pairs, static_argnums=3)
+    tokens = pairs(run_at(states, 0), run_at(runs.condition, 0), jax.random.PRNGKey(0), 100_000)
+    draws = np.asarray(sequence_index(jnp.concatenate(tokens)))
     assert chi_square_p(draws, average[0]) > 1e-3
     assert chi_square_p(draws, current[0]) < 1e-6  # the policy moved: its own draws would differ
     assert chi_square_p(draws, per_iteration[-1][0]) < 1e-6  # so would window_1's
+    # the judges' step trains on pairs drawn from the sum by inverse CDF, not on fresh policy pairs
+    state, condition, key, mask = run_at(states, 0), run_at(runs.condition, 0), jax.random.PRNGKey(9), jnp.array([True])
+    index = sample_weighted(key, jnp.asarray(average[0], jnp.float32), 32)
+    tokens = jnp.asarray(all_sequences())[index]
+    stepped = jax.jit(self_labelled_update, static_argnums=4)(state, condition, key, jnp.bool_(True), 16)
+    pair_step = jax.jit(lambda tokens_a, tokens_b: ensemble_pair_step(state, tokens_a, tokens_b, None, mask))
+    expected = pair_step(tokens[:16], tokens[16:])
+    fresh = pair_step(*judge_data.fresh_pairs(state.policy, key, 16))
+    for got, want in zip(jax.tree.leaves(stepped.judges), jax.tree.leaves(expected.judges), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(stepped.judges), jax.tree.leaves(fresh.judges)))
 
 
 def test_fresh_runs_keep_no_past_policies(small):
@@ -285,23 +297,34 @@ def test_knob_values_that_change_nothing_are_warned_about(small):
         engine.resolve(small({"n": {"oracle_noise": -1.0}}))
 
 
-# ------------------------------------------------------------- small studies
+def test_the_grounding_study_resolves_without_warnings():
+    """Its reference loop is the defaults, its noiseless grounded loops the published study's."""
+    from studies.blog import CONDITIONS as BLOG
+    from studies.grounding import STUDY
+
+    resolved = engine.resolve(STUDY)
+    assert len(resolved.conditions) == 21 and resolved.seeds == tuple(range(100)) and not resolved.warnings
+    assert resolved.conditions["fresh_baseline"] == DEFAULTS
+    for name in ("anchor_0.1", "asym_meta_10"):
+        assert resolved.conditions[f"{name}_noise0"] == {**DEFAULTS, **BLOG[name]}
 
 
-@pytest.fixture(scope="module")
-def studies(small):
-    """One group of four judge_data runs (a ring of 3 slots), and window_2 alone (2 slots) with a fresh baseline."""
-    shared = {**JUDGE_DATA, "window_3": {"judge_data": "window", "judge_data_window": 3}}
-    return engine.run_study(small(shared)), engine.run_study(
-        small({"baseline": {}, "window_2": JUDGE_DATA["window_2"]})
-    )
-
-
-def test_every_mixture_is_the_same_in_the_first_iteration_and_a_run_does_not_depend_on_its_ring(studies):
-    shared, alone = studies
-    for name in METRICS[:4]:
-        first = shared[name].isel(iteration=slice(0, 2)).values
-        assert (first == first[:1]).all(), name  # accumulate and every window: the same sum until iteration 1 ends
-        np.testing.assert_array_equal(alone[name].sel(condition="window_2"), shared[name].sel(condition="window_2"))
-    baseline, window = (alone.judge_alignment.sel(condition=c).isel(iteration=1) for c in ("baseline", "window_2"))
-    assert (baseline != window).all()  # mixture pairs are not the fresh pairs
+def test_a_runs_bits_do_not_depend_on_its_ring_and_every_mixture_starts_the_same(small):
+    """The same three runs in a ring of 2 slots (their own) and of 3 (a group with a longer window): bit
+    for bit the same after three outer iterations; and accumulate and both windows (one seed) are the
+    same run until the first outer iteration ends, when the windows start to forget."""
+    variant, batch, runs, _ = one_group(small, JUDGE_DATA, n_iterations=3)
+    sizes = engine.resolve(small(JUDGE_DATA, n_iterations=3)).sizes
+    longer = make_batch_run(variant._replace(judge_data_slots=3), sizes)
+    finals = []
+    for run_batch in (batch, longer):
+        states, advance = run_batch.start(runs), jax.jit(run_batch.advance)
+        for outer in range(3):
+            states = advance(states, runs, outer, 0)
+            if outer == 0:
+                leaves = jax.tree.leaves(eqx.filter((states.policy, states.judges), eqx.is_array))
+                assert all((leaf == leaf[:1]).all() for leaf in leaves)
+        finals.append(jax.tree.leaves(eqx.filter((states.policy, states.judges), eqx.is_array)))
+        assert not all((leaf == leaf[:1]).all() for leaf in finals[-1])
+    for short, long in zip(*finals, strict=True):
+        np.testing.assert_array_equal(short, long)

@@ -403,7 +403,6 @@ def test_seeds_with_a_negative_or_a_duplicate_are_refused(seeds):
         ("headline", 1, 5),
         ("blog100", 17, 100),
         ("corrections", 5, 5),
-        ("grounding", 21, 100),
     ],
 )
 def test_shipped_studies_resolve(module, n_conditions, n_seeds):
