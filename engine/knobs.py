@@ -104,6 +104,17 @@ def meta_judge_pairs(knobs: dict) -> int:
     return knobs["meta_pairs"] if has_meta_judge(knobs) else 0
 
 
+def judge_data_slots(knobs: dict) -> int:
+    """Slots of past policies' mass a run keeps (engine.mechanisms.judge_data): 0 where its judges'
+    self-labelled pairs are fresh or no such step runs (no code at all), 1 under `accumulate`, one per
+    outer iteration of its window under `window` (at most n_iterations: older slots would stay empty)."""
+    if knobs["judge_data"] == "fresh" or not MECHANISMS["judge_steps"].on(knobs):
+        return 0
+    if knobs["judge_data"] == "accumulate":
+        return 1
+    return min(knobs["judge_data_window"], knobs["n_iterations"])
+
+
 @dataclass(frozen=True)
 class Mechanism:
     """A rule or mechanism that some knobs belong to: a run reads them only where it is on.
@@ -149,6 +160,15 @@ def _frozen(k):
 def _judge_steps_off(k):
     """The self-labelled and oracle-pair steps run where the judge is not frozen and its cadence fires."""
     return _frozen(k) or never_fires(k, "judge_update_every")
+
+
+def _judge_data_window_off(k):
+    return _judge_steps_off(k) or (None if k["judge_data"] == "window" else f"judge_data is {k['judge_data']}")
+
+
+def _oracle_pairs_off(k):
+    """The oracle-pair step runs with the self-labelled step, where anchor_fraction > 0."""
+    return _judge_steps_off(k) or ("anchor_fraction is 0" if k["anchor_fraction"] == 0 else None)
 
 
 def _meta_off(k):
@@ -197,6 +217,21 @@ def _meta_step_trains_no_judge(k) -> str | None:
     return "a frozen judge takes no meta-judge-labelled step" if k["freeze_judge"] else None
 
 
+def _labeller_off(k):
+    """The q* labeller labels the oracle pairs and the held-out set (measured at the start, and at every meta check)."""
+    pairs, holdout = _oracle_pairs_off(k), _holdout_off(k)
+    return f"no comparison is q*-labelled: {pairs}, and {holdout}" if pairs and holdout else None
+
+
+def _oracle_training_off(k):
+    """The q*-labelled judge steps: oracle pairs, and held-out corrections (never below a threshold of 0)."""
+    pairs = _oracle_pairs_off(k)
+    holdout = _holdout_steps_off(k) or (
+        "meta_accuracy_threshold is 0 (the held-out step never trains)" if k["meta_accuracy_threshold"] == 0 else None
+    )
+    return f"no q*-labelled judge step runs: {pairs}, and {holdout}" if pairs and holdout else None
+
+
 def _no_judge_step(k):
     """Every judge step: self-labelled, oracle-pair, held-out meta and meta-judge-labelled."""
     own, meta = _judge_steps_off(k), _meta_step_trains_no_judge(k)
@@ -223,6 +258,11 @@ MECHANISMS = {
     "kl_penalty": Mechanism("the KL penalty", lambda k: None if k["kl_penalty"] > 0 else "kl_penalty is 0"),
     "unfrozen": Mechanism("a judge that is not frozen", _frozen),
     "judge_steps": Mechanism("the judges' self-labelled and oracle-pair steps", _judge_steps_off),
+    "judge_data_window": Mechanism("judge_data window", _judge_data_window_off),
+    "labeller": Mechanism("the q* labeller (oracle pairs, held-out set)", _labeller_off),
+    "oracle_training": Mechanism(
+        "the q*-labelled judge steps (oracle pairs, held-out corrections)", _oracle_training_off
+    ),
     "judge_training": Mechanism("every judge step (self-labelled, oracle-pair, meta)", _no_judge_step),
     "judge_changes": Mechanism("the judges' resets (and a learning meta-judge's)", _judges_never_change),
     "judge_rate": Mechanism(
@@ -375,6 +415,23 @@ KNOBS = {
     "freeze_judge": Knob(
         bool, False, "no self-labelled or anchor judge steps (meta steps still run, as in the reference)"
     ),
+    "judge_data": Knob(
+        ("fresh", "accumulate", "window"),
+        "fresh",
+        "the self-labelled step's pairs: fresh from the current policy (reference), or drawn from the mixture of "
+        "the policies of every inner step so far (accumulate) or of the last judge_data_window outer iterations' "
+        "(window); the judge still labels them",
+        variant=("judge_data_slots", judge_data_slots),
+        mechanism="judge_steps",
+    ),
+    "judge_data_window": Knob(
+        int,
+        1,
+        "`window` only: the mixture holds the current outer iteration's inner steps and all of the k − 1 before",
+        unit="outer iterations",
+        positive=True,
+        mechanism="judge_data_window",
+    ),
     "n_judges": Knob(int, 1, "judges in the ensemble; reward is their mean score", low=1, scope=GROUP),
     "reset_every": Knob(
         int,
@@ -432,6 +489,34 @@ KNOBS = {
         low=0.0,
         high=1.0,
         mechanism="holdout_steps",
+    ),
+    "oracle_noise": Knob(
+        float,
+        0.0,
+        "the q* labeller compares q*(a) + s·σ(q*)·ε_a with q*(b) + s·σ(q*)·ε_b, ε ~ N(0,1) fresh per comparison "
+        "(oracle pairs at every step; the held-out set's labels once per run)",
+        unit="σ(q*)",
+        low=0.0,
+        high=Q_STAR_SCALE_MAX,
+        mechanism="labeller",
+    ),
+    "oracle_bias": Knob(
+        float,
+        0.0,
+        "the q* labeller's q* gains b·σ(q*)·f(x), f = verbosity of bias_token (as planted_bias for the judge)",
+        unit="σ(q*) per token",
+        low=-Q_STAR_SCALE_MAX,
+        high=Q_STAR_SCALE_MAX,
+        mechanism="labeller",
+    ),
+    "oracle_budget": Knob(
+        int,
+        0,
+        "q*-labelled comparisons the judges may train on per outer iteration: an oracle-pair step costs its pairs, "
+        "a held-out correction all held-out pairs; a step that does not fit what is left is skipped (0: unlimited)",
+        unit="comparisons per outer iteration",
+        low=0,
+        mechanism="oracle_training",
     ),
     # a meta-judge without ground truth (docs/bias.md)
     "meta_source": Knob(

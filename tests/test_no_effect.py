@@ -17,6 +17,13 @@ SAME = {
     "frozen_reset": ("frozen", {"reset_every": 1}),
     "frozen_cadence": ("frozen", {"judge_update_every": 5}),
     "frozen_anchor": ("frozen", {"anchor_fraction": 0.1, "judge_anchor": 1.0}),
+    "frozen_judge_data": ("frozen", {"judge_data": "window", "judge_data_window": 2}),
+    "frozen_noisy_anchor": (
+        "frozen",
+        {"anchor_fraction": 0.1, "oracle_noise": 1.0, "oracle_bias": 1.0, "oracle_budget": 6},
+    ),
+    "window_knob_when_fresh": ("baseline", {"judge_data_window": 2}),
+    "labeller_knobs_without_labels": ("baseline", {"oracle_noise": 1.0, "oracle_bias": -0.5, "oracle_budget": 10}),
     "kl_estimator_without_kl": ("baseline", {"kl_estimator": "k1"}),
     "dpo_knobs_under_reinforce": (
         "baseline",
@@ -39,6 +46,7 @@ SAME = {
         {"meta_holdout_fraction": 0.05, "meta_accuracy_threshold": 0.0},
     ),
     "meta_judge_frozen_lr_reset": ("meta_judge_frozen", {"lr_judge": 1e-3, "reset_every": 1}),
+    "meta_judge_frozen_labeller": ("meta_judge_frozen", {"oracle_noise": 1.0, "judge_data": "accumulate"}),
 }
 BASES = {"baseline": {}, "frozen": FROZEN, "meta_judge_frozen": META_JUDGE}
 

@@ -42,6 +42,10 @@ EDGES = {
     "meta_accuracy_threshold": [0.0, 0.5, 0.75, 1.0],
     "score_grid": [10.0, 0.0, 0.5, 1e3, 1e8],
     "anchor_fraction": [0.1, 0.0, 0.05],
+    "judge_data_window": [2, 1, 3, 10],
+    "oracle_budget": [0, 6, 3, 100, 204, 10_000],
+    "oracle_noise": [0.0, 0.5, 1.0, 1e3],
+    "oracle_bias": [0.0, 1.0, -1.0, 1e3],
 }
 
 
@@ -92,6 +96,12 @@ def makes_its_mechanism_do_nothing(name: str, knobs: dict) -> bool:
         return knobs[name] == 0
     if name == "score_grid":  # scores of a judge fitted to its pretraining target all round to 0
         return knobs[name] > 2 * combinations.pretraining_target_extent(knobs)
+    if name == "judge_data_window":  # the window holds every iteration: accumulate's mixture
+        return knobs[name] >= knobs["n_iterations"]
+    if name == "oracle_budget":  # no q*-labelled step fits it, or it never binds
+        costs = combinations.oracle_step_costs(knobs)
+        never_fits = all(cost > knobs[name] for _, cost, _ in costs)
+        return knobs[name] > 0 and (never_fits or knobs[name] >= sum(cost * most for _, cost, most in costs))
     return False
 
 
@@ -143,6 +153,8 @@ def test_the_studies_drawn_reach_the_rules():
     find(studies(), lambda study: "has no effect" in " ".join(warnings_of(study)), settings=SEARCH)
     find(studies(), lambda study: any("never" in warning for warning in warnings_of(study)), settings=SEARCH)
     find(studies(), lambda study: "nearly every dpo pair ties" in " ".join(warnings_of(study)), settings=SEARCH)
+    budget = ("so it never runs", "neither ever runs", "never binds")
+    find(studies(), lambda study: any(text in " ".join(warnings_of(study)) for text in budget), settings=SEARCH)
 
 
 def test_a_refused_combination_ends_coevo_run_with_exit_2_before_compiling(tmp_path, printed_before_running, capsys):

@@ -150,6 +150,11 @@ CASES = {
         "record_every",
         ["must divide steps_per_iter (6)"],
     ),
+    "judge_data not a choice": (treat(judge_data="replace"), "treat", "judge_data", ["'fresh', 'accumulate'"]),
+    "zero judge_data window": (treat(judge_data="window", judge_data_window=0), "treat", "judge_data_window", ["> 0"]),
+    "negative label noise": (treat(oracle_noise=-0.5), "treat", "oracle_noise", [">= 0.0"]),
+    "label bias beyond q*'s scale": (treat(oracle_bias=-1e4), "treat", "oracle_bias", [">= -1000.0"]),
+    "negative oracle budget": (treat(oracle_budget=-1), "treat", "oracle_budget", [">= 0"]),
     "meta without holdout pairs": (
         treat(meta_update_every=10, meta_holdout_fraction=0.0001),
         "treat",

@@ -135,7 +135,7 @@ def flops_per_inner_step(study: dict) -> float:
     import jax
 
     from engine.core.models import make_judges
-    from engine.core.state import init_run, make_run_inputs
+    from engine.core.state import make_run_inputs
     from engine.core.world import q_star_of
     from engine.host.plan import make_plan
     from engine.host.study import resolve
@@ -146,9 +146,10 @@ def flops_per_inner_step(study: dict) -> float:
     group, inputs = plan.groups[0], plan.groups[0].inputs
     table = make_judges(jax.random.PRNGKey(0), len(plan.pretrain.seed))  # untrained judges stand in for pretraining
     runs = make_run_inputs(inputs.condition, inputs.seed, table, inputs.pretrain_index, inputs.meta_pretrain_index)
-    states = jax.vmap(init_run)(runs)
+    batch = make_batch_run(group.variant, resolved.sizes)
+    states = batch.start(runs)
     q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
-    step = make_batch_run(group.variant, resolved.sizes).step
+    step = batch.step
     cost = jax.jit(step).lower(states, runs, q_stars, 0, 0).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"]) / len(inputs.seed)

@@ -13,7 +13,8 @@ lexicographic order of `engine.core.world.all_sequences()` (position 0 varies sl
   as TRL uses them) on a batch of samples x ~ π, for comparison with the exact KL;
 - `order_statistic_weights`, `best_worst_gap`: exact best-of-N / worst-of-N expectations;
 - `sequence_index`, `policy_mode`: tokens → index into the 4096, and the policy's mode;
-- `sample_indices`: draws from a distribution over the 4096 by inverse CDF;
+- `sample_indices`, `sample_weighted`: draws from a distribution over the 4096 (or from
+  weights in proportion) by inverse CDF;
 - `judge_scores_all`, `spearman`: the judge's scores of all 4096 and their rank correlation;
 - `policy_log_probs_all`: log π by teacher forcing, the slow reference the tests hold the tree to.
 """
@@ -56,7 +57,13 @@ def sample_indices(key, log_probs, n: int) -> jax.Array:
     n uniforms and a binary search in the cumulative sum: `jax.random.categorical` would draw
     n × 4096 Gumbels (Gumbel-max), which cost a dpo run with anchored rejection 3× its step.
     """
-    cdf = jnp.cumsum(jnp.exp(log_probs))
+    return sample_weighted(key, jnp.exp(log_probs), n)
+
+
+def sample_weighted(key, weights, n: int) -> jax.Array:
+    """n independent draws (indices into the 4096) in proportion to weights ≥ 0, which need not
+    sum to 1 (a sum of several distributions, say), by inverse CDF."""
+    cdf = jnp.cumsum(weights)
     u = jax.random.uniform(key, (n,), dtype=cdf.dtype) * cdf[-1]
     return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.size - 1).astype(jnp.int32)
 

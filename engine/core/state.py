@@ -1,7 +1,7 @@
 """What a run is given (`RunInputs`) and what it carries from step to step (`RunState`).
 
 Every mechanism reads and returns a `RunState`; a mechanism a run's variant lacks leaves its
-part of the state at `None` (no meta-judge) or at zero (no dpo pairs).
+part of the state at `None` (no meta-judge, fresh judge pairs) or at zero (no dpo pairs).
 """
 
 import equinox as eqx
@@ -13,6 +13,7 @@ from engine.core import exact
 from engine.core.keys import run_keys
 from engine.core.models import Judge, Policy, select_init
 from engine.core.optim import adam_init, params
+from engine.core.world import N_SEQUENCES
 from engine.knobs import Condition, code
 
 
@@ -86,6 +87,10 @@ class RunState(eqx.Module):
     reference_log_probs: jax.Array  # (4096,) log π at the start of this outer iteration: dpo's `iteration` reference
     pairs: PairStats  # this outer iteration's dpo training pairs
     meta: MetaJudgeState | None  # the meta-judge (meta_source `judge`), else None
+    # (slots, 4096) Σ π over inner steps, slot j holding outer iteration t − j (judge_data `window`) or every
+    # step since the start in slot 0 (`accumulate`); None where the judge's pairs are fresh (Variant.judge_data_slots 0)
+    policy_sums: jax.Array | None
+    oracle_spent: jax.Array  # q*-labelled comparisons the judges trained on this outer iteration (int32; oracle_budget)
 
 
 def fresh_judge_opt(judges: Judge, lr_judge):
@@ -97,8 +102,9 @@ def fresh_meta_judge(judge: Judge, lr_judge) -> MetaJudgeState:
     return MetaJudgeState(judge, adam_init(params(judge), lr_judge), jnp.float32(0.0), jnp.int32(0))
 
 
-def init_run(run: RunInputs) -> RunState:
-    """A run right after pretraining: a fresh policy (π₀), the pretrained judges, fresh optimisers."""
+def init_run(run: RunInputs, judge_data_slots: int = 0) -> RunState:
+    """A run right after pretraining: a fresh policy (π₀), the pretrained judges, fresh optimisers;
+    `judge_data_slots` empty slots of past policies' mass (none: 0)."""
     policy = initial_model(Policy, run_keys(run.seed)["policy"], run.condition)
     initial_log_probs = jax.lax.stop_gradient(exact.policy_log_probs_tree(policy))
     return RunState(
@@ -111,4 +117,6 @@ def init_run(run: RunInputs) -> RunState:
         reference_log_probs=initial_log_probs,
         pairs=PairStats.zero(),
         meta=None if run.meta_pretrained is None else fresh_meta_judge(run.meta_pretrained, run.condition.lr_judge),
+        policy_sums=jnp.zeros((judge_data_slots, N_SEQUENCES)) if judge_data_slots else None,
+        oracle_spent=jnp.int32(0),
     )

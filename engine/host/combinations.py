@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.core.models import HIDDEN
 from engine.core.world import N_SEQUENCES, all_sequences, reference_q_star, transition_term
-from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS
+from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS, n_holdout_pairs, n_oracle_pairs
 from engine.loop.diagnostics import DIVERGED_PARAMETER
 
 
@@ -190,9 +190,51 @@ def frozen_judge_warnings(knobs: dict) -> list[tuple[str, str]]:
     return []
 
 
+def oracle_step_costs(knobs: dict) -> list[tuple[str, int, int]]:
+    """(step, comparisons it costs, most steps per outer iteration) of each q*-labelled judge step
+    the run takes: the oracle-pair step and the held-out correction (`oracle_budget`'s accounting)."""
+    steps = knobs["steps_per_iter"]
+    found = []
+    if MECHANISMS["judge_steps"].on(knobs) and knobs["anchor_fraction"] > 0:
+        found.append(("the oracle-pair step", n_oracle_pairs(knobs), steps // knobs["judge_update_every"]))
+    if holdout_corrects(knobs):
+        found.append(("the held-out correction", n_holdout_pairs(knobs), steps // knobs["meta_update_every"]))
+    return found
+
+
+def budget_warning(knobs: dict) -> list[tuple[str, str]]:
+    """An oracle_budget that some q*-labelled step never fits, or one that never binds."""
+    budget, costs = knobs["oracle_budget"], oracle_step_costs(knobs)
+    if budget == 0 or not costs:
+        return []
+    never = [f"{step} ({cost} comparisons)" for step, cost, _ in costs if cost > budget]
+    if never:
+        outcome = "it never runs" if len(never) == 1 else "neither ever runs"
+        return [("oracle_budget", f"{budget} comparisons cannot pay for {' nor '.join(never)}, so {outcome}")]
+    most = sum(cost * count for _, cost, count in costs)
+    if budget >= most:
+        return [
+            (
+                "oracle_budget",
+                f"{budget} >= {most}, the most q*-labelled comparisons an outer iteration can use, so it never "
+                "binds (the same as 0: unlimited)",
+            )
+        ]
+    return []
+
+
 def value_warnings(knobs: dict) -> list[tuple[str, str]]:
     """Values the run reads that make their own mechanism do nothing, or almost nothing."""
-    found = []
+    found = budget_warning(knobs)
+    window, iterations = knobs["judge_data_window"], knobs["n_iterations"]
+    if on("judge_data_window", knobs) and window >= iterations:
+        found.append(
+            (
+                "judge_data_window",
+                f"{window} >= n_iterations {iterations}: the window holds every outer iteration, so the pairs come "
+                "from the mixture judge_data accumulate draws from (summed per iteration: equal up to rounding)",
+            )
+        )
     if on("holdout_steps", knobs) and knobs["meta_accuracy_threshold"] == 0:
         found.append(
             (

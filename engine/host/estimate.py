@@ -13,6 +13,7 @@ bench records in data/bench_cpu_2core.json. Every knob that scales memory or tim
 
   memory ≈ BASE                                        (JAX, XLA, compilation)
          + runs per chunk × (PER_RUN + PER_JUDGE_STATE · judges)       (every run's state)
+         + runs per chunk × POLICY_SLOT_BYTES · judge_data slots      (past policies: judge_data)
          + live runs × (PER_JUDGE_ACTIVE · judges + PER_SEQUENCE · batch_size · (1 + judges))
          + records in flight × runs per chunk × record bytes × 2       (device and host copies)
          + RECORD_BYTES · RECORD_COPIES · runs · records                 (the curves, on the host)
@@ -56,7 +57,7 @@ from engine.host.chunks import seeds_per_chunk
 from engine.host.plan import MAX_SUB_BATCH
 from engine.host.runner import records_per_fetch
 from engine.host.study import ResolvedStudy, StudyError
-from engine.knobs import MECHANISMS, n_holdout_pairs, policy_regularised, records_per_iteration
+from engine.knobs import MECHANISMS, judge_data_slots, n_holdout_pairs, policy_regularised, records_per_iteration
 from engine.loop.diagnostics import DISTRIBUTIONS, METRICS
 
 MIB = 2**20
@@ -92,6 +93,11 @@ EXACT_REGULARISER_COST = 0.6  # kl_penalty (exact) or entropy_exact: 1.52-1.66x
 JUDGE_ANCHOR_COST = 0.25  # 1.25x
 META_JUDGE_COST = 1.3  # meta_update_every 1: 2.27x
 HOLDOUT_CHECK_COST = 2.1  # one held-out check of 204 pairs (meta_10: 1.21x), per 204 pairs
+# judge_data accumulate or window: π of all 4096 sequences at every inner step (+0.075 ms per run-step), less
+# the policy's sampling of each judge step's pairs it replaces (about as much): 1.0x at judge_update_every 1,
+# 1.33x an asymmetric_10 step (docs/grounding.md), so 0.14 of a baseline step times (1 − 1/judge_update_every)
+JUDGE_DATA_COST = 0.14
+POLICY_SLOT_BYTES = N_SEQUENCES * 4  # one slot of past policies' mass (judge_data), float32: 16 KiB
 
 
 def probe_seconds(repeats: int = 5) -> float:
@@ -133,6 +139,8 @@ def step_cost(knobs: dict) -> float:
         cost += META_JUDGE_COST / knobs["meta_update_every"]
     if MECHANISMS["holdout_meta"].on(knobs):
         cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
+    if judge_data_slots(knobs):
+        cost += JUDGE_DATA_COST * (1 - 1 / knobs["judge_update_every"])
     return cost
 
 
@@ -146,7 +154,7 @@ class Estimate:
     chunk_bytes: float  # peak memory while one chunk runs (host on CPU; device otherwise), BASE included on CPU
     results_bytes: float  # the study's curves and saved distributions, on the host
     seconds: float | None
-    terms: dict  # the part of chunk_bytes each knob drives: "runs", "n_judges", "batch_size", "records"
+    terms: dict  # the part of chunk_bytes each knob drives: "runs", "n_judges", "batch_size", "records", ...
     results_terms: dict  # the part of results_bytes each knob drives: "records", "save_distributions"
     largest_judges: tuple[str, int]  # (condition, n_judges) of the condition with most judges
     on_cpu: bool = True
@@ -174,6 +182,7 @@ def estimate(
         "n_judges": per_chunk * sum(judges.values()) * PER_JUDGE_STATE + live * most * PER_JUDGE_ACTIVE,
         "batch_size": live * PER_SEQUENCE * batch * (1 + most),
         "records": 2 * in_flight * runs_per_chunk * record,
+        "judge_data_window": per_chunk * POLICY_SLOT_BYTES * sum(map(judge_data_slots, study.conditions.values())),
     }
     runs = n_seeds * len(judges)
     saved = {"none": 0, "final": 1, "all": records}[sizes.save_distributions]
@@ -276,6 +285,12 @@ def _refusal(study: ResolvedStudy, cost: Estimate, driver: str, need: str, have:
             f"all 4096 sequences ({DISTRIBUTION_BYTES // 1024} KiB per run and record) for {cost.runs} runs × "
             f"{cost.records if sizes.save_distributions == 'all' else 1} records, ≈ {size(term)}: save 'final' or "
             "'none', record less often (record_every), or use fewer runs"
+        )
+    if driver == "judge_data_window":
+        return StudyError(
+            f"{where}, field 'judge_data_window': {need}, {have}; judge_data keeps π of all 4096 sequences per "
+            f"outer iteration of its window ({POLICY_SLOT_BYTES // 1024} KiB per run and iteration): use a shorter "
+            "window, accumulate (one slot), or fewer runs"
         )
     if driver == "records":
         field = _records_field(study)

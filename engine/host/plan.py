@@ -106,21 +106,35 @@ class _Run:
 # the largest size among the conditions that differ from it only there, where `lax.cond` skips
 # those steps on its sub-batches (the q* anchor, the held-out meta step). Fewer groups, less to compile.
 SHAREABLE_SIZES = ("n_oracle_pairs", "n_holdout")
+# Sizes a run that has the mechanism can take larger: its runs keep the largest among their class, and
+# a run without it (0) keeps its own program. The slots of past policies beyond a run's judge_data window
+# hold exact zeros, added last (engine.mechanisms.judge_data.mixture), so its bits do not change.
+RAISABLE_SIZES = ("judge_data_slots",)
 
 
 def group_variants(variants: list[Variant]) -> list[Variant]:
     """The Variant of the group each condition runs in: its own, except that each size in
-    SHAREABLE_SIZES that is 0 (off) becomes the largest among its class (the conditions equal to
-    it once those sizes are set to 0). Different nonzero sizes stay apart: a 3-pair anchor draws
-    other random pairs than a 6-pair one, and padding would change its numbers."""
-    classes = [variant._replace(**dict.fromkeys(SHAREABLE_SIZES, 0)) for variant in variants]
+    SHAREABLE_SIZES that is 0 (off) and each in RAISABLE_SIZES that is not becomes the largest
+    among its class (the conditions equal to it once the shareable sizes are set to 0 and the
+    raisable ones to whether they are on). Different nonzero shareable sizes stay apart: a 3-pair
+    anchor draws other random pairs than a 6-pair one, and padding would change its numbers."""
+    classes = [
+        variant._replace(
+            **dict.fromkeys(SHAREABLE_SIZES, 0), **{name: getattr(variant, name) > 0 for name in RAISABLE_SIZES}
+        )
+        for variant in variants
+    ]
+    names = SHAREABLE_SIZES + RAISABLE_SIZES
     largest: dict[Variant, dict[str, int]] = {}
     for variant, cls in zip(variants, classes, strict=True):
-        sizes = largest.setdefault(cls, dict.fromkeys(SHAREABLE_SIZES, 0))
-        for name in SHAREABLE_SIZES:
+        sizes = largest.setdefault(cls, dict.fromkeys(names, 0))
+        for name in names:
             sizes[name] = max(sizes[name], getattr(variant, name))
     return [
-        variant._replace(**{name: getattr(variant, name) or largest[cls][name] for name in SHAREABLE_SIZES})
+        variant._replace(
+            **{name: getattr(variant, name) or largest[cls][name] for name in SHAREABLE_SIZES},
+            **{name: largest[cls][name] if getattr(variant, name) else 0 for name in RAISABLE_SIZES},
+        )
         for variant, cls in zip(variants, classes, strict=True)
     ]
 

@@ -15,6 +15,7 @@ from engine.core.world import q_star_of
 from engine.knobs import Sizes, Variant, record_interval, records_per_iteration
 from engine.loop.diagnostics import run_metrics
 from engine.loop.step import make_inner_step
+from engine.mechanisms import judge_data
 from engine.mechanisms.holdout_meta import holdout_accuracy, holdout_pair_indices
 from engine.mechanisms.judge_reset import reset_judges
 
@@ -38,22 +39,27 @@ class BatchRun(NamedTuple):
     measure: Callable
 
 
-def begin_iteration(states):
+def begin_iteration(states, runs: RunInputs):
     """`meta_accuracy` starts each outer iteration as NaN, so a record holds the last accuracy
     measured so far in it; π_ref (dpo's `iteration` reference) is the policy now; the
-    iteration's pair and meta-judge sums start at zero."""
+    iteration's pair and meta-judge sums and its q*-labelled comparisons start at zero; a
+    judge_data window moves on by one iteration."""
     states = eqx.tree_at(
-        lambda s: (s.meta_accuracy, s.reference_log_probs, s.pairs),
+        lambda s: (s.meta_accuracy, s.reference_log_probs, s.pairs, s.oracle_spent),
         states,
         (
             jnp.full_like(states.meta_accuracy, jnp.nan),
             jax.lax.stop_gradient(jax.vmap(exact.policy_log_probs_tree)(states.policy)),
             jax.tree.map(jnp.zeros_like, states.pairs),
+            jnp.zeros_like(states.oracle_spent),
         ),
     )
     if states.meta is not None:
         zeros = (jnp.zeros_like(states.meta.agreement_sum), jnp.zeros_like(states.meta.steps))
         states = eqx.tree_at(lambda s: (s.meta.agreement_sum, s.meta.steps), states, zeros)
+    if states.policy_sums is not None:
+        sums = jax.vmap(judge_data.begin_iteration)(states.policy_sums, runs.condition)
+        states = eqx.tree_at(lambda s: s.policy_sums, states, sums)
     return states
 
 
@@ -68,9 +74,11 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         return jax.vmap(q_star_of)(runs.condition.transition_alpha)
 
     def start(runs: RunInputs):
-        states = jax.vmap(init_run)(runs)
+        states = jax.vmap(lambda run: init_run(run, variant.judge_data_slots))(runs)
         if holdout is not None:  # NaN for runs of the group without meta steps (engine.host.plan.group_variants)
-            accuracy = jax.vmap(lambda judges, q: holdout_accuracy(judges, q, holdout))(states.judges, q_stars_of(runs))
+            accuracy = jax.vmap(lambda judges, r, q: holdout_accuracy(judges, r, q, holdout))(
+                states.judges, runs, q_stars_of(runs)
+            )
             accuracy = jnp.where(runs.condition.meta_update_every > 0, accuracy, states.meta_accuracy)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
         return states
@@ -95,7 +103,7 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
             """update(states) where `condition` holds; with one record per iteration it always does."""
             return update(states) if n_records == 1 else jax.lax.cond(condition, update, lambda s: s, states)
 
-        states = when(interval == 0, begin_iteration, states)
+        states = when(interval == 0, lambda s: begin_iteration(s, runs), states)
         states, _ = jax.lax.scan(inner_body, states, interval * every + jnp.arange(every))
         return when(interval == n_records - 1, reset, states)
 

@@ -1,11 +1,14 @@
 """One inner step for a batch of runs sharing a `Variant`, as a list of stages:
 
 1. the policy's update (its rule, plus the exact regularisers where a run has them);
-2. the judges' self-labelled step, every `judge_update_every` inner steps (not when frozen);
-3. the oracle-pair step (`anchor_fraction`), with the self-labelled step's cadence;
-4. the meta-judge's steps (meta_source `judge`): its own self-labelled step (`meta_learns`),
+2. the updated policy joins the mixture of past policies (judge_data `accumulate`, `window`);
+3. the judges' self-labelled step, every `judge_update_every` inner steps (not when frozen), on
+   fresh policy pairs or pairs from that mixture;
+4. the oracle-pair step (`anchor_fraction`), with the self-labelled step's cadence, where it
+   fits the iteration's `oracle_budget`;
+5. the meta-judge's steps (meta_source `judge`): its own self-labelled step (`meta_learns`),
    then the meta step on its labels, every `meta_update_every` inner steps;
-5. the held-out meta-correction (meta_source `holdout`), every `meta_update_every` steps.
+6. the held-out meta-correction (meta_source `holdout`), every `meta_update_every` steps.
 
 A stage a run's variant lacks is not in its program at all. A stage some runs of the batch
 skip runs under `when_any_due`: outside the vmap, so a step on which no run of the batch is
@@ -14,13 +17,16 @@ due costs nothing (inside a vmap, `lax.cond` would run both branches).
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from engine.core.keys import run_keys
 from engine.core.optim import is_due
 from engine.knobs import Sizes, Variant
+from engine.mechanisms.grounding import within_budget
 from engine.mechanisms.holdout_meta import holdout_meta_update
+from engine.mechanisms.judge_data import add_policy
 from engine.mechanisms.judge_steps import oracle_pair_update, pull_to_pretrained, self_labelled_update
 from engine.mechanisms.meta_judge import META_KEY_TAG, meta_judge_self_labelled_update, meta_judge_update
 from engine.mechanisms.policy_rules import (
@@ -82,18 +88,22 @@ def judge_stages(states, runs, q_stars, keys: StepKeys, judge_due, pull, variant
     skip it: engine.host.plan.group_variants)."""
     states = when_any_due(
         judge_due,
-        lambda s, k, d, p: self_labelled_update(s, k, d, sizes.batch_size, p),
+        lambda s, c, k, d, p: self_labelled_update(s, c, k, d, sizes.batch_size, p),
         states,
+        runs.condition,
         keys.judge,
         judge_due,
         pull,
     )
     if variant.n_oracle_pairs:
-        oracle_due = judge_due & (runs.condition.anchor_fraction > 0)
+        condition = runs.condition
+        fits = within_budget(states, condition, variant.n_oracle_pairs)
+        oracle_due = judge_due & (condition.anchor_fraction > 0) & fits
         states = when_any_due(
             oracle_due,
-            lambda s, k, d, q, p: oracle_pair_update(s, k, d, q, variant.n_oracle_pairs, p),
+            lambda s, c, k, d, q, p: oracle_pair_update(s, c, k, d, q, variant.n_oracle_pairs, p),
             states,
+            condition,
             keys.oracle,
             oracle_due,
             q_stars,
@@ -108,8 +118,9 @@ def meta_judge_stages(states, runs, keys: StepKeys, judge_due, meta_due, pull, v
     learns = judge_due & runs.condition.meta_learns
     states = when_any_due(
         learns,
-        lambda s, k, d: meta_judge_self_labelled_update(s, k, d, sizes.batch_size),
+        lambda s, c, k, d: meta_judge_self_labelled_update(s, c, k, d, sizes.batch_size),
         states,
+        runs.condition,
         keys.judge,
         learns,
     )
@@ -134,6 +145,10 @@ def make_inner_step(variant: Variant, sizes: Sizes, holdout):
         condition = runs.condition
         keys = step_keys(runs.seed, outer * sizes.steps_per_iter + inner)
         states = policy_stage(states, runs, q_stars, keys, variant, sizes)
+        if variant.judge_data_slots:
+            states = eqx.tree_at(
+                lambda s: s.policy_sums, states, jax.vmap(add_policy)(states.policy_sums, states.policy)
+            )
         judge_due = is_due(condition.judge_update_every, inner) & ~condition.freeze_judge
         pull = jax.vmap(lambda r: pull_to_pretrained(r, variant))(runs) if variant.judge_anchored else None
         states = judge_stages(states, runs, q_stars, keys, judge_due, pull, variant, sizes)

@@ -1,6 +1,6 @@
-"""The judge's pair steps: self-labelled on fresh policy pairs, on q*-labelled oracle pairs
-(`anchor_fraction`), and the pull back to the pretrained weights (`judge_anchor`) that every
-judge step of a run can carry.
+"""The judge's pair steps: self-labelled on policy pairs (`judge_data`), on q*-labelled oracle
+pairs (`anchor_fraction`), and the pull back to the pretrained weights (`judge_anchor`) that
+every judge step of a run can carry.
 
 Every step here is one Adam step of every judge of the ensemble on the same pairs, kept per
 judge where a mask says so; each handles ONE run.
@@ -13,11 +13,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from engine.core.models import Judge, Policy
+from engine.core.models import Judge
 from engine.core.optim import adam_update, params, tree_select
 from engine.core.state import RunInputs, RunState, ensemble_size
-from engine.core.world import N_SEQUENCES, SEQ_LEN, all_sequences
-from engine.knobs import Variant
+from engine.core.world import N_SEQUENCES
+from engine.knobs import Condition, Variant
+from engine.mechanisms.grounding import labelled_pairs, noise_key, spend
+from engine.mechanisms.judge_data import self_labelled_pairs
 
 
 class PullToPretrained(NamedTuple):
@@ -83,26 +85,19 @@ def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask, p
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
 
 
-def fresh_pairs(policy: Policy, key, batch_size: int):
-    """Two fresh batches (a, b) of batch_size sequences each from the policy, (batch_size, 4) each."""
-    tokens, _ = policy.sample(jax.random.uniform(key, (2 * batch_size, SEQ_LEN)))
-    return tokens[:batch_size], tokens[batch_size:]
-
-
-def self_labelled_update(state: RunState, key, due, batch_size: int, pull=None) -> RunState:
-    """The judges label and train on two fresh batches from the (updated) policy."""
+def self_labelled_update(state: RunState, condition: Condition, key, due, batch_size: int, pull=None) -> RunState:
+    """The judges label and train on two batches: fresh from the (updated) policy, or drawn from
+    the mixture of past policies (`judge_data`)."""
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return ensemble_pair_step(state, *fresh_pairs(state.policy, key, batch_size), None, mask, pull)
+    return ensemble_pair_step(state, *self_labelled_pairs(state, condition, key, batch_size), None, mask, pull)
 
 
-def q_star_labelled_pairs(q_star, index_a, index_b):
-    """Sequence pairs (by index into the 4096) with their q* labels [q*(a) > q*(b)]."""
-    sequences = jnp.asarray(all_sequences())
-    return sequences[index_a], sequences[index_b], q_star[index_a] > q_star[index_b]
-
-
-def oracle_pair_update(state: RunState, key, due, q_star, n_oracle_pairs: int, pull=None) -> RunState:
-    """One judge step on n_oracle_pairs uniform pairs labelled by q* (`anchor_fraction`)."""
+def oracle_pair_update(
+    state: RunState, condition: Condition, key, due, q_star, n_oracle_pairs: int, pull=None
+) -> RunState:
+    """One judge step on n_oracle_pairs uniform pairs labelled by the q* labeller (`anchor_fraction`),
+    counted against `oracle_budget` (`due` says the step fits it: `engine.mechanisms.grounding`)."""
     index_a, index_b = jax.random.randint(key, (2, n_oracle_pairs), 0, N_SEQUENCES)
+    pairs = labelled_pairs(q_star, condition, index_a, index_b, noise_key(key))
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return ensemble_pair_step(state, *q_star_labelled_pairs(q_star, index_a, index_b), mask, pull)
+    return spend(ensemble_pair_step(state, *pairs, mask, pull), condition, due, n_oracle_pairs)

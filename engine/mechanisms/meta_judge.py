@@ -17,8 +17,9 @@ from engine.core.exact import judge_scores_all, spearman
 from engine.core.models import ensemble_scores
 from engine.core.optim import tree_select
 from engine.core.state import MetaJudgeState, RunInputs, RunState, ensemble_size
-from engine.knobs import code
-from engine.mechanisms.judge_steps import PullToPretrained, ensemble_pair_step, fresh_pairs, judge_pair_step
+from engine.knobs import Condition, code
+from engine.mechanisms.judge_data import fresh_pairs, self_labelled_pairs
+from engine.mechanisms.judge_steps import PullToPretrained, ensemble_pair_step, judge_pair_step
 
 # The meta-judge is pretrained as ensemble member META_JUDGE_MEMBER ("meta" in ASCII, far above
 # any ensemble size) and draws its meta steps' pairs from the step key folded with META_KEY_TAG:
@@ -111,11 +112,11 @@ def meta_judge_update(
     return eqx.tree_at(lambda s: (s.meta.agreement_sum, s.meta.steps), state, record)
 
 
-def meta_judge_self_labelled_update(state: RunState, key, due, batch_size: int) -> RunState:
-    """meta_learns: the meta-judge takes the judge's self-labelled step, on the same fresh
-    pairs (same key, same policy), labelled by itself; kept where `due`."""
+def meta_judge_self_labelled_update(state: RunState, condition: Condition, key, due, batch_size: int) -> RunState:
+    """meta_learns: the meta-judge takes the judge's self-labelled step, on the same pairs (same
+    key, same policy or mixture: `judge_data`), labelled by itself; kept where `due`."""
     new_judge, new_opt, _ = judge_pair_step(
-        state.meta.judge, state.meta.opt, *fresh_pairs(state.policy, key, batch_size)
+        state.meta.judge, state.meta.opt, *self_labelled_pairs(state, condition, key, batch_size)
     )
     judge, opt = tree_select(due, (new_judge, new_opt), (state.meta.judge, state.meta.opt))
     return eqx.tree_at(lambda s: (s.meta.judge, s.meta.opt), state, (judge, opt))

@@ -1,0 +1,70 @@
+"""The q* labeller of every q*-labelled comparison (the oracle pairs of `anchor_fraction`, the
+held-out meta set) and the budget of such comparisons per outer iteration (docs/grounding.md).
+
+The labeller may be imperfect: it prefers a over b where
+
+  v(a) + s·ε_a > v(b) + s·ε_b,   v = q* + oracle_bias·σ(q*)·f,   s = oracle_noise·σ(q*),
+
+f the verbosity of `bias_token`, σ(q*) the population std of the run's q* over the 4096, and
+ε ~ N(0, 1) drawn afresh for every comparison. At oracle_noise 0 and oracle_bias 0 both added
+terms are exactly +0.0 (or −0.0), so the labels are [q*(a) > q*(b)] bit for bit.
+
+`oracle_budget` > 0 caps the comparisons the judges train on per outer iteration: an oracle-pair
+step costs its pairs, a held-out correction all the held-out pairs (once, however many judges
+of the ensemble take it); a step runs only where its whole cost fits what is left.
+
+Every function handles ONE run.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from engine.core.state import RunState
+from engine.core.world import all_sequences, verbosity
+from engine.knobs import Condition
+from engine.mechanisms.bias import biased_target
+
+# The labeller's noise of a step is drawn from the step's key folded with NOISE_TAG ("nois" in
+# ASCII), so the pairs drawn from the key itself are those of a perfect labeller.
+NOISE_TAG = 0x6E6F6973
+
+
+def noise_key(key):
+    return jax.random.fold_in(key, NOISE_TAG)
+
+
+def labeller_values(q_star, condition: Condition):
+    """v = q* + oracle_bias·σ(q*)·f over the 4096: what the labeller ranks (q* itself at bias 0)."""
+    return biased_target(q_star, verbosity(condition.bias_token), condition.oracle_bias)
+
+
+def noisy_preferences(values, index_a, index_b, noise_scale, key):
+    """[v(a) + s·ε_a > v(b) + s·ε_b] for each pair (n,) bool, ε ~ N(0, 1) fresh per comparison.
+
+    A pair is labelled against [v(a) > v(b)] with probability Φ(−|v(a) − v(b)| / (√2·s)).
+    """
+    noise = noise_scale * jax.random.normal(key, (2, len(index_a)), values.dtype)
+    return values[index_a] + noise[0] > values[index_b] + noise[1]
+
+
+def labelled_pairs(q_star, condition: Condition, index_a, index_b, key):
+    """Sequence pairs (by index into the 4096) with the labeller's labels, noise from `key`."""
+    sequences = jnp.asarray(all_sequences())
+    scale = condition.oracle_noise * jnp.std(q_star)
+    labels = noisy_preferences(labeller_values(q_star, condition), index_a, index_b, scale, key)
+    return sequences[index_a], sequences[index_b], labels
+
+
+def within_budget(state: RunState, condition: Condition, cost: int):
+    """Does a q*-labelled step of `cost` comparisons fit what is left of this iteration's budget?
+    (One run, or a batch of runs: elementwise.)"""
+    budget = condition.oracle_budget
+    return (budget == 0) | (cost <= budget - state.oracle_spent)
+
+
+def spend(state: RunState, condition: Condition, taken, cost: int) -> RunState:
+    """Count a step of `cost` comparisons against the budget where it was taken (under a budget
+    only, so the count never passes it)."""
+    spent = state.oracle_spent + jnp.where(taken & (condition.oracle_budget > 0), cost, 0)
+    return eqx.tree_at(lambda s: s.oracle_spent, state, spent)
