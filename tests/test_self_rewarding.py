@@ -37,6 +37,8 @@ def test_dpo_on_ground_truth_pairs_raises_real_quality():
         reference_log_probs=initial,
         pairs=PairStats.zero(),
         meta=None,
+        policy_sums=None,
+        oracle_spent=jnp.int32(0),
     )
 
     def step(state, key):
@@ -82,7 +84,9 @@ def test_coefficients_at_zero_are_bit_identical_to_the_baseline(ds):
 
 
 def test_every_rule_records_the_new_diagnostics(ds):
-    np.testing.assert_array_equal(ds.kl_to_initial.isel(iteration=0), 0.0)  # π = π₀ after pretraining
+    # π = π₀ after pretraining; log π₀ comes from the `start` program and log π from `measure`, which
+    # XLA compiles (fuses) apart, so their last bits may differ: the KL is 0 up to float32 rounding
+    np.testing.assert_allclose(ds.kl_to_initial.isel(iteration=0), 0.0, atol=1e-6)
     assert (ds.kl_to_initial.isel(iteration=-1) > 0).all()
     assert (ds.best_worst_gap_judge >= 0).all() and (ds.top_probability <= 1).all()
     assert ds.top_sequence.dtype == object and len(ds.top_sequence.values[0, 0, 0].split()) == 4
