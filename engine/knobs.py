@@ -104,6 +104,16 @@ def meta_judge_pairs(knobs: dict) -> int:
     return knobs["meta_pairs"] if has_meta_judge(knobs) else 0
 
 
+def imperfect_labeller(knobs: dict) -> bool:
+    """Does the run's q* labeller add noise or bias? (Runs whose labeller is q* itself compile without it.)"""
+    return knobs["oracle_noise"] > 0 or knobs["oracle_bias"] != 0
+
+
+def oracle_budgeted(knobs: dict) -> bool:
+    """Does a budget cap the run's q*-labelled comparisons? (Runs without one compile without the count.)"""
+    return knobs["oracle_budget"] > 0
+
+
 def judge_data_slots(knobs: dict) -> int:
     """Slots of past policies' mass a run keeps (engine.mechanisms.judge_data): 0 where its judges'
     self-labelled pairs are fresh or no such step runs (no code at all), 1 under `accumulate`, one per
@@ -498,6 +508,7 @@ KNOBS = {
         unit="σ(q*)",
         low=0.0,
         high=Q_STAR_SCALE_MAX,
+        variant=("imperfect_labeller", imperfect_labeller),
         mechanism="labeller",
     ),
     "oracle_bias": Knob(
@@ -516,6 +527,7 @@ KNOBS = {
         "a held-out correction all held-out pairs; a step that does not fit what is left is skipped (0: unlimited)",
         unit="comparisons per outer iteration",
         low=0,
+        variant=("oracle_budgeted", oracle_budgeted),
         mechanism="oracle_training",
     ),
     # a meta-judge without ground truth (docs/bias.md)

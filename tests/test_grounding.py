@@ -110,7 +110,7 @@ def test_the_held_out_labels_are_drawn_once_per_run(small):
         )
 
     def held_out_labels(name, seed):
-        return np.asarray(holdout_labelled_pairs(run(name, seed), jnp.asarray(Q_STAR), holdout)[2])
+        return np.asarray(holdout_labelled_pairs(run(name, seed), jnp.asarray(Q_STAR), holdout, imperfect=True)[2])
 
     first = held_out_labels("noisy", 0)
     np.testing.assert_array_equal(held_out_labels("noisy", 0), first)
@@ -125,9 +125,12 @@ def test_the_held_out_labels_are_drawn_once_per_run(small):
 
 
 def one_group(small, conditions: dict, **base):
-    """The runs of `conditions` (seed 0, untrained judges) as the one group they share, started."""
+    """The runs of `conditions` (seed 0, untrained judges) as one group, started. Runs with and without
+    a budget run together under the budgeted code, where a budget of 0 is unlimited."""
     resolved = engine.resolve(small(conditions, seeds=[0], **base))
     variants = group_variants([resolved.variant(name) for name in conditions])
+    budgeted = any(variant.oracle_budgeted for variant in variants)
+    variants = [variant._replace(oracle_budgeted=budgeted) for variant in variants]
     assert len(set(variants)) == 1
     n = len(conditions)
     condition = condition_arrays([resolved.conditions[name] for name in conditions])

@@ -76,9 +76,9 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
     def start(runs: RunInputs):
         states = jax.vmap(lambda run: init_run(run, variant.judge_data_slots))(runs)
         if holdout is not None:  # NaN for runs of the group without meta steps (engine.host.plan.group_variants)
-            accuracy = jax.vmap(lambda judges, r, q: holdout_accuracy(judges, r, q, holdout))(
-                states.judges, runs, q_stars_of(runs)
-            )
+            accuracy = jax.vmap(
+                lambda judges, r, q: holdout_accuracy(judges, r, q, holdout, variant.imperfect_labeller)
+            )(states.judges, runs, q_stars_of(runs))
             accuracy = jnp.where(runs.condition.meta_update_every > 0, accuracy, states.meta_accuracy)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
         return states

@@ -97,11 +97,11 @@ def judge_stages(states, runs, q_stars, keys: StepKeys, judge_due, pull, variant
     )
     if variant.n_oracle_pairs:
         condition = runs.condition
-        fits = within_budget(states, condition, variant.n_oracle_pairs)
+        fits = within_budget(states, condition, variant.n_oracle_pairs) if variant.oracle_budgeted else True
         oracle_due = judge_due & (condition.anchor_fraction > 0) & fits
         states = when_any_due(
             oracle_due,
-            lambda s, c, k, d, q, p: oracle_pair_update(s, c, k, d, q, variant.n_oracle_pairs, p),
+            lambda s, c, k, d, q, p: oracle_pair_update(s, c, k, d, q, variant, p),
             states,
             condition,
             keys.oracle,
@@ -158,7 +158,7 @@ def make_inner_step(variant: Variant, sizes: Sizes, holdout):
         if variant.n_holdout:
             states = when_any_due(
                 meta_due,
-                lambda s, r, d, q, p: holdout_meta_update(s, r, d, q, holdout, p),
+                lambda s, r, d, q, p: holdout_meta_update(s, r, d, q, holdout, variant, p),
                 states,
                 runs,
                 meta_due,

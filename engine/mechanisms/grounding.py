@@ -48,9 +48,12 @@ def noisy_preferences(values, index_a, index_b, noise_scale, key):
     return values[index_a] + noise[0] > values[index_b] + noise[1]
 
 
-def labelled_pairs(q_star, condition: Condition, index_a, index_b, key):
-    """Sequence pairs (by index into the 4096) with the labeller's labels, noise from `key`."""
+def labelled_pairs(q_star, condition: Condition, index_a, index_b, key, imperfect: bool):
+    """Sequence pairs (by index into the 4096) with the labeller's labels, noise from `key`;
+    [q*(a) > q*(b)] where the run's variant has no imperfect labeller (`imperfect` false)."""
     sequences = jnp.asarray(all_sequences())
+    if not imperfect:
+        return sequences[index_a], sequences[index_b], q_star[index_a] > q_star[index_b]
     scale = condition.oracle_noise * jnp.std(q_star)
     labels = noisy_preferences(labeller_values(q_star, condition), index_a, index_b, scale, key)
     return sequences[index_a], sequences[index_b], labels
@@ -63,8 +66,10 @@ def within_budget(state: RunState, condition: Condition, cost: int):
     return (budget == 0) | (cost <= budget - state.oracle_spent)
 
 
-def spend(state: RunState, condition: Condition, taken, cost: int) -> RunState:
+def spend(state: RunState, condition: Condition, taken, cost: int, budgeted: bool) -> RunState:
     """Count a step of `cost` comparisons against the budget where it was taken (under a budget
-    only, so the count never passes it)."""
+    only, so the count never passes it; nothing at all where the variant has no budget)."""
+    if not budgeted:
+        return state
     spent = state.oracle_spent + jnp.where(taken & (condition.oracle_budget > 0), cost, 0)
     return eqx.tree_at(lambda s: s.oracle_spent, state, spent)

@@ -15,6 +15,7 @@ from engine.core.keys import run_keys
 from engine.core.optim import tree_select
 from engine.core.state import RunInputs, RunState
 from engine.core.world import N_SEQUENCES
+from engine.knobs import Variant
 from engine.mechanisms.grounding import labelled_pairs, noise_key, spend, within_budget
 from engine.mechanisms.judge_steps import judge_pair_step, pair_loss
 
@@ -30,28 +31,29 @@ def holdout_pair_indices(n_holdout: int):
     )
 
 
-def holdout_labelled_pairs(run: RunInputs, q_star, holdout):
-    """The held-out pairs with the run's labels (the labeller's noise from the run's loop key)."""
-    return labelled_pairs(q_star, run.condition, *holdout, noise_key(run_keys(run.seed)["loop"]))
+def holdout_labelled_pairs(run: RunInputs, q_star, holdout, imperfect: bool):
+    """The held-out pairs with the run's labels (the labeller's noise from the run's loop key;
+    q* itself where the variant has no imperfect labeller)."""
+    return labelled_pairs(q_star, run.condition, *holdout, noise_key(run_keys(run.seed)["loop"]), imperfect)
 
 
-def holdout_accuracy(judges, run: RunInputs, q_star, holdout):
+def holdout_accuracy(judges, run: RunInputs, q_star, holdout, imperfect: bool):
     """Mean over the ensemble of each judge's pairwise accuracy on the held-out pairs."""
-    tokens_a, tokens_b, labels = holdout_labelled_pairs(run, q_star, holdout)
+    tokens_a, tokens_b, labels = holdout_labelled_pairs(run, q_star, holdout, imperfect)
     return jax.vmap(lambda judge: pair_loss(judge, tokens_a, tokens_b, labels)[1])(judges).mean()
 
 
-def holdout_meta_update(state: RunState, run: RunInputs, due, q_star, holdout, pull=None) -> RunState:
+def holdout_meta_update(state: RunState, run: RunInputs, due, q_star, holdout, variant: Variant, pull=None) -> RunState:
     """Measure each judge on the held-out pairs; one step on them where it is below threshold and
     the correction fits what is left of the iteration's `oracle_budget`.
 
     The accuracy and the step's gradient come from one forward pass over the held-out pairs.
     The step runs for a frozen judge too, as in the reference.
     """
-    tokens_a, tokens_b, labels = holdout_labelled_pairs(run, q_star, holdout)
+    tokens_a, tokens_b, labels = holdout_labelled_pairs(run, q_star, holdout, variant.imperfect_labeller)
     condition = run.condition
     n_holdout = len(labels)
-    fits = within_budget(state, condition, n_holdout)
+    fits = within_budget(state, condition, n_holdout) if variant.oracle_budgeted else True
 
     def one_judge(judge, opt_state, pretrained):
         member_pull = None if pull is None else (pretrained, pull.weight)
@@ -64,4 +66,4 @@ def holdout_meta_update(state: RunState, run: RunInputs, due, q_star, holdout, p
     judges, judge_opt, accuracy, kept = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, pretrained)
     meta_accuracy = jnp.where(due, accuracy.mean(), state.meta_accuracy)
     state = eqx.tree_at(lambda s: (s.judges, s.judge_opt, s.meta_accuracy), state, (judges, judge_opt, meta_accuracy))
-    return spend(state, condition, kept.any(), n_holdout)
+    return spend(state, condition, kept.any(), n_holdout, variant.oracle_budgeted)

@@ -93,11 +93,13 @@ def self_labelled_update(state: RunState, condition: Condition, key, due, batch_
 
 
 def oracle_pair_update(
-    state: RunState, condition: Condition, key, due, q_star, n_oracle_pairs: int, pull=None
+    state: RunState, condition: Condition, key, due, q_star, variant: Variant, pull=None
 ) -> RunState:
     """One judge step on n_oracle_pairs uniform pairs labelled by the q* labeller (`anchor_fraction`),
     counted against `oracle_budget` (`due` says the step fits it: `engine.mechanisms.grounding`)."""
+    n_oracle_pairs = variant.n_oracle_pairs
     index_a, index_b = jax.random.randint(key, (2, n_oracle_pairs), 0, N_SEQUENCES)
-    pairs = labelled_pairs(q_star, condition, index_a, index_b, noise_key(key))
+    pairs = labelled_pairs(q_star, condition, index_a, index_b, noise_key(key), variant.imperfect_labeller)
     mask = jnp.full((ensemble_size(state.judges),), due)
-    return spend(ensemble_pair_step(state, *pairs, mask, pull), condition, due, n_oracle_pairs)
+    state = ensemble_pair_step(state, *pairs, mask, pull)
+    return spend(state, condition, due, n_oracle_pairs, variant.oracle_budgeted)
