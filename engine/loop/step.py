@@ -97,7 +97,7 @@ def judge_stages(states, runs, q_stars, keys: StepKeys, judge_due, pull, variant
     )
     if variant.n_oracle_pairs:
         condition = runs.condition
-        fits = within_budget(states, condition, variant.n_oracle_pairs) if variant.oracle_budgeted else True
+        fits = within_budget(states, condition, variant.n_oracle_pairs, variant.oracle_budgeted)
         oracle_due = judge_due & (condition.anchor_fraction > 0) & fits
         states = when_any_due(
             oracle_due,

@@ -59,9 +59,11 @@ def labelled_pairs(q_star, condition: Condition, index_a, index_b, key, imperfec
     return sequences[index_a], sequences[index_b], labels
 
 
-def within_budget(state: RunState, condition: Condition, cost: int):
+def within_budget(state: RunState, condition: Condition, cost: int, budgeted: bool):
     """Does a q*-labelled step of `cost` comparisons fit what is left of this iteration's budget?
-    (One run, or a batch of runs: elementwise.)"""
+    (One run, or a batch of runs: elementwise; always, with no code, where the variant has no budget.)"""
+    if not budgeted:
+        return True
     budget = condition.oracle_budget
     return (budget == 0) | (cost <= budget - state.oracle_spent)
 

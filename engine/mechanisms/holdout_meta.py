@@ -53,7 +53,7 @@ def holdout_meta_update(state: RunState, run: RunInputs, due, q_star, holdout, v
     tokens_a, tokens_b, labels = holdout_labelled_pairs(run, q_star, holdout, variant.imperfect_labeller)
     condition = run.condition
     n_holdout = len(labels)
-    fits = within_budget(state, condition, n_holdout) if variant.oracle_budgeted else True
+    fits = within_budget(state, condition, n_holdout, variant.oracle_budgeted)
 
     def one_judge(judge, opt_state, pretrained):
         member_pull = None if pull is None else (pretrained, pull.weight)
