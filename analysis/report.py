@@ -5,7 +5,7 @@ Per-iteration figures and tables read the records that end each outer iteration
 also gets the within-iteration figure and its order-of-events table (`analysis.within`); a
 2-knob grid study gets its phase diagrams and their table (`analysis.phase`); a study with
 self-rewarding or bias records gets their figures (`analysis.overoptimisation`,
-`analysis.bias`). The published-condition comparisons (`best.png`, and `gap.png` beyond eight
+`analysis.bias`), and one with grounding conditions its answers and figures (`analysis.grounding`). The published-condition comparisons (`best.png`, and `gap.png` beyond eight
 conditions) are drawn only when some of those conditions are present; a grid study's headline
 and table use its reference cell as the baseline.
 
@@ -26,6 +26,8 @@ from analysis.bias import output_paths as bias_output_paths
 from analysis.data import present
 from analysis.figures import BEST, BOUNDS, comparison, headline, perception_gap, small_multiples
 from analysis.grid import find_grid
+from analysis.grounding import grounding_outputs, has_grounding_conditions
+from analysis.grounding import output_paths as grounding_output_paths
 from analysis.overoptimisation import overoptimisation, pair_gap
 from analysis.phase import PHASE_METRICS, phase_figures, reference_condition
 from analysis.tables import condition_table, write_csv, write_markdown
@@ -59,6 +61,8 @@ def output_paths(out_dir, stem: str, ds: xr.Dataset | None = None) -> list[Path]
     paths = [Path(out_dir) / f"{stem}_{name}" for name in names]
     if ds is not None and has_bias_records(ds):
         paths += bias_output_paths(out_dir, stem)
+    if ds is not None and has_grounding_conditions(ds):
+        paths += grounding_output_paths(out_dir, stem)
     return paths
 
 
@@ -110,4 +114,6 @@ def _draw_all(ds: xr.Dataset, out: Path, stem: str, baseline: str) -> list:
         written.append(write_csv(order_table(ds), paths["order.csv"]))
     if "phase_table.csv" in paths:
         written += phase_figures(by_iteration, out, stem)
+    if has_grounding_conditions(ds):
+        written += grounding_outputs(by_iteration, out, stem)
     return [path for path in written if path is not None]
