@@ -74,15 +74,25 @@ def rl_form(k: float = 1.0) -> Form:
 RL = rl_form()
 
 
+# A fall in R smaller than this part of max |R| is rounding: a curve that has flattened out (best-of-n
+# past n ≈ 1/π₀(top), where d stops moving) does not peak.
+ROUNDING = 1e-9
+
+
 @dataclass(frozen=True)
 class Fit:
-    """One run's least-squares fit of a form; data_peak: the largest R is not at the largest d."""
+    """One run's least-squares fit of a form, and what the data do.
+
+    fall: max R − R at the largest d (0 when R is largest there); data_peak: fall exceeds rounding
+    (ROUNDING·max |R|), so the gold score turns over within the data.
+    """
 
     alpha: float
     beta: float
     r_squared: float
     rmse: float
     peak_d: float
+    fall: float
     data_peak: bool
     n_points: int
 
@@ -112,14 +122,15 @@ def fit(d, gold_gain, form: Form) -> Fit:
     residual = r - design @ np.array([alpha, beta])
     total = np.sum((r - r.mean()) ** 2)
     ss_res = float(residual @ residual)
-    order = np.argsort(d, kind="stable")
+    fall = float(r.max() - r[np.argsort(d, kind="stable")[-1]])
     return Fit(
         alpha=float(alpha),
         beta=float(beta),
         r_squared=1.0 - ss_res / total if total > 0 else np.nan,
         rmse=float(np.sqrt(ss_res / d.size)),
         peak_d=float(form.peak(alpha, beta)),
-        data_peak=bool(np.argmax(r[order]) < d.size - 1),
+        fall=fall,
+        data_peak=fall > ROUNDING * np.abs(r).max(),
         n_points=int(d.size),
     )
 
@@ -171,7 +182,9 @@ def fit_best_of_n(curves: xr.Dataset, form: Form = BEST_OF_N, confidence: float 
     """Fit `form` to the best-of-n curves of `analysis.best_of_n.best_of_n_curves`, one run per seed.
 
     R = gold − initial_gold against d, at the n with d > 0 (n = 1 is π₀ itself, where every
-    form is 0 by definition). Seeds with NaN curves (diverged runs) are left out.
+    form is 0 by definition). Seeds with NaN curves (diverged runs) are left out. Past n ≈ 1/π₀(top
+    block) the exact KL saturates, so those n pile up at one d and weigh on the fit as repeats:
+    pass `curves.sel(n=slice(None, n_max))` to fit the range before that.
     """
     kept = curves.isel(seed=np.flatnonzero(np.isfinite(curves["d"]).all("n").values))
     if kept.sizes["seed"] == 0:

@@ -54,6 +54,18 @@ def test_data_peak_reads_the_data_not_the_fit():
     shuffled = np.random.default_rng(1).permutation(D.size)  # the order of the points does not matter
     again = fit(D[shuffled], BEST_OF_N.curve(D, 1.2, 0.4)[shuffled], BEST_OF_N)
     assert again.data_peak and again.alpha == pytest.approx(turning.alpha, rel=1e-12)
+    curve = BEST_OF_N.curve(D, 1.2, 0.4)
+    assert again.fall == pytest.approx(turning.fall) and turning.fall == pytest.approx(curve.max() - curve[-1])
+
+
+def test_a_curve_that_flattens_out_does_not_peak_but_a_small_real_fall_does():
+    """Best-of-n past n ≈ 1/π₀(top): d stops moving and R with it, up to rounding."""
+    d = np.concatenate([D, np.full(5, D[-1])])
+    plateau = np.concatenate([np.sqrt(D), np.sqrt(D[-1]) * (1 + 1e-15 * np.arange(-2, 3))])
+    flat = fit(d, plateau, BEST_OF_N)
+    assert not flat.data_peak and flat.fall < 1e-14
+    plateau[-1] -= 1e-3
+    assert fit(d, plateau, BEST_OF_N).data_peak
 
 
 def test_the_interval_over_runs_covers_the_mean_coefficient_95_percent_of_the_time():
