@@ -53,7 +53,7 @@ def _counts(n) -> np.ndarray:
 
 
 class Blocks:
-    """π and a value of interest summed over the blocks of equal judge score, in ascending score.
+    """The blocks of equal judge score, in ascending score, and π's mass on each (π normalised).
 
     mass: π(B); log_cdf: log F(B), accurate near 0 and near 1; share: π(B)/F(B) in [0, 1];
     block: the block of each sequence (in the caller's order).
