@@ -29,9 +29,11 @@ from analysis.stats import paired_difference
 from engine.host.output import write_atomically
 from engine.knobs import DEFAULTS
 
-GAP = "perception_gap"  # Σπ J − Σπ q*: how far the judge's view of the policy is from the truth
-METRICS = ("policy_quality", "judge_alignment", GAP, "policy_entropy")
-BIAS_METRICS = ("judge_bias", "policy_verbosity", "bias_cost", "policy_quality", "judge_alignment")
+GAP = "perception_gap"  # Σπ J − Σπ q*: how far the judge's view of the policy is from the truth, in J's units
+SCALE = "judge_quality_weight"  # w of the fit J ≈ c + w·q* + β·σ(q*)·f: the judge's score scale
+RELATIVE_BIAS = "relative_judge_bias"  # β/w: the judge's verbosity bias in σ(q*) per token, as a labeller's b
+METRICS = ("policy_quality", "judge_alignment", GAP, SCALE, "policy_entropy")
+BIAS_METRICS = (RELATIVE_BIAS, "judge_bias", "policy_verbosity", "bias_cost", "policy_quality", "judge_alignment")
 REFERENCE = "fresh_asymmetric_10"  # the slow judge without grounding: what a grounded correction must beat
 GROUNDING_KNOBS = ("judge_data", "oracle_noise", "oracle_bias", "oracle_budget")
 OUTPUTS = ("judge_data.png", "break_even.png", "answers.md")
@@ -44,9 +46,13 @@ def has_grounding_conditions(ds: xr.Dataset) -> bool:
 
 
 def with_gap(ds: xr.Dataset) -> xr.Dataset:
-    """Diverged runs masked, plus the perception gap Σπ J − Σπ q* as a variable."""
+    """Diverged runs masked, plus the perception gap Σπ J − Σπ q* and, where the bias fit is recorded,
+    the judge's bias relative to its scale, β/w (a judge scoring w·(q* + b·σ·f) has β/w = b)."""
     masked = mask_diverged(ds)
-    return masked.assign({GAP: masked["judge_perceived_quality"] - masked["policy_quality"]})
+    masked = masked.assign({GAP: masked["judge_perceived_quality"] - masked["policy_quality"]})
+    if "judge_bias" in masked and SCALE in masked:
+        masked = masked.assign({RELATIVE_BIAS: masked["judge_bias"] / masked[SCALE]})
+    return masked
 
 
 def partner(ds: xr.Dataset, condition: str, **changes) -> str | None:
@@ -80,7 +86,7 @@ def judge_data_effects(ds: xr.Dataset) -> list[dict]:
         if fresh is None:
             continue
         row = {"condition": condition, "against": fresh}
-        for metric in METRICS:
+        for metric in (m for m in METRICS if m in data):
             row[f"final_{metric}"] = paired_difference(_final(data, condition, metric), _final(data, fresh, metric))
             row[f"mean_{metric}"] = paired_difference(
                 _over_run(data, condition, metric), _over_run(data, fresh, metric)
@@ -184,6 +190,8 @@ NAMES = {
     "policy_quality": "quality",
     "judge_alignment": "alignment",
     GAP: "perceived − real",
+    SCALE: "judge scale w",
+    RELATIVE_BIAS: "judge bias β/w",
     "policy_entropy": "entropy",
     "judge_bias": "judge bias",
     "policy_verbosity": "verbosity",
@@ -207,10 +215,11 @@ def grounding_markdown(ds: xr.Dataset, reference: str = REFERENCE) -> str:
     effects = judge_data_effects(ds)
     if effects:
         lines += ["", "## Accumulated or windowed judge data against fresh", ""]
-        header = [f"final Δ {NAMES[m]}" for m in METRICS] + [f"Δ {NAMES[m]} over iterations 1..T" for m in METRICS[1:3]]
+        finals = [m for m in METRICS if f"final_{m}" in effects[0]]
+        header = [f"final Δ {NAMES[m]}" for m in finals] + [f"Δ {NAMES[m]} over iterations 1..T" for m in METRICS[1:3]]
         lines += ["| condition | against | n | " + " | ".join(header) + " |", "|" + " --- |" * (3 + len(header))]
         for row in effects:
-            cells = [estimate(row[f"final_{m}"]) for m in METRICS] + [estimate(row[f"mean_{m}"]) for m in METRICS[1:3]]
+            cells = [estimate(row[f"final_{m}"]) for m in finals] + [estimate(row[f"mean_{m}"]) for m in METRICS[1:3]]
             n_pairs = row["final_policy_quality"].n
             lines.append(f"| {row['condition']} | {row['against']} | {n_pairs} | " + " | ".join(cells) + " |")
     series = noise_series(ds, reference)
