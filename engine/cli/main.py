@@ -1,4 +1,4 @@
-"""`coevo run | figures | claims | compare | verify | knobs | bench`: the lab's command line.
+"""`coevo run | merge | figures | claims | compare | verify | knobs | bench`: the lab's command line.
 
 Every input is checked before JAX compiles anything: a bad input prints one line on
 stderr and exits with status 2, having written nothing. Results are written atomically
@@ -90,11 +90,12 @@ def _warn_leftovers(out: Path):
 
 def bad_input() -> tuple[type[Exception], ...]:
     """The errors that mean a bad input (one line, exit 2); imported late, after the signal handlers."""
+    from engine.host.merge import MergeError
     from engine.host.output import OutputError
     from engine.host.results import ResultsFileError
     from engine.host.study import StudyError
 
-    return StudyError, InputError, OutputError, ResultsFileError, FileExistsError
+    return StudyError, InputError, OutputError, ResultsFileError, MergeError, FileExistsError
 
 
 def print_warnings(warnings) -> None:
@@ -144,6 +145,24 @@ def command_run(args) -> int:
             raise
     print("\n".join(summary_lines(ds)))
     print(f"wrote {out}")
+    return 0
+
+
+def command_merge(args) -> int:
+    import engine
+    from engine.host.merge import merge, parts_of
+    from engine.host.output import check_output
+
+    paths = [Path(p) for p in args.paths]
+    check_output(args.out, force=args.force, inputs={path: "an input results file" for path in paths})
+    merged = merge(paths)
+    for warning in merged.warnings:
+        print(f"coevo: warning: {warning}", file=sys.stderr)
+    ds = merged.dataset
+    engine.save(ds, args.out, force=args.force)
+    n_parts = len(parts_of(ds))
+    print(f"{ds.attrs['study_name']}: {ds.sizes['condition']} conditions x {ds.sizes['seed']} seeds, {n_parts} parts")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -208,34 +227,46 @@ def command_compare(args) -> int:
 
 
 def command_verify(args) -> int:
-    import jax
-
     import engine
-    from engine.host.provenance import provenance
-    from engine.host.verify import compare, file_layout, likely_causes, rerun
+    from engine.host.verify import file_layouts
 
     if args.iterations < 1:
         raise InputError(f"--iterations {args.iterations}: must be at least 1")
     path = Path(args.path)
     ds = engine.load(path)
-    layout = file_layout(ds)
+    layouts = file_layouts(ds)
+    labels = [str(path)]
+    if len(layouts) > 1:  # a merged file
+        parts = [layout.recorded for layout in layouts]
+        labels = [f"{path}, part {i} of {len(parts)} ({p['path']}, seeds {p['seeds']})" for i, p in enumerate(parts, 1)]
+    verdicts = [_verify_part(ds, layout, label, args.iterations) for layout, label in zip(layouts, labels, strict=True)]
+    return 0 if all(verdicts) else 1
+
+
+def _verify_part(ds, layout, label: str, iterations: int) -> bool:
+    """Rerun one part of a file (the whole file unless it was merged) and say whether it is bit-identical."""
+    import jax
+
+    from engine.host.provenance import provenance
+    from engine.host.verify import compare, likely_causes, rerun
+
     devices = jax.devices()
     if len(devices) < layout.n_devices:
-        print(f"coevo: warning: the file ran on {layout.n_devices} devices, this machine exposes {len(devices)}")
+        print(f"coevo: warning: {label} ran on {layout.n_devices} devices, this machine exposes {len(devices)}")
     devices = devices[: layout.n_devices]
     n_runs = ds.sizes["condition"] * len(layout.seeds)
     print(
-        f"{path}: rerunning {ds.sizes['condition']} conditions x {len(layout.seeds)} seeds = {n_runs} runs, "
-        f"{args.iterations} iterations, sub-batches of {layout.sub_batch} on {len(devices)} devices"
+        f"{label}: rerunning {ds.sizes['condition']} conditions x {len(layout.seeds)} seeds = {n_runs} runs, "
+        f"{iterations} iterations, sub-batches of {layout.sub_batch} on {len(devices)} devices"
     )
-    verdict = compare(ds, rerun(ds, devices, args.iterations))
+    verdict = compare(ds, rerun(ds, layout, devices, iterations))
     if verdict.identical:
         print(f"bit-identical ({verdict.compared} values)")
-        return 0
+        return True
     print(f"differs: {verdict.differing_runs} runs, largest difference {verdict.largest:.3g}, first at {verdict.first}")
-    causes = likely_causes(ds.attrs, provenance(devices))
+    causes = likely_causes(layout.recorded, provenance(devices))
     print("likely cause: " + ("; ".join(causes) if causes else "none recorded differs (please report it)"))
-    return 1
+    return False
 
 
 def command_knobs(args) -> int:
@@ -277,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--join-timeout", type=float, default=JOIN_TIMEOUT, help=f"multi-host: seconds to wait (default {JOIN_TIMEOUT})"
     )
     run.set_defaults(handler=command_run)
+
+    merge = commands.add_parser("merge", help="merge results files of one study's seed ranges into one file")
+    merge.add_argument("paths", nargs="+", metavar="FILE", help="results files of one study and engine, seeds disjoint")
+    merge.add_argument("--out", required=True, help="the merged results file")
+    merge.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    merge.set_defaults(handler=command_merge)
 
     figures = commands.add_parser("figures", help="figures and tables next to a results file")
     figures.add_argument("path", help="a results file written by 'coevo run'")
