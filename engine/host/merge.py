@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from engine.host.inputs import parse_seeds, seed_ranges
-from engine.host.provenance import ENGINE_FACTS
+from engine.host.provenance import ENGINE_FACTS, commit_is_uncertain
 from engine.host.results import ResultsFileError, load, study_of
 
 STUDY_ATTRS = ("study_name", "study", "warnings")
@@ -79,10 +79,9 @@ def _check_same_study(first: Path, a: xr.Dataset, path: Path, b: xr.Dataset):
         raise MergeError(
             f"{path}: study {b.attrs.get('study_name')!r}, {first} study {a.attrs.get('study_name')!r}: not one study"
         )
-    if list(a.condition.values) != list(b.condition.values):
-        raise MergeError(
-            f"{path}: conditions {list(b.condition.values)}, {first} {list(a.condition.values)}: not one study"
-        )
+    conditions = [[str(c) for c in ds.condition.values] for ds in (a, b)]
+    if conditions[0] != conditions[1]:
+        raise MergeError(f"{path}: conditions {conditions[1]}, {first} {conditions[0]}: not one study")
     for name in {**b.coords, **a.coords}:
         if "seed" in (a.coords[name] if name in a.coords else b.coords[name]).dims:
             continue
@@ -91,10 +90,10 @@ def _check_same_study(first: Path, a: xr.Dataset, path: Path, b: xr.Dataset):
             raise MergeError(
                 f"{path}: coordinate {name!r} only in one of it and {first} (not in {where}): not one study"
             )
-        if a[name].equals(b[name]):
+        if a[name].variable.equals(b[name].variable):
             continue
         if a[name].dims == ("condition",):
-            condition = next(c for c, x, y in zip(a.condition.values, a[name].values, b[name].values) if x != y)
+            condition = next(str(c) for c, x, y in zip(a.condition.values, a[name].values, b[name].values) if x != y)
             raise MergeError(
                 f"{path}: condition {condition!r} has {name} = {b[name].sel(condition=condition).item()!r}, "
                 f"in {first} {a[name].sel(condition=condition).item()!r}: not one study"
@@ -122,15 +121,6 @@ def _check_disjoint(paths: list[Path], datasets: list[xr.Dataset]):
             named = ", ".join(map(str, shared[:SEEDS_SHOWN])) + more
             raise MergeError(f"{path}: seeds {named} are also in {owner[shared[0]]}: parts must not overlap")
         owner.update(dict.fromkeys(seeds, path))
-
-
-def _uncertain_engine(commit: str) -> list[str]:
-    if commit == "unknown" or commit.endswith("-dirty"):
-        return [
-            f"the parts record the engine commit {commit!r}: an engine with uncommitted changes (or outside git) "
-            "may have run other code in each part"
-        ]
-    return []
 
 
 def merge(paths) -> Merged:
@@ -169,4 +159,6 @@ def merge(paths) -> Merged:
         **{timing: float(sum(part[timing] for part in parts)) for timing in TIMINGS if all(timing in p for p in parts)},
         "parts": json.dumps(parts),
     }
-    return Merged(merged, _uncertain_engine(str(first["git_commit"])))
+    commit = str(first["git_commit"])
+    uncertain = f"the parts record engine {commit!r}: whether they ran the same code is not recorded"
+    return Merged(merged, [uncertain] if commit_is_uncertain(commit) else [])

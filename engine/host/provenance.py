@@ -55,6 +55,11 @@ def git_commit() -> str:
         return "unknown"
 
 
+def commit_is_uncertain(commit: str) -> bool:
+    """A recorded commit that does not pin the engine's code: uncommitted changes ('-dirty'), or no git."""
+    return commit == "unknown" or commit.endswith("-dirty")
+
+
 def devices_text(devices) -> str:
     return ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in devices})) + f" x{len(devices)}"
 
