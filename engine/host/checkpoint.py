@@ -56,7 +56,7 @@ class Progress:
         """What it holds, in words."""
         text = f"{self.chunks} of {self.n_chunks} chunks of seeds"
         if self.iterations:
-            text += f" and {self.iterations} outer iterations of chunk {self.chunks + 1}"
+            text += f", and chunk {self.chunks + 1} up to outer iteration {self.iterations}"
         return text
 
     def history_records(self) -> list[list[dict]]:
