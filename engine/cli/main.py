@@ -135,18 +135,18 @@ def command_run(args) -> int:
     resolved = engine.resolve(study, seeds)
     print_warnings(resolved.warnings)
     out = Path(args.out) if args.out else Path("data") / f"{resolved.name}.nc"
+    checkpoint = None if multi_host else Checkpoint(out, every=args.checkpoint_every)
+    resumed_chunks = checkpoint.chunk_size() if args.resume and checkpoint is not None else None
+    for line in estimate_or_refuse(resolved, args.max_runs_per_chunk or resumed_chunks):
+        print(line)
     if not args.out:
         out.parent.mkdir(exist_ok=True)
     check_output(out, force=args.force, inputs={source: "the study's source file"})
     writer = jax.process_index() == 0  # multi-host: every process holds the whole Dataset; one writes it
-    checkpoint = None if multi_host else Checkpoint(out, every=args.checkpoint_every)
     n_runs = len(resolved.conditions) * len(resolved.seeds)
     with reserve(out) if writer else nullcontext():
         _warn_leftovers(out)
         resumed = _checkpoint_to_resume(checkpoint, args.resume)
-        max_runs = args.max_runs_per_chunk or (resumed.layout["max_runs_per_chunk"] if resumed else None)
-        for line in estimate_or_refuse(resolved, max_runs):
-            print(line)
         print(f"{resolved.name}: {len(resolved.conditions)} conditions x {len(resolved.seeds)} seeds = {n_runs} runs")
         if resumed:
             print(f"resuming from {checkpoint.path}: {checkpoint.kept} finished")

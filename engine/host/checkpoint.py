@@ -137,6 +137,15 @@ class Checkpoint:
             self.kept = self._loaded.described()
         return self._loaded
 
+    def chunk_size(self) -> int | None:
+        """The chunk size (max_runs_per_chunk) of the run that wrote the checkpoint, read without its
+        arrays; None where there is none or it cannot be read (`load` says why)."""
+        try:
+            with np.load(self.path, allow_pickle=False) as archive:
+                return int(json.loads(str(archive[META]))["layout"]["max_runs_per_chunk"])
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            return None
+
     def due(self) -> bool:
         """Whether `every` seconds have passed since the last save (or since the run began)."""
         return time.monotonic() - self._last_save >= self.every
