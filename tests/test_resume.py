@@ -47,12 +47,13 @@ class StopAfterSaving(Checkpoint):
             raise KeyboardInterrupt
 
 
-# Three outer iterations, three chunks: saves 1 and 2 within chunk 1, save 3 at its end, and so on.
+# Three outer iterations, three chunks: saves 1 and 2 within chunk 1, save 3 at its end, and so on;
+# none at the end of the last (the results file follows).
 STOPS = {
     1: "0 of 3 chunks of seeds, and chunk 1 up to outer iteration 1",
     3: "1 of 3 chunks of seeds",
     5: "1 of 3 chunks of seeds, and chunk 2 up to outer iteration 2",
-    9: "3 of 3 chunks of seeds",
+    8: "2 of 3 chunks of seeds, and chunk 3 up to outer iteration 2",
 }
 
 

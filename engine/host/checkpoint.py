@@ -1,9 +1,9 @@
 """What a run has finished, kept next to its output (`<out>.checkpoint`) so that a stopped run
 (Ctrl-C, SIGTERM, a lost machine) loses little: `coevo run ... --resume` goes on from it.
 
-The runner saves the checkpoint after every chunk of seeds, and after an outer iteration once
-`every` seconds have passed since the last save; `coevo run` removes it once the results file is
-written. It is an .npz archive written atomically (engine.host.output), so a stop while it is
+The runner saves the checkpoint after every chunk of seeds but the last, and after an outer
+iteration once `every` seconds have passed since the last save; `coevo run` removes it once the
+results file is written. It is an .npz archive written atomically (engine.host.output), so a stop while it is
 written leaves the one before. It holds the finished chunks' records and pretraining outcomes,
 the saved distributions so far, and, of the chunk in progress, its records and every run's state
 after its last finished outer iteration. A resumed run repeats that chunk's judge pretraining and
@@ -72,7 +72,9 @@ class Progress:
         leaves, tree = jax.tree.flatten(fresh)
         shapes = [(leaf.shape, leaf.dtype) for leaf in leaves]
         if shapes != [(saved.shape, saved.dtype) for saved in self.states]:
-            raise CheckpointError("the checkpoint's run states do not fit this run's program")
+            raise CheckpointError(
+                "the checkpoint's run states do not fit this run's program (the engine's code changed uncommitted?)"
+            )
         return jax.tree.unflatten(
             tree, [jax.device_put(saved, leaf.sharding) for saved, leaf in zip(self.states, leaves, strict=True)]
         )

@@ -169,7 +169,7 @@ def run_study(
     per_fetch = records_per_fetch(n_records, n_runs, saves_distributions)
     offsets = np.cumsum([0] + [len(plan.seeds) for plan in plans])  # each chunk's first seed in the study
     compile_start = time.perf_counter()
-    compiled = compile_program(program, plans[0].program_inputs()) if done.chunks < len(plans) else None
+    compiled = compile_program(program, plans[0].program_inputs())
     compile_seconds = time.perf_counter() - compile_start
 
     per_chunk = [done.finished] if done.chunks else []
@@ -230,7 +230,7 @@ def run_study(
                     checkpoint.save(progress_now(index, outer + 1, history, states))
             outcome = plan.pretrain_outcome(*fetch((pretrained.steps, pretrained.alignment)))
             per_chunk.append({**plan.scatter(trajectories(history)), **outcome})
-            if checkpoint is not None:
+            if checkpoint is not None and index < len(plans) - 1:  # after the last, the results file
                 checkpoint.save(progress_now(index + 1))
     arrays = {**concatenate_chunks(per_chunk, n_seeds), **(store.arrays if store else {})}
     return make_dataset(resolved, arrays, seconds(), layout, devices, done.made_by)
