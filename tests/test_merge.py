@@ -123,7 +123,7 @@ def test_a_results_file_that_records_no_study_is_refused(parts, capsys, results_
     out = parts / "refused.nc"
     assert main(["merge", str(parts / "low.nc"), str(foreign), "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
-        f"coevo: error: {foreign}: does not record study, engine_version, jax_version, jaxlib_version, git_commit, "
-        "isa_pin, xla_flags: cannot tell which study or engine made it\n"
+        f"coevo: error: {foreign}: does not record study_name, study, engine_version, jax_version, jaxlib_version, "
+        "git_commit, isa_pin, xla_flags: cannot tell which study or engine made it\n"
     )
     assert not out.exists()

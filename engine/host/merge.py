@@ -61,7 +61,7 @@ def parts_of(ds: xr.Dataset, path=None) -> list[dict]:
 def _check_is_a_run(path: Path, ds: xr.Dataset):
     """A results file written by `coevo run` (or merged): it records its study and engine, and every
     variable is per run."""
-    missing = [key for key in ("study", *ENGINE_FACTS) if key not in ds.attrs]
+    missing = [key for key in ("study_name", "study", *ENGINE_FACTS) if key not in ds.attrs]
     if missing:
         raise ResultsFileError(
             f"{path}: does not record {', '.join(missing)}: cannot tell which study or engine made it"
@@ -75,9 +75,9 @@ def _check_is_a_run(path: Path, ds: xr.Dataset):
 
 def _check_same_study(first: Path, a: xr.Dataset, path: Path, b: xr.Dataset):
     """Same name, conditions, knobs (the knob coordinates), record layout (every other coordinate) and variables."""
-    if a.attrs.get("study_name") != b.attrs.get("study_name"):
+    if a.attrs["study_name"] != b.attrs["study_name"]:
         raise MergeError(
-            f"{path}: study {b.attrs.get('study_name')!r}, {first} study {a.attrs.get('study_name')!r}: not one study"
+            f"{path}: study {b.attrs['study_name']!r}, {first} study {a.attrs['study_name']!r}: not one study"
         )
     conditions = [[str(c) for c in ds.condition.values] for ds in (a, b)]
     if conditions[0] != conditions[1]:
@@ -86,10 +86,8 @@ def _check_same_study(first: Path, a: xr.Dataset, path: Path, b: xr.Dataset):
         if "seed" in (a.coords[name] if name in a.coords else b.coords[name]).dims:
             continue
         if name not in a.coords or name not in b.coords:
-            where = first if name not in a.coords else path
-            raise MergeError(
-                f"{path}: coordinate {name!r} only in one of it and {first} (not in {where}): not one study"
-            )
+            has, lacks = (path, first) if name in b.coords else (first, path)
+            raise MergeError(f"{path}: coordinate {name!r} is in {has}, not in {lacks}: not one study")
         if a[name].variable.equals(b[name].variable):
             continue
         if a[name].dims == ("condition",):
