@@ -4,7 +4,7 @@ or where it differs and which recorded facts differ (the likely causes)."""
 import engine
 from engine.cli.main import main
 from engine.host.provenance import provenance
-from engine.host.verify import compare, file_layout, likely_causes, rerun
+from engine.host.verify import compare, file_layouts, likely_causes, rerun
 
 CONDITIONS = {"baseline": {}, "slow": {"judge_update_every": 2}}
 
@@ -13,9 +13,9 @@ def test_a_fresh_file_verifies_bit_identical_and_a_changed_one_does_not(small, t
     import jax
 
     ds = engine.run_study(small(CONDITIONS, seeds=[3, 4, 5]))
-    layout = file_layout(ds)
+    (layout,) = file_layouts(ds)
     assert layout.seeds == [3, 4, 5] and layout.n_devices == len(jax.devices()) and layout.sub_batch >= 2
-    again = rerun(ds, jax.devices(), iterations=2)
+    again = rerun(ds, layout, jax.devices(), iterations=2)
     assert again.sizes["iteration"] == 3
     assert compare(ds, again).identical
 

@@ -1,4 +1,4 @@
-"""`coevo run | figures | claims | compare | verify | knobs | bench`: the lab's command line.
+"""`coevo run | merge | figures | claims | compare | verify | knobs | bench`: the lab's command line.
 
 Every input is checked before JAX compiles anything: a bad input prints one line on
 stderr and exits with status 2, having written nothing. Results are written atomically
@@ -90,11 +90,13 @@ def _warn_leftovers(out: Path):
 
 def bad_input() -> tuple[type[Exception], ...]:
     """The errors that mean a bad input (one line, exit 2); imported late, after the signal handlers."""
+    from engine.host.checkpoint import CheckpointError
+    from engine.host.merge import MergeError
     from engine.host.output import OutputError
     from engine.host.results import ResultsFileError
     from engine.host.study import StudyError
 
-    return StudyError, InputError, OutputError, ResultsFileError, FileExistsError
+    return StudyError, InputError, OutputError, ResultsFileError, MergeError, CheckpointError, FileExistsError
 
 
 def print_warnings(warnings) -> None:
@@ -113,19 +115,30 @@ def command_run(args) -> int:
     import jax
 
     import engine
+    from engine.host.checkpoint import Checkpoint
     from engine.host.estimate import estimate_or_refuse
     from engine.host.output import check_output, reserve
 
     if args.max_runs_per_chunk is not None and args.max_runs_per_chunk < 1:
         raise InputError(f"--max-runs-per-chunk {args.max_runs_per_chunk}: must be at least 1")
+    if args.checkpoint_every < 0:
+        raise InputError(f"--checkpoint-every {args.checkpoint_every:g}: must be at least 0 (seconds)")
+    multi_host = jax.process_count() > 1
+    if args.resume and multi_host:
+        raise InputError(
+            "--resume: a multi-host run keeps no checkpoint (process 0's would not reach the others); "
+            "run seed ranges apart and `coevo merge` them"
+        )
     source = find_study(args.study)
     study = load_study(args.study)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     resolved = engine.resolve(study, seeds)
     print_warnings(resolved.warnings)
-    for line in estimate_or_refuse(resolved, args.max_runs_per_chunk):
-        print(line)
     out = Path(args.out) if args.out else Path("data") / f"{resolved.name}.nc"
+    checkpoint = None if multi_host else Checkpoint(out, every=args.checkpoint_every)
+    resumed_chunks = checkpoint.chunk_size() if args.resume and checkpoint is not None else None
+    for line in estimate_or_refuse(resolved, args.max_runs_per_chunk or resumed_chunks):
+        print(line)
     if not args.out:
         out.parent.mkdir(exist_ok=True)
     check_output(out, force=args.force, inputs={source: "the study's source file"})
@@ -133,17 +146,75 @@ def command_run(args) -> int:
     n_runs = len(resolved.conditions) * len(resolved.seeds)
     with reserve(out) if writer else nullcontext():
         _warn_leftovers(out)
+        resumed = _checkpoint_to_resume(checkpoint, args.resume)
         print(f"{resolved.name}: {len(resolved.conditions)} conditions x {len(resolved.seeds)} seeds = {n_runs} runs")
+        if resumed:
+            print(f"resuming from {checkpoint.path}: {checkpoint.kept} finished")
         try:
-            ds = engine.run_study(resolved, progress=not args.quiet, max_runs_per_chunk=args.max_runs_per_chunk)
+            ds = engine.run_study(
+                resolved, progress=not args.quiet, max_runs_per_chunk=args.max_runs_per_chunk, checkpoint=checkpoint
+            )
             if not writer:
                 return 0
             engine.save(ds, out, force=args.force)
+            if checkpoint is not None:
+                checkpoint.remove()
         except KeyboardInterrupt as stop:
-            stop.add_note(f"nothing written to {out}; the {n_runs} runs in progress are lost")
+            lost = f"the {n_runs} runs in progress are lost"
+            if checkpoint is not None and checkpoint.kept:
+                lost = (
+                    f"what it finished ({checkpoint.kept}) is kept in {checkpoint.path}: add --resume to go on from it"
+                )
+            stop.add_note(f"nothing written to {out}; {lost}")
             raise
     print("\n".join(summary_lines(ds)))
     print(f"wrote {out}")
+    return 0
+
+
+def _checkpoint_to_resume(checkpoint, resume: bool):
+    """The progress saved by an earlier run to the same output, if --resume; refused without it
+    (neither silently reused nor overwritten)."""
+    from engine.host.checkpoint import CheckpointError
+    from engine.host.provenance import commit_is_uncertain
+
+    if checkpoint is None or not checkpoint.exists():
+        if resume:
+            print(
+                "coevo: note: --resume: no checkpoint of an earlier run; starting from the beginning", file=sys.stderr
+            )
+        return None
+    if not resume:
+        raise CheckpointError(
+            f"{checkpoint.path}: an earlier run to this output was stopped and kept what it finished here; "
+            "add --resume to go on from it, or delete it to start over"
+        )
+    resumed = checkpoint.load()
+    commit = resumed.made_by.get("git_commit", "unknown")
+    if commit_is_uncertain(commit):
+        print(
+            f"coevo: warning: the run began with engine {commit!r}: whether this session runs the same code is "
+            "not recorded",
+            file=sys.stderr,
+        )
+    return resumed
+
+
+def command_merge(args) -> int:
+    import engine
+    from engine.host.merge import merge, parts_of
+    from engine.host.output import check_output
+
+    paths = [Path(p) for p in args.paths]
+    check_output(args.out, force=args.force, inputs={path: "an input results file" for path in paths})
+    merged = merge(paths)
+    for warning in merged.warnings:
+        print(f"coevo: warning: {warning}", file=sys.stderr)
+    ds = merged.dataset
+    engine.save(ds, args.out, force=args.force)
+    n_parts = len(parts_of(ds))
+    print(f"{ds.attrs['study_name']}: {ds.sizes['condition']} conditions x {ds.sizes['seed']} seeds, {n_parts} parts")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -208,34 +279,46 @@ def command_compare(args) -> int:
 
 
 def command_verify(args) -> int:
-    import jax
-
     import engine
-    from engine.host.provenance import provenance
-    from engine.host.verify import compare, file_layout, likely_causes, rerun
+    from engine.host.verify import file_layouts
 
     if args.iterations < 1:
         raise InputError(f"--iterations {args.iterations}: must be at least 1")
     path = Path(args.path)
     ds = engine.load(path)
-    layout = file_layout(ds)
+    layouts = file_layouts(ds)
+    labels = [str(path)]
+    if len(layouts) > 1:  # a merged file
+        parts = [layout.recorded for layout in layouts]
+        labels = [f"{path}, part {i} of {len(parts)} ({p['path']}, seeds {p['seeds']})" for i, p in enumerate(parts, 1)]
+    verdicts = [_verify_part(ds, layout, label, args.iterations) for layout, label in zip(layouts, labels, strict=True)]
+    return 0 if all(verdicts) else 1
+
+
+def _verify_part(ds, layout, label: str, iterations: int) -> bool:
+    """Rerun one part of a file (the whole file unless it was merged) and say whether it is bit-identical."""
+    import jax
+
+    from engine.host.provenance import provenance
+    from engine.host.verify import compare, likely_causes, rerun
+
     devices = jax.devices()
     if len(devices) < layout.n_devices:
-        print(f"coevo: warning: the file ran on {layout.n_devices} devices, this machine exposes {len(devices)}")
+        print(f"coevo: warning: {label} ran on {layout.n_devices} devices, this machine exposes {len(devices)}")
     devices = devices[: layout.n_devices]
     n_runs = ds.sizes["condition"] * len(layout.seeds)
     print(
-        f"{path}: rerunning {ds.sizes['condition']} conditions x {len(layout.seeds)} seeds = {n_runs} runs, "
-        f"{args.iterations} iterations, sub-batches of {layout.sub_batch} on {len(devices)} devices"
+        f"{label}: rerunning {ds.sizes['condition']} conditions x {len(layout.seeds)} seeds = {n_runs} runs, "
+        f"{iterations} iterations, sub-batches of {layout.sub_batch} on {len(devices)} devices"
     )
-    verdict = compare(ds, rerun(ds, devices, args.iterations))
+    verdict = compare(ds, rerun(ds, layout, devices, iterations))
     if verdict.identical:
         print(f"bit-identical ({verdict.compared} values)")
-        return 0
+        return True
     print(f"differs: {verdict.differing_runs} runs, largest difference {verdict.largest:.3g}, first at {verdict.first}")
-    causes = likely_causes(ds.attrs, provenance(devices))
+    causes = likely_causes(layout.recorded, provenance(devices))
     print("likely cause: " + ("; ".join(causes) if causes else "none recorded differs (please report it)"))
-    return 1
+    return False
 
 
 def command_knobs(args) -> int:
@@ -257,6 +340,7 @@ def command_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.host.checkpoint import CHECKPOINT_SECONDS
     from engine.host.devices import JOIN_TIMEOUT
     from engine.host.verify import ITERATIONS as VERIFY_ITERATIONS
 
@@ -270,6 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="overwrite an existing output file")
     run.add_argument("--max-runs-per-chunk", type=int, default=None, help="split larger studies into chunks")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--resume", action="store_true", help="go on from the checkpoint <out>.checkpoint of a run that was stopped"
+    )
+    run.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=CHECKPOINT_SECONDS,
+        metavar="SECONDS",
+        help="save progress after an outer iteration once SECONDS have passed since the last save "
+        f"(default {CHECKPOINT_SECONDS:g}; it is saved after every chunk of seeds as well)",
+    )
     run.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0 (see docs/performance.md)")
     run.add_argument("--num-processes", type=int, help="multi-host: number of processes")
     run.add_argument("--process-id", type=int, help="multi-host: this process's index")
@@ -277,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--join-timeout", type=float, default=JOIN_TIMEOUT, help=f"multi-host: seconds to wait (default {JOIN_TIMEOUT})"
     )
     run.set_defaults(handler=command_run)
+
+    merge = commands.add_parser("merge", help="merge results files of one study's seed ranges into one file")
+    merge.add_argument("paths", nargs="+", metavar="FILE", help="results files of one study and engine, seeds disjoint")
+    merge.add_argument("--out", required=True, help="the merged results file")
+    merge.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    merge.set_defaults(handler=command_merge)
 
     figures = commands.add_parser("figures", help="figures and tables next to a results file")
     figures.add_argument("path", help="a results file written by 'coevo run'")

@@ -78,3 +78,15 @@ def parse_seeds(text: str) -> list[int]:
     if count > MAX_SEEDS:
         raise InputError(f"--seeds {text!r}: {count} seeds; a study takes at most {MAX_SEEDS}")
     return [seed for low, high in ranges for seed in range(low, high + 1)]
+
+
+def seed_ranges(seeds) -> str:
+    """Seeds as `parse_seeds` reads them back, in their order, runs of consecutive seeds as ranges:
+    [0, 1, 2, 9] -> '0-2,9'; [3, 1, 2] -> '3,1-2'."""
+    seeds = [int(seed) for seed in seeds]
+    starts = [i for i, seed in enumerate(seeds) if i == 0 or seed != seeds[i - 1] + 1]
+    ends = starts[1:] + [len(seeds)]
+    return ",".join(
+        str(seeds[start]) if end - start == 1 else f"{seeds[start]}-{seeds[end - 1]}"
+        for start, end in zip(starts, ends, strict=True)
+    )

@@ -13,6 +13,8 @@ import jaxlib
 ENGINE_VERSION = "0.1.0"
 # The instruction-set extensions that decide which vector code a CPU can run.
 ISA_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile")
+# What decides a run's bits apart from its machine and layout: the parts of a merged file agree on these.
+ENGINE_FACTS = ("engine_version", "jax_version", "jaxlib_version", "git_commit", "isa_pin", "xla_flags")
 
 
 def _cpuinfo_field(name: str) -> str | None:
@@ -51,6 +53,11 @@ def git_commit() -> str:
         return git("rev-parse", "HEAD").strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def commit_is_uncertain(commit: str) -> bool:
+    """A recorded commit that does not pin the engine's code: uncommitted changes ('-dirty'), or no git."""
+    return commit == "unknown" or commit.endswith("-dirty")
 
 
 def devices_text(devices) -> str:

@@ -10,6 +10,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from engine.core.world import N_SEQUENCES
+from engine.host.checkpoint import Checkpoint, Progress, check_resumable
 from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
 from engine.host.chunks import seed_chunks
 from engine.host.devices import fetch
@@ -83,6 +84,15 @@ class DistributionStore:
                 stored[:, seed_offset : seed_offset + n_seeds, 0 if self.final else record] = values[:, :n_seeds]
         return [drop_distributions(group) for group in groups]
 
+    def first_seeds(self, n_seeds: int) -> dict:
+        """The arrays at the study's first `n_seeds` seeds (what a checkpoint keeps)."""
+        return {name: values[:, :n_seeds] for name, values in self.arrays.items()}
+
+    def restore(self, arrays: dict):
+        """Put back what `first_seeds` gave."""
+        for name, values in arrays.items():
+            self.arrays.setdefault(name, np.empty(self.shape, values.dtype))[:, : values.shape[1]] = values
+
 
 def join_records(records: list[dict]) -> dict:
     """One group's records, in time order, each a dict of (runs[, 4096]) arrays, stacked along
@@ -95,6 +105,18 @@ def join_records(records: list[dict]) -> dict:
     }
 
 
+def trajectories(history: list) -> list[dict]:
+    """A chunk's records so far (per record, per group, name -> (positions,)) as per group, name ->
+    (positions, records)."""
+    return [join_records([records[g] for records in history]) for g in range(len(history[0]))] if history else []
+
+
+def concatenate_chunks(per_chunk: list[dict], n_seeds: int) -> dict:
+    """The scattered arrays of consecutive chunks as one (condition, seed, ...) array each, the first
+    `n_seeds` seeds (the last chunk's placeholder seeds dropped)."""
+    return {name: np.concatenate([c[name] for c in per_chunk], axis=1)[:, :n_seeds] for name in per_chunk[0]}
+
+
 def collect(history: list, records: list, store: DistributionStore | None, plan, seed_offset: int) -> None:
     """Fetch device records onto the end of a chunk's `history`, their distributions into `store`."""
     for groups in fetch(records):
@@ -102,7 +124,14 @@ def collect(history: list, records: list, store: DistributionStore | None, plan,
 
 
 def run_study(
-    study, *, seeds=None, devices=None, max_runs_per_chunk=None, progress=False, sub_batch=None
+    study,
+    *,
+    seeds=None,
+    devices=None,
+    max_runs_per_chunk=None,
+    progress=False,
+    sub_batch=None,
+    checkpoint: Checkpoint | None = None,
 ) -> xr.Dataset:
     """Run every condition × seed of a study dict; returns the results Dataset.
 
@@ -110,40 +139,85 @@ def run_study(
     (default: every device JAX sees) and split into chunks of at most
     `max_runs_per_chunk` runs (bounded memory; results identical to one call). `sub_batch`
     fixes the runs per sub-batch (default: chosen by `engine.host.plan.sub_batch_size`).
+    `checkpoint`: where the run saves what it has finished (engine.host.checkpoint); if that
+    exists, the run goes on from it (with its chunk size unless `max_runs_per_chunk` is given),
+    and refuses it, before compiling, if another run wrote it.
     """
     resolved = study if isinstance(study, ResolvedStudy) else resolve(study, seeds)
     enable_compilation_cache()
     devices = list(devices or jax.devices())
     made_by = provenance(devices)  # the engine commit that runs, not the one checked out when it ends
+    saved = checkpoint.load() if checkpoint is not None and checkpoint.exists() else None
     on_cpu = devices[0].platform == "cpu"
-    max_runs = chunk_size_rule(on_cpu, max_runs_per_chunk)
+    max_runs = chunk_size_rule(on_cpu, max_runs_per_chunk or (saved.layout["max_runs_per_chunk"] if saved else None))
     chunks = seed_chunks(resolved.seeds, len(resolved.conditions), max_runs)
     plans = [make_plan(resolved, chunk, len(devices), sub_batch) for chunk in chunks]
+    layout = {"n_devices": len(devices), "max_runs_per_chunk": max_runs, "sub_batch": plans[0].sub_batch}
+    if saved:
+        check_resumable(checkpoint.path, saved, resolved.to_json(), made_by, layout)
+    done = saved or Progress(resolved.to_json(), made_by, layout, len(plans), {"compile_seconds": 0, "run_seconds": 0})
 
     program = make_program(plans[0].variants, resolved.sizes, devices, plans[0].sub_batch)
     n_runs = plans[0].n_runs
+    n_seeds = len(resolved.seeds)
+    n_iterations = resolved.sizes.n_iterations
     n_records = records_per_iteration(resolved.sizes)
-    total = len(plans) * n_runs * (resolved.sizes.n_iterations + 1)
-    saved = resolved.sizes.save_distributions != "none"
-    store = DistributionStore(resolved, resolved.sizes.n_iterations * n_records + 1) if saved else None
-    per_fetch = records_per_fetch(n_records, n_runs, saved)
-    t0 = time.perf_counter()
+    saves_distributions = resolved.sizes.save_distributions != "none"
+    store = DistributionStore(resolved, n_iterations * n_records + 1) if saves_distributions else None
+    if store:
+        store.restore(done.distributions)
+    per_fetch = records_per_fetch(n_records, n_runs, saves_distributions)
+    offsets = np.cumsum([0] + [len(plan.seeds) for plan in plans])  # each chunk's first seed in the study
+    compile_start = time.perf_counter()
     compiled = compile_program(program, plans[0].program_inputs())
-    compile_seconds = time.perf_counter() - t0
+    compile_seconds = time.perf_counter() - compile_start
 
-    per_chunk = []
-    t0 = time.perf_counter()
-    with tqdm(total=total, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0) as bar:
-        seed_offset = 0
-        for plan in plans:
+    per_chunk = [done.finished] if done.chunks else []
+    run_start = time.perf_counter()
+
+    def seconds() -> dict:
+        """Compile and run seconds of every session of the run so far."""
+        return {
+            "compile_seconds": done.seconds["compile_seconds"] + compile_seconds,
+            "run_seconds": done.seconds["run_seconds"] + time.perf_counter() - run_start,
+        }
+
+    def progress_now(chunks: int, iterations: int = 0, history=(), states=None) -> Progress:
+        """What the run has finished: `chunks` chunks, and `iterations` outer iterations of the next
+        (its `history` of records and its `states`)."""
+        seeds_done, seeds_begun = (min(int(offsets[chunks + i]), n_seeds) for i in (0, bool(iterations)))
+        return Progress(
+            study=done.study,
+            made_by=done.made_by,
+            layout=layout,
+            n_chunks=len(plans),
+            seconds=seconds(),
+            chunks=chunks,
+            finished=concatenate_chunks(per_chunk, seeds_done) if per_chunk else {},
+            distributions=store.first_seeds(seeds_begun) if store else {},
+            iterations=iterations,
+            history=trajectories(history),
+            states=jax.tree.leaves(fetch(states)) if states is not None else [],
+        )
+
+    total = len(plans) * n_runs * (n_iterations + 1)
+    initial = (done.chunks * (n_iterations + 1) + (done.iterations + 1 if done.iterations else 0)) * n_runs
+    with tqdm(
+        total=total, initial=initial, unit="run-iter", desc=resolved.name, disable=not progress, smoothing=0
+    ) as bar:
+        for index in range(done.chunks, len(plans)):
+            plan, seed_offset = plans[index], int(offsets[index])
             pretrain_inputs, group_inputs = plan.program_inputs()
             pretrained = compiled.pretrain(pretrain_inputs)
             started = compiled.start(pretrained.judge, group_inputs)
-            states = started.states
-            history = []
-            collect(history, [compiled.measure(states, started.runs)], store, plan, seed_offset)
-            bar.update(n_runs)
-            for outer in range(resolved.sizes.n_iterations):
+            first = done.iterations if index == done.chunks else 0
+            if first:  # resumed within this chunk: its records and states so far from the checkpoint
+                history, states = done.history_records(), done.states_like(started.states)
+            else:
+                history, states = [], started.states
+                collect(history, [compiled.measure(states, started.runs)], store, plan, seed_offset)
+                bar.update(n_runs)
+            for outer in range(first, n_iterations):
                 records = []  # fetched in batches: the device need not wait for the host per record
                 for interval in range(n_records):
                     states = compiled.advance(states, started.runs, np.int32(outer), np.int32(interval))
@@ -152,15 +226,11 @@ def run_study(
                         collect(history, records, store, plan, seed_offset)
                         records = []
                 bar.update(n_runs)
-            seed_offset += len(plan.seeds)
-            trajectories = [join_records([records[g] for records in history]) for g in range(len(plan.groups))]
+                if checkpoint is not None and outer < n_iterations - 1 and checkpoint.due():
+                    checkpoint.save(progress_now(index, outer + 1, history, states))
             outcome = plan.pretrain_outcome(*fetch((pretrained.steps, pretrained.alignment)))
-            per_chunk.append({**plan.scatter(trajectories), **outcome})
-    run_seconds = time.perf_counter() - t0
-
-    n_seeds = len(resolved.seeds)
-    arrays = {name: np.concatenate([c[name] for c in per_chunk], axis=1)[:, :n_seeds] for name in per_chunk[0]}
-    arrays.update(store.arrays if store else {})
-    timings = {"compile_seconds": compile_seconds, "run_seconds": run_seconds}
-    layout = {"n_devices": len(devices), "max_runs_per_chunk": max_runs, "sub_batch": plans[0].sub_batch}
-    return make_dataset(resolved, arrays, timings, layout, devices, made_by)
+            per_chunk.append({**plan.scatter(trajectories(history)), **outcome})
+            if checkpoint is not None and index < len(plans) - 1:  # after the last, the results file
+                checkpoint.save(progress_now(index + 1))
+    arrays = {**concatenate_chunks(per_chunk, n_seeds), **(store.arrays if store else {})}
+    return make_dataset(resolved, arrays, seconds(), layout, devices, done.made_by)

@@ -1,10 +1,11 @@
 """`coevo verify FILE`: rerun part of a results file and compare it bit for bit.
 
 The part is chosen to be quick and still exact: every condition, the seeds of the file's
-first chunk, the first `iterations` outer iterations (a run's first iterations do not depend
-on how many follow), on as many devices and with as many runs per sub-batch as the file
-records (a run's bits depend on its sub-batch's size). A difference comes with the recorded
-facts that differ between the file's machine and this one: its likely causes.
+first chunk (in a merged file, of each part's first chunk: each part may come from another
+machine), the first `iterations` outer iterations (a run's first iterations do not depend on
+how many follow), on as many devices and with as many runs per sub-batch as the file (or the
+part) records (a run's bits depend on its sub-batch's size). A difference comes with the
+recorded facts that differ between the file's machine and this one: its likely causes.
 """
 
 from typing import NamedTuple
@@ -13,6 +14,8 @@ import numpy as np
 import xarray as xr
 
 from engine.host.chunks import max_runs_per_chunk, seed_chunks
+from engine.host.inputs import parse_seeds
+from engine.host.merge import parts_of
 from engine.host.plan import make_plan
 from engine.host.results import study_of
 from engine.host.study import resolve
@@ -32,34 +35,40 @@ CAUSES = (
 
 
 class Layout(NamedTuple):
-    """How the file's first chunk ran: what a rerun must repeat."""
+    """How a part of the file (the whole file, unless it was merged) ran its first chunk: what a
+    rerun must repeat, and what the part records about what made it."""
 
     seeds: list[int]
     n_devices: int
     sub_batch: int
+    recorded: dict  # the part's attrs (engine.host.merge.parts_of)
 
 
-def file_layout(ds: xr.Dataset) -> Layout:
-    """The first chunk's seeds, the device count and the sub-batch size of the file's run:
-    recorded in files that carry them, else derived as the engine derives them."""
-    resolved = resolve(study_of(ds), seeds=[int(s) for s in ds.seed.values])
-    devices = ds.attrs.get("devices", "cpu:cpu x1")
-    n_devices = int(ds.attrs.get("n_devices", devices.rpartition(" x")[2] or 1))
+def file_layouts(ds: xr.Dataset) -> list[Layout]:
+    """Per part of the file: its first chunk's seeds, its device count and sub-batch size, recorded
+    in files that carry them, else derived as the engine derives them."""
+    return [_part_layout(ds, part) for part in parts_of(ds)]
+
+
+def _part_layout(ds: xr.Dataset, part: dict) -> Layout:
+    seeds = parse_seeds(part["seeds"])  # in the order the part ran them
+    resolved = resolve(study_of(ds), seeds=seeds)
+    devices = part.get("devices", "cpu:cpu x1")
+    n_devices = int(part.get("n_devices", devices.rpartition(" x")[2] or 1))
     on_cpu = devices.startswith("cpu")
-    given = ds.attrs.get("max_runs_per_chunk")
+    given = part.get("max_runs_per_chunk")
     max_runs = max_runs_per_chunk(on_cpu, int(given) if given is not None else None)
-    first = [s for s in seed_chunks(list(resolved.seeds), len(resolved.conditions), max_runs)[0] if s in resolved.seeds]
-    sub_batch = ds.attrs.get("sub_batch")
+    first = [s for s in seed_chunks(seeds, len(resolved.conditions), max_runs)[0] if s in resolved.seeds]
+    sub_batch = part.get("sub_batch")
     if sub_batch is None:
         sub_batch = make_plan(resolved, first, n_devices).sub_batch
-    return Layout(first, n_devices, int(sub_batch))
+    return Layout(first, n_devices, int(sub_batch), {**ds.attrs, **part})
 
 
-def rerun(ds: xr.Dataset, devices, iterations: int = ITERATIONS) -> xr.Dataset:
-    """The file's study, its first chunk's seeds, `iterations` outer iterations, its sub-batch size."""
+def rerun(ds: xr.Dataset, layout: Layout, devices, iterations: int = ITERATIONS) -> xr.Dataset:
+    """The file's study at a part's first chunk's seeds, `iterations` outer iterations, its sub-batch size."""
     from engine.host.runner import run_study
 
-    layout = file_layout(ds)
     study = study_of(ds)
     length = resolve(study).sizes.n_iterations
     study["base"] = {**study.get("base", {}), "n_iterations": min(iterations, length)}
