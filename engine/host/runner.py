@@ -138,7 +138,7 @@ def run_study(
         for plan in plans:
             pretrain_inputs, group_inputs = plan.program_inputs()
             pretrained = compiled.pretrain(pretrain_inputs)
-            started = compiled.start(pretrained.judge, group_inputs)
+            started = compiled.start(tuple(table.judge for table in pretrained), group_inputs)
             states = started.states
             history = []
             collect(history, [compiled.measure(states, started.runs)], store, plan, seed_offset)
@@ -154,7 +154,7 @@ def run_study(
                 bar.update(n_runs)
             seed_offset += len(plan.seeds)
             trajectories = [join_records([records[g] for records in history]) for g in range(len(plan.groups))]
-            outcome = plan.pretrain_outcome(*fetch((pretrained.steps, pretrained.alignment)))
+            outcome = plan.pretrain_outcome(fetch([(table.steps, table.alignment) for table in pretrained]))
             per_chunk.append({**plan.scatter(trajectories), **outcome})
     run_seconds = time.perf_counter() - t0
 
