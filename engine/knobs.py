@@ -24,6 +24,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from engine.core.models import DEFAULT_HIDDEN
 from engine.core.world import N_SEQUENCES, VOCAB
 
 RUN, GROUP, STUDY = "run", "group", "study"
@@ -290,6 +291,9 @@ MECHANISMS = {
 }
 
 
+# Model widths: from a GRU of 2 units (≈ 200 parameters) to one of 512 (≈ 800K, 160× the reference's).
+WIDTH_MIN, WIDTH_MAX = 2, 512
+
 # Upper bounds of values far beyond sense, each well inside float32 (max 3.4e38), where the program computes:
 # - a loss weight (or dpo's β, which scales the DPO loss's gradient) above 1e6 puts the rest of the loss,
 #   O(1) gradients, below float32's resolution (ε ≈ 1.2e-7) next to its own term, and its square, which
@@ -308,6 +312,15 @@ KNOBS = {
         pretrain=True,
     ),
     # the policy
+    "policy_hidden": Knob(
+        int,
+        DEFAULT_HIDDEN,
+        "width of the policy's GRU (its hidden state; the reference's 32: ≈ 5K parameters)",
+        unit="units",
+        low=WIDTH_MIN,
+        high=WIDTH_MAX,
+        scope=GROUP,
+    ),
     "lr_policy": Knob(float, 3e-4, "Adam learning rate of the policy", positive=True),
     "entropy_bonus": Knob(
         float,
@@ -398,6 +411,16 @@ KNOBS = {
         float, 0.0, "− c·H(π) in the policy loss, H exact over all 4096 outputs", low=0.0, high=LOSS_WEIGHT_MAX
     ),
     # the judge(s)
+    "judge_hidden": Knob(
+        int,
+        DEFAULT_HIDDEN,
+        "width of every judge's GRU, the meta-judge's too (the reference's 32: ≈ 5K parameters)",
+        unit="units",
+        low=WIDTH_MIN,
+        high=WIDTH_MAX,
+        scope=GROUP,
+        pretrain=True,
+    ),
     "lr_judge": Knob(
         float,
         3e-4,

@@ -88,8 +88,8 @@ def test_records_equal_engine_bias_of_the_runs_own_judge_and_policy(ds, study):
     resolved = engine.resolve(study)
     plan = make_plan(resolved, resolved.seeds, n_devices=len(jax.devices()))
     program = make_program(plan.variants, resolved.sizes, jax.devices(), plan.sub_batch)
-    pretrained = program.pretrain(plan.pretrain)
-    assert META_JUDGE_MEMBER in plan.pretrain.member
+    (pretrained,), (table,) = program.pretrain(plan.pretrain), plan.pretrain  # one judge width: one table
+    assert META_JUDGE_MEMBER in table.member
     start = ds.isel(iteration=0)
     for group in plan.groups:
         for c, s, position in zip(group.condition_index, group.seed_index, group.position, strict=True):
@@ -109,7 +109,7 @@ def test_records_equal_engine_bias_of_the_runs_own_judge_and_policy(ds, study):
             np.testing.assert_allclose(run.bias_cost, bias_cost(probs, q, f), rtol=1e-4, atol=1e-6)
             if group.variant.meta_judge:
                 meta_row = int(group.inputs.meta_pretrain_index[position])
-                assert int(plan.pretrain.member[meta_row]) == META_JUDGE_MEMBER
+                assert int(table.member[meta_row]) == META_JUDGE_MEMBER
                 meta = take_rows(pretrained.judge, meta_row)
                 alignment = spearman(judge_scores_all(meta), q)
                 np.testing.assert_allclose(run.meta_judge_alignment, alignment, atol=1e-6)

@@ -22,7 +22,7 @@ from engine.core.exact import (
     sample_indices,
     sequence_index,
 )
-from engine.core.models import Policy
+from engine.core.models import DEFAULT_HIDDEN, Policy
 from engine.core.world import all_sequences, reference_q_star
 
 tree_log_probs = jax.jit(policy_log_probs_tree)
@@ -36,12 +36,22 @@ def sharpened(policy: Policy, factor: float) -> Policy:
     return eqx.tree_at(lambda p: p.head.weight, policy, policy.head.weight * factor)
 
 
+def two_policies(hidden: int = DEFAULT_HIDDEN) -> tuple[Policy, Policy]:
+    """A sharpened policy and a plain one of width `hidden`."""
+    return (
+        sharpened(Policy(key=jax.random.PRNGKey(0), hidden=hidden), 8.0),
+        Policy(key=jax.random.PRNGKey(1), hidden=hidden),
+    )
+
+
 @pytest.fixture(scope="module")
 def policies():
-    return sharpened(Policy(key=jax.random.PRNGKey(0)), 8.0), Policy(key=jax.random.PRNGKey(1))
+    return two_policies()
 
 
-def test_prefix_tree_distribution_equals_teacher_forced_and_sums_to_one(policies):
+@pytest.mark.parametrize("hidden", (8, DEFAULT_HIDDEN, 128))  # policy_hidden: the narrowest and widest studied
+def test_prefix_tree_distribution_equals_teacher_forced_and_sums_to_one(hidden):
+    policies = two_policies(hidden)
     for policy in policies:
         tree, forced = tree_log_probs(policy), teacher_forced(policy)
         assert tree.shape == (4096,)

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from engine.core.exact import policy_log_probs_all
-from engine.core.models import EMBED, HIDDEN, Judge, Policy, reference_init, select_init
+from engine.core.models import DEFAULT_HIDDEN, EMBED, Judge, Policy, reference_init, select_init
 
 MODELS = {"policy": Policy, "judge": Judge}
 N_KEYS = 64
@@ -59,19 +59,19 @@ def truncated_lecun(fan_in):
 
 def test_recurrent_kernels_are_three_orthogonal_blocks(models):
     _, stacked = models
-    blocks = np.asarray(stacked.cell.weight_hh, np.float64).reshape(N_KEYS, 3, HIDDEN, HIDDEN)
-    eye = np.broadcast_to(np.eye(HIDDEN), blocks.shape)
+    blocks = np.asarray(stacked.cell.weight_hh, np.float64).reshape(N_KEYS, 3, DEFAULT_HIDDEN, DEFAULT_HIDDEN)
+    eye = np.broadcast_to(np.eye(DEFAULT_HIDDEN), blocks.shape)
     np.testing.assert_allclose(np.einsum("kgji,kgjl->kgil", blocks, blocks), eye, atol=1e-5)  # QᵀQ = I
     np.testing.assert_allclose(np.einsum("kgij,kglj->kgil", blocks, blocks), eye, atol=1e-5)  # QQᵀ = I
     # independent blocks: no two gates of one model share a block, up to sign
     for a, b in [(0, 1), (0, 2), (1, 2)]:
-        assert np.abs(np.einsum("kij,kij->k", blocks[:, a], blocks[:, b])).max() < 0.5 * HIDDEN
+        assert np.abs(np.einsum("kij,kij->k", blocks[:, a], blocks[:, b])).max() < 0.5 * DEFAULT_HIDDEN
 
 
 def test_orthogonal_blocks_are_haar_distributed(models):
     # A Haar-orthogonal n×n matrix has entries with mean 0 and variance 1/n.
     _, stacked = models
-    assert_std(stacked.cell.weight_hh, 1 / np.sqrt(HIDDEN))
+    assert_std(stacked.cell.weight_hh, 1 / np.sqrt(DEFAULT_HIDDEN))
 
 
 def test_every_bias_is_exactly_zero(models):
@@ -104,9 +104,9 @@ def test_head_kernel_is_lecun_truncated_normal(models):
     weight = stacked.head.weight
     if name == "judge":  # 32 weights a model: pool more models for a tight check
         weight = redrawn(Judge, n_keys=512).head.weight
-    assert_std(weight, 1 / np.sqrt(HIDDEN))
-    assert_distributed_as(weight, truncated_lecun(HIDDEN))
-    assert np.abs(np.asarray(weight)).max() <= 2 / np.sqrt(HIDDEN) / TRUNCATED_STD * (1 + 1e-6)
+    assert_std(weight, 1 / np.sqrt(DEFAULT_HIDDEN))
+    assert_distributed_as(weight, truncated_lecun(DEFAULT_HIDDEN))
+    assert np.abs(np.asarray(weight)).max() <= 2 / np.sqrt(DEFAULT_HIDDEN) / TRUNCATED_STD * (1 + 1e-6)
 
 
 def test_parameter_counts_and_shapes_unchanged():
@@ -123,7 +123,7 @@ def test_equinox_default_is_uniform_with_the_hidden_size_limit():
     # What `reference` is compared against (docs/initialisation.md): Equinox's GRUCell bounds
     # every weight and bias by 1/√hidden = 1/√32, its input kernel included; embedding N(0, 1).
     policies = eqx.filter_vmap(lambda seed: Policy(key=jax.random.PRNGKey(seed)))(jnp.arange(N_KEYS))
-    limit = 1 / np.sqrt(HIDDEN)
+    limit = 1 / np.sqrt(DEFAULT_HIDDEN)
     for leaf in (
         policies.cell.weight_ih,
         policies.cell.weight_hh,

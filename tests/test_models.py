@@ -2,10 +2,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import scipy.stats
 
 from engine.core.exact import policy_log_probs_all, sequence_index
 from engine.core.models import (
+    DEFAULT_HIDDEN,
     Judge,
     Policy,
     ensemble_scores,
@@ -18,6 +20,10 @@ from engine.core.models import (
 from engine.core.world import all_sequences
 from engine.loop.diagnostics import exact_metrics
 
+# The batched passes against the one-sequence definitions at these widths (policy_hidden, judge_hidden):
+# the narrowest and the widest studied, and the reference's.
+WIDTHS = (8, DEFAULT_HIDDEN, 128)
+
 
 def n_params(module):
     return sum(leaf.size for leaf in jax.tree.leaves(eqx.filter(module, eqx.is_array)))
@@ -29,8 +35,9 @@ def test_parameter_counts_are_about_5k():
     assert n_params(Judge(key=jax.random.PRNGKey(0))) == 128 + 4736 + 33
 
 
-def test_sampling_pass_log_prob_equals_teacher_forced_log_prob():
-    policy = Policy(key=jax.random.PRNGKey(1))
+@pytest.mark.parametrize("hidden", WIDTHS)
+def test_sampling_pass_log_prob_equals_teacher_forced_log_prob(hidden):
+    policy = Policy(key=jax.random.PRNGKey(1), hidden=hidden)
     for n in (1, 7, 64, 200):  # fewer, as many and more sequences than shared prefixes
         uniforms = jax.random.uniform(jax.random.PRNGKey(n), (n, 4))
         tokens, log_prob = policy.sample(uniforms)
@@ -63,8 +70,9 @@ def test_inverse_cdf_never_draws_a_token_of_probability_zero():
     np.testing.assert_array_equal(tokens, [0, 6, 1, 7, 1, 7])
 
 
-def test_judge_batch_scores_equal_the_one_sequence_definition():
-    judge = Judge(key=jax.random.PRNGKey(11))
+@pytest.mark.parametrize("hidden", WIDTHS)
+def test_judge_batch_scores_equal_the_one_sequence_definition(hidden):
+    judge = Judge(key=jax.random.PRNGKey(11), hidden=hidden)
     for n in (1, 7, 64, 128, 700):
         tokens = jax.random.randint(jax.random.PRNGKey(n), (n, 4), 0, 8)
         np.testing.assert_allclose(judge.scores(tokens), jax.vmap(judge)(tokens), rtol=1e-5, atol=1e-5)
@@ -98,10 +106,11 @@ def test_uniform_policy_has_entropy_ln_4096_and_mean_quality():
     np.testing.assert_allclose(metrics["policy_quality"], np.asarray(q).mean(), atol=1e-6)
 
 
-def test_gru_step_with_token_gates_equals_the_equinox_cell():
-    policy = Policy(key=jax.random.PRNGKey(8))
+@pytest.mark.parametrize("width", WIDTHS)
+def test_gru_step_with_token_gates_equals_the_equinox_cell(width):
+    policy = Policy(key=jax.random.PRNGKey(8), hidden=width)
     gates = token_gates(policy.embedding, policy.cell)
-    hidden = jax.random.normal(jax.random.PRNGKey(9), (32,))
+    hidden = jax.random.normal(jax.random.PRNGKey(9), (width,))
     for token in range(9):
         expected = policy.cell(policy.embedding(jnp.array(token)), hidden)
         np.testing.assert_allclose(gru_step(policy.cell, gates[token], hidden), expected, rtol=1e-6, atol=1e-6)

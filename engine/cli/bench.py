@@ -144,7 +144,8 @@ def flops_per_inner_step(study: dict) -> float:
     resolved = resolve(study)
     plan = make_plan(resolved, resolved.seeds, n_devices=1)
     group, inputs = plan.groups[0], plan.groups[0].inputs
-    table = make_judges(jax.random.PRNGKey(0), len(plan.pretrain.seed))  # untrained judges stand in for pretraining
+    rows = len(plan.pretrain[plan.judge_widths.index(group.variant.judge_hidden)].seed)
+    table = make_judges(jax.random.PRNGKey(0), rows, group.variant.judge_hidden)  # untrained: pretraining's stand-in
     runs = make_run_inputs(inputs.condition, inputs.seed, table, inputs.pretrain_index, inputs.meta_pretrain_index)
     batch = make_batch_run(group.variant, resolved.sizes)
     states = batch.start(runs)

@@ -84,7 +84,7 @@ def profile_baseline(n_runs: int = 8, steps: int = 100) -> dict[str, float]:
     program = make_program(plan.variants, resolved.sizes, devices, plan.sub_batch)
     compiled = compile_program(program, plan.program_inputs())
     pretrain_inputs, group_inputs = plan.program_inputs()
-    started = compiled.start(compiled.pretrain(pretrain_inputs).judge, group_inputs)
+    started = compiled.start(tuple(table.judge for table in compiled.pretrain(pretrain_inputs)), group_inputs)
     states = jax.block_until_ready(compiled.advance(started.states, started.runs, np.int32(0), np.int32(0)))
     with tempfile.TemporaryDirectory() as folder:
         with jax.profiler.trace(folder, create_perfetto_trace=True):

@@ -1,16 +1,20 @@
-"""The two ≈5K-parameter GRU models, each one run's. `Policy.sample`, `Policy.log_prob_batch`
+"""The two GRU models, each one run's. `Policy.sample`, `Policy.log_prob_batch`
 and `Judge.scores` take a batch of sequences and evaluate the prefixes the batch shares once;
 `Policy.log_prob` and `Judge.__call__` read one sequence step by step, the models' definition
 the batched passes are tested against. Batching over runs is vmap's job.
 
-Policy: embedding(K+1 tokens, 16) -> GRUCell(16, 32) -> Linear(32, K). Autoregressive,
-the first step reads the start token K. Judge: embedding(K, 16) -> GRUCell(16, 32) read
-over the 4 tokens -> Linear(32, 1) from the final hidden state.
+Policy: embedding(K+1 tokens, 16) -> GRUCell(16, H) -> Linear(H, K). Autoregressive,
+the first step reads the start token K. Judge: embedding(K, 16) -> GRUCell(16, H) read
+over the 4 tokens -> Linear(H, 1) from the final hidden state. The width H is each model's
+own (`hidden=`, the knobs `policy_hidden` and `judge_hidden`), kept by the cell as its static
+`hidden_size`; at the reference's H = 32 each model has about 5K parameters (`parameter_count`).
 
 `Policy(key=...)` and `Judge(key=...)` keep Equinox's default initialisation;
 `reference_init` re-draws every array the way the reference's Flax models start, and
 `select_init` picks one of the two per run (docs/initialisation.md compares them).
 """
+
+import math
 
 import equinox as eqx
 import jax
@@ -19,12 +23,12 @@ import jax.numpy as jnp
 from engine.core.world import SEQ_LEN, VOCAB
 
 EMBED = 16
-HIDDEN = 32
+DEFAULT_HIDDEN = 32  # the reference's width, the default of the knobs policy_hidden and judge_hidden
 START_TOKEN = VOCAB
 
 
 def token_gates(embedding: eqx.nn.Embedding, cell: eqx.nn.GRUCell):
-    """Input-side gate pre-activations W_ih·emb[t] + b of every token t: (vocab, 3·HIDDEN).
+    """Input-side gate pre-activations W_ih·emb[t] + b of every token t: (vocab, 3·H).
 
     Inputs are always token embeddings, so the input half of the GRU is a row lookup in
     this small table. Under vmap over a batch it is computed once per model, not per
@@ -36,7 +40,7 @@ def token_gates(embedding: eqx.nn.Embedding, cell: eqx.nn.GRUCell):
 def gru_update(cell: eqx.nn.GRUCell, input_gates, hidden_gates, hidden):
     """`eqx.nn.GRUCell.__call__`'s equations from precomputed gate pre-activations.
 
-    input_gates = W_ih·x + b and hidden_gates = W_hh·h, each (..., 3·HIDDEN); hidden (..., HIDDEN).
+    input_gates = W_ih·x + b and hidden_gates = W_hh·h, each (..., 3·H); hidden (..., H).
     Broadcasts over leading axes, so the prefix tree (`engine.core.exact`) can share one W_hh·h
     among a parent's children.
     """
@@ -64,9 +68,9 @@ def shared_levels(batch_size: int) -> int:
 
 
 def child_hidden(cell: eqx.nn.GRUCell, input_gates, parent_hidden):
-    """Hidden states of every (parent, token) child: (n, m, HIDDEN) from parents (n, HIDDEN).
+    """Hidden states of every (parent, token) child: (n, m, H) from parents (n, H).
 
-    input_gates: (m, 3·HIDDEN) rows of `token_gates`. W_hh·h is computed once per parent and
+    input_gates: (m, 3·H) rows of `token_gates`. W_hh·h is computed once per parent and
     shared by its m children.
     """
     return gru_update(cell, input_gates[None], (parent_hidden @ cell.weight_hh.T)[:, None], parent_hidden[:, None])
@@ -99,11 +103,11 @@ class Policy(eqx.Module):
     cell: eqx.nn.GRUCell
     head: eqx.nn.Linear
 
-    def __init__(self, *, key):
+    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN):
         key_embed, key_cell, key_head = jax.random.split(key, 3)
         self.embedding = eqx.nn.Embedding(VOCAB + 1, EMBED, key=key_embed)
-        self.cell = eqx.nn.GRUCell(EMBED, HIDDEN, key=key_cell)
-        self.head = eqx.nn.Linear(HIDDEN, VOCAB, key=key_head)
+        self.cell = eqx.nn.GRUCell(EMBED, hidden, key=key_cell)
+        self.head = eqx.nn.Linear(hidden, VOCAB, key=key_head)
 
     def _next_log_probs(self, hidden):
         return jax.nn.log_softmax(hidden @ self.head.weight.T + self.head.bias, axis=-1)
@@ -111,15 +115,16 @@ class Policy(eqx.Module):
     def prefix_levels(self, depth: int):
         """Hidden states and next-token log-probabilities of every prefix of length 0..depth.
 
-        Level k: (VOCAB^k, HIDDEN) hidden states after the start token and k tokens, and their
+        Level k: (VOCAB^k, H) hidden states after the start token and k tokens, and their
         (VOCAB^k, VOCAB) next-token log-softmax, prefixes in lexicographic order (child
         p·VOCAB + t of prefix p reads token t). Returns (hidden per level, log-probs per level).
         """
+        width = self.cell.hidden_size
         gates = token_gates(self.embedding, self.cell)
-        hidden = child_hidden(self.cell, gates[START_TOKEN][None], jnp.zeros((1, HIDDEN))).reshape(1, HIDDEN)
+        hidden = child_hidden(self.cell, gates[START_TOKEN][None], jnp.zeros((1, width))).reshape(1, width)
         hiddens, log_probs = [hidden], [self._next_log_probs(hidden)]
         for _ in range(depth):
-            hidden = child_hidden(self.cell, gates[:VOCAB], hidden).reshape(-1, HIDDEN)
+            hidden = child_hidden(self.cell, gates[:VOCAB], hidden).reshape(-1, width)
             hiddens.append(hidden)
             log_probs.append(self._next_log_probs(hidden))
         return hiddens, log_probs
@@ -169,7 +174,7 @@ class Policy(eqx.Module):
         """Teacher-forced log π(tokens) of ONE sequence (SEQ_LEN,), step by step: the model's
         definition, which the batched and prefix-tree passes are tested against."""
         gates = token_gates(self.embedding, self.cell)
-        hidden = jnp.zeros(HIDDEN)
+        hidden = jnp.zeros(self.cell.hidden_size)
         previous = jnp.array(START_TOKEN)
         log_prob = 0.0
         for position in range(SEQ_LEN):
@@ -181,7 +186,7 @@ class Policy(eqx.Module):
 
 
 def gru_step_batch(cell: eqx.nn.GRUCell, input_gates, hidden):
-    """`gru_step` for a batch: input_gates (n, 3·HIDDEN), hidden (n, HIDDEN)."""
+    """`gru_step` for a batch: input_gates (n, 3·H), hidden (n, H)."""
     return gru_update(cell, input_gates, hidden @ cell.weight_hh.T, hidden)
 
 
@@ -192,27 +197,28 @@ class Judge(eqx.Module):
     cell: eqx.nn.GRUCell
     head: eqx.nn.Linear
 
-    def __init__(self, *, key):
+    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN):
         key_embed, key_cell, key_head = jax.random.split(key, 3)
         self.embedding = eqx.nn.Embedding(VOCAB, EMBED, key=key_embed)
-        self.cell = eqx.nn.GRUCell(EMBED, HIDDEN, key=key_cell)
-        self.head = eqx.nn.Linear(HIDDEN, "scalar", key=key_head)
+        self.cell = eqx.nn.GRUCell(EMBED, hidden, key=key_cell)
+        self.head = eqx.nn.Linear(hidden, "scalar", key=key_head)
 
     def __call__(self, tokens):
         """J(tokens) for ONE sequence (SEQ_LEN,) int -> scalar: the model's definition, which
         `scores` is tested against."""
         gates = token_gates(self.embedding, self.cell)
-        hidden = jnp.zeros(HIDDEN)
+        hidden = jnp.zeros(self.cell.hidden_size)
         for position in range(SEQ_LEN):
             hidden = gru_step(self.cell, gates[tokens[position]], hidden)
         return self.head(hidden)
 
     def prefix_hidden(self, depth: int):
-        """Hidden states after every prefix of length `depth`: (VOCAB^depth, HIDDEN), lexicographic."""
+        """Hidden states after every prefix of length `depth`: (VOCAB^depth, H), lexicographic."""
+        width = self.cell.hidden_size
         gates = token_gates(self.embedding, self.cell)[:VOCAB]
-        hidden = jnp.zeros((1, HIDDEN))
+        hidden = jnp.zeros((1, width))
         for _ in range(depth):
-            hidden = child_hidden(self.cell, gates, hidden).reshape(-1, HIDDEN)
+            hidden = child_hidden(self.cell, gates, hidden).reshape(-1, width)
         return hidden
 
     def _head(self, hidden):
@@ -271,16 +277,17 @@ def _orthogonal_gate_blocks(key, hidden: int, dtype):
 def reference_init(model: Policy | Judge, *, key) -> Policy | Judge:
     """`model` with every array re-drawn as the reference's Flax defaults draw it.
 
-    Works for a single `Policy` or `Judge` (not a stacked ensemble: map it per member).
-    Pure and cheap (three 32×32 Gram–Schmidt passes), so it traces under jit/vmap with traced keys.
+    Works for a single `Policy` or `Judge` of any width H (not a stacked ensemble: map it per
+    member). Pure and cheap (three H×H Gram–Schmidt passes), so it traces under jit/vmap with
+    traced keys.
 
     - embedding (n, 16): `nn.Embed`'s `variance_scaling(1, "fan_in", "normal", out_axis=0)`,
       which for an (n, 16) table has fan-in 16: untruncated normal, std 1/4.
     - GRU input kernels: `lecun_normal()`, truncated at ±2 of the underlying normal and
       rescaled so the std is 1/√16 (so |w| ≤ 2·0.25/0.8796 ≈ 0.569); input biases zero.
-    - GRU recurrent kernels: `orthogonal()`, one independent 32×32 block per gate;
+    - GRU recurrent kernels: `orthogonal()`, one independent H×H block per gate;
       the new-gate recurrent bias zero.
-    - head: `lecun_normal()` kernel (std 1/√32), bias zero.
+    - head: `lecun_normal()` kernel (std 1/√H), bias zero.
 
     Flax's `GRUCell` and Equinox's are the same cell with the same parameters, so this
     is a re-draw, not a re-parameterisation. Flax (kernels in (in, out) layout, x @ K):
@@ -290,12 +297,12 @@ def reference_init(model: Policy | Judge, *, key) -> Policy | Judge:
 
     Equinox (`weight @ x`, gates split in the order reset, update, new):
 
-        weight_ih = [K_ir; K_iz; K_in]ᵀ blocks (96, 16)   bias   = [b_ir; b_iz; b_in] (96,)
-        weight_hh = [K_hr; K_hz; K_hn]ᵀ blocks (96, 32)   bias_n = b_hn (32,)
+        weight_ih = [K_ir; K_iz; K_in]ᵀ blocks (3H, 16)   bias   = [b_ir; b_iz; b_in] (3H,)
+        weight_hh = [K_hr; K_hz; K_hn]ᵀ blocks (3H, H)    bias_n = b_hn (H,)
         h' = n + z ⊙ (h − n), the same as (1 − z) ⊙ n + z ⊙ h.
 
     Flax's hr and hz have no bias and neither has Equinox's weight_hh, so both cells
-    have 3·(16·32 + 32) + 3·32·32 + 32 = 4736 parameters.
+    have 3·(16·H + H) + 3·H·H + H parameters: 4736 at H = 32.
     """
     key_embed, key_input, key_recurrent, key_head = jax.random.split(key, 4)
     embedding, cell, head = model.embedding.weight, model.cell, model.head
@@ -333,13 +340,22 @@ def select_init(model: Policy | Judge, *, key, reference) -> Policy | Judge:
     return jax.tree.map(lambda new, old: jnp.where(reference, new, old), redrawn, model)
 
 
-def make_judges(key, n_judges: int) -> Judge:
-    """An ensemble of judges stacked along a leading axis of size n_judges.
+def make_judges(key, n_judges: int, hidden: int = DEFAULT_HIDDEN) -> Judge:
+    """An ensemble of judges of width `hidden` stacked along a leading axis of size n_judges.
 
     Member m is built from fold_in(key, m), so member 0 of any ensemble is the same
     judge a single-judge condition of that seed gets (paired design).
     """
-    return eqx.filter_vmap(lambda member: Judge(key=jax.random.fold_in(key, member)))(jnp.arange(n_judges))
+    return eqx.filter_vmap(lambda member: Judge(key=jax.random.fold_in(key, member), hidden=hidden))(
+        jnp.arange(n_judges)
+    )
+
+
+def parameter_count(build) -> int:
+    """Parameters of the model `build(key=...)` makes (say `functools.partial(Judge, hidden=8)`),
+    from its shapes alone: nothing is drawn or computed."""
+    shapes = eqx.filter_eval_shape(build, key=jax.random.key(0))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes) if isinstance(leaf, jax.ShapeDtypeStruct))
 
 
 def ensemble_scores(judges: Judge, tokens):

@@ -4,6 +4,8 @@ Every mechanism reads and returns a `RunState`; a mechanism a run's variant lack
 part of the state at `None` (no meta-judge, fresh judge pairs) or at zero (no dpo pairs).
 """
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -11,16 +13,17 @@ import optax
 
 from engine.core import exact
 from engine.core.keys import run_keys
-from engine.core.models import Judge, Policy, select_init
+from engine.core.models import DEFAULT_HIDDEN, Judge, Policy, select_init
 from engine.core.optim import adam_init, params
 from engine.core.world import N_SEQUENCES
 from engine.knobs import Condition, code
 
 
-def initial_model(model_class, key, condition: Condition):
-    """A fresh Policy or Judge, initialised as the run's `init` knob says (the reference's Flax
-    defaults, or Equinox's); both draws come from the same key."""
-    return select_init(model_class(key=key), key=key, reference=condition.init == code("init", "reference"))
+def initial_model(build, key, condition: Condition):
+    """A fresh model from `build(key=...)` (a Policy or Judge of the run's width, say
+    `functools.partial(Judge, hidden=8)`), initialised as the run's `init` knob says (the
+    reference's Flax defaults, or Equinox's); both draws come from the same key."""
+    return select_init(build(key=key), key=key, reference=condition.init == code("init", "reference"))
 
 
 def ensemble_size(judges: Judge) -> int:
@@ -102,10 +105,11 @@ def fresh_meta_judge(judge: Judge, lr_judge) -> MetaJudgeState:
     return MetaJudgeState(judge, adam_init(params(judge), lr_judge), jnp.float32(0.0), jnp.int32(0))
 
 
-def init_run(run: RunInputs, judge_data_slots: int = 0) -> RunState:
-    """A run right after pretraining: a fresh policy (π₀), the pretrained judges, fresh optimisers;
-    `judge_data_slots` empty slots of past policies' mass (none: 0)."""
-    policy = initial_model(Policy, run_keys(run.seed)["policy"], run.condition)
+def init_run(run: RunInputs, judge_data_slots: int = 0, policy_hidden: int = DEFAULT_HIDDEN) -> RunState:
+    """A run right after pretraining: a fresh policy (π₀) of width `policy_hidden`, the pretrained
+    judges, fresh optimisers; `judge_data_slots` empty slots of past policies' mass (none: 0)."""
+    build = functools.partial(Policy, hidden=policy_hidden)
+    policy = initial_model(build, run_keys(run.seed)["policy"], run.condition)
     initial_log_probs = jax.lax.stop_gradient(exact.policy_log_probs_tree(policy))
     return RunState(
         policy=policy,

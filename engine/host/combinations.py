@@ -20,7 +20,6 @@ import functools
 
 import numpy as np
 
-from engine.core.models import HIDDEN
 from engine.core.world import N_SEQUENCES, all_sequences, reference_q_star, transition_term
 from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS, n_holdout_pairs, n_oracle_pairs
 from engine.loop.diagnostics import DIVERGED_PARAMETER
@@ -41,10 +40,12 @@ def on(mechanism: str, knobs: dict) -> bool:
     return MECHANISMS[mechanism].on(knobs)
 
 
-# The largest score a judge of a run not flagged diverged can give: its GRU's hidden state lies in
-# (−1, 1) (each step mixes tanh values and the previous state, from 0), so |J(x)| = |w·h + b| is at
-# most (HIDDEN + 1)·max|θ|, and a run with a parameter beyond DIVERGED_PARAMETER is flagged diverged.
-JUDGE_SCORE_BOUND = (HIDDEN + 1) * DIVERGED_PARAMETER
+def judge_score_bound(knobs: dict) -> float:
+    """The largest score a judge of a run not flagged diverged can give: its GRU's hidden state lies
+    in (−1, 1) (each step mixes tanh values and the previous state, from 0), so |J(x)| = |w·h + b| is
+    at most (judge_hidden + 1)·max|θ|, and a run with a parameter beyond DIVERGED_PARAMETER is
+    flagged diverged."""
+    return (knobs["judge_hidden"] + 1) * DIVERGED_PARAMETER
 
 
 @functools.cache
@@ -84,13 +85,14 @@ def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
             f"{where(study, condition, 'meta_holdout_fraction')}: meta_update_every > 0 needs at least one "
             f"held-out pair, but int(4096 * {fraction}) = 0"
         )
-    grid = knobs["score_grid"]
-    if on("dpo", knobs) and grid > 2 * JUDGE_SCORE_BOUND:
+    grid, bound = knobs["score_grid"], judge_score_bound(knobs)
+    if on("dpo", knobs) and grid > 2 * bound:
         raise StudyError(
-            f"{where(study, condition, 'score_grid')}: {grid:g} > 2 x {JUDGE_SCORE_BOUND:g}: a judge's score is at "
-            f"most (HIDDEN {HIDDEN} + 1) x max|parameter| = {JUDGE_SCORE_BOUND:g} in size (its GRU's hidden state "
-            f"lies in (-1, 1); a run with a parameter beyond {DIVERGED_PARAMETER:g} is flagged diverged), so every "
-            "score rounds to 0 on this grid, every dpo pair ties and is dropped, and the policy never takes a step"
+            f"{where(study, condition, 'score_grid')}: {grid:g} > 2 x {bound:g}: a judge's score is at "
+            f"most (judge_hidden {knobs['judge_hidden']} + 1) x max|parameter| = {bound:g} in size (its GRU's "
+            f"hidden state lies in (-1, 1); a run with a parameter beyond {DIVERGED_PARAMETER:g} is flagged "
+            "diverged), so every score rounds to 0 on this grid, every dpo pair ties and is dropped, and the policy "
+            "never takes a step"
         )
 
 

@@ -1,7 +1,8 @@
 """The run plan of a chunk of a study: where each run sits on the program's run axis.
 
 `make_plan` groups a chunk's runs by `Variant` (`group_variants`), lists each judge to pretrain once (per
-seed, ensemble member and pretraining knobs), orders each group's runs into sub-batches
+seed, ensemble member and pretraining knobs) in the pretraining table of its width (`judge_widths`:
+judges of one width stack into one array), orders each group's runs into sub-batches
 dealt round-robin to the devices, and keeps the inverse permutation. The compiled
 program takes `ChunkPlan.program_inputs()`; `ChunkPlan.scatter` puts its outputs back
 at (condition, seed). Nothing else re-derives the order.
@@ -33,7 +34,7 @@ class GroupInputs(NamedTuple):
 
     condition: Condition
     seed: np.ndarray  # (positions,) int32
-    pretrain_index: np.ndarray  # (positions, n_judges) rows of the pretraining table
+    pretrain_index: np.ndarray  # (positions, n_judges) rows of the pretraining table of the group's judge width
     meta_pretrain_index: np.ndarray | None  # (positions,) the meta-judge's rows (Variant.meta_judge), else None
 
 
@@ -54,12 +55,17 @@ class ChunkPlan:
     n_conditions: int
     n_devices: int
     sub_batch: int  # runs per vmapped sub-batch
-    pretrain: PretrainInputs  # host arrays, one row per judge to pretrain (padded)
+    # one table per judge width (`judge_widths(variants)`): host arrays, one row per judge to pretrain (padded)
+    pretrain: tuple[PretrainInputs, ...]
     groups: tuple[GroupPlan, ...]
 
     @property
     def variants(self) -> tuple[Variant, ...]:
         return tuple(group.variant for group in self.groups)
+
+    @property
+    def judge_widths(self) -> tuple[int, ...]:
+        return judge_widths(self.variants)
 
     @property
     def n_runs(self) -> int:
@@ -79,10 +85,14 @@ class ChunkPlan:
                 out[name][group.condition_index, group.seed_index] = array
         return out
 
-    def pretrain_outcome(self, steps, alignment) -> dict:
-        """Per run: the most steps any of its judges took, and the lowest alignment reached."""
+    def pretrain_outcome(self, results) -> dict:
+        """Per run: the most steps any of its judges took, and the lowest alignment reached.
+
+        results: (steps, alignment) host arrays of each pretraining table, in `pretrain`'s order.
+        """
         per_group = []
         for group in self.groups:
+            steps, alignment = results[self.judge_widths.index(group.variant.judge_hidden)]
             rows = group.inputs.pretrain_index
             if group.inputs.meta_pretrain_index is not None:  # the meta-judge is one of the run's judges
                 rows = np.column_stack([rows, group.inputs.meta_pretrain_index])
@@ -139,42 +149,56 @@ def group_variants(variants: list[Variant]) -> list[Variant]:
     ]
 
 
+def judge_widths(variants) -> tuple[int, ...]:
+    """The judge widths among groups of runs, in group order: one pretraining table each."""
+    return tuple(dict.fromkeys(variant.judge_hidden for variant in variants))
+
+
 def make_plan(study: ResolvedStudy, seeds, n_devices: int, sub_batch: int | None = None) -> ChunkPlan:
     """Place the runs of `seeds` × every condition of `study` on a run axis over `n_devices`.
 
     sub_batch: runs per sub-batch; None chooses it (`sub_batch_size`). A run's bits depend on
     its sub-batch's size, so rerunning part of a study (`coevo verify`) passes the original's.
     """
-    pretrain_rows: dict[tuple, int] = {}
-    pretrain_knobs: list[dict] = []
+    # per judge width: (seed, member, pretraining knobs) -> row of its table, and the knobs of each row
+    pretrain_rows: dict[int, dict[tuple, int]] = {}
+    pretrain_knobs: dict[int, list[dict]] = {}
     by_variant: dict[Variant, list[_Run]] = {}
     groups = group_variants([study.variant(name) for name in study.condition_names])
     for c, (name, variant) in enumerate(zip(study.condition_names, groups, strict=True)):
         knobs = study.conditions[name]
         settings = tuple(knobs[k] for k in PRETRAIN_KNOBS)
+        table_rows = pretrain_rows.setdefault(variant.judge_hidden, {})
+        table_knobs = pretrain_knobs.setdefault(variant.judge_hidden, [])
         for s, seed in enumerate(seeds):
             rows = []
             # the meta-judge (meta_source `judge`) is pretrained as one more member, under its own tag
             members = list(range(knobs["n_judges"])) + ([META_JUDGE_MEMBER] if variant.meta_judge else [])
             for member in members:
                 key = (seed, member, settings)
-                if key not in pretrain_rows:
-                    pretrain_rows[key] = len(pretrain_rows)
-                    pretrain_knobs.append(knobs)
-                rows.append(pretrain_rows[key])
+                if key not in table_rows:
+                    table_rows[key] = len(table_rows)
+                    table_knobs.append(knobs)
+                rows.append(table_rows[key])
             meta_row = rows.pop() if variant.meta_judge else None
             by_variant.setdefault(variant, []).append(_Run(c, s, seed, knobs, tuple(rows), meta_row))
 
-    pretrain = PretrainInputs(
-        seed=np.array([key[0] for key in pretrain_rows], np.int32),
-        member=np.array([key[1] for key in pretrain_rows], np.int32),
-        condition=condition_arrays(pretrain_knobs),
+    pretrain = tuple(
+        pretrain_table(pretrain_rows[width], pretrain_knobs[width], n_devices) for width in judge_widths(by_variant)
     )
-    pretrain = jax.tree.map(lambda leaf: pad_rows(leaf, PRETRAIN_SUB_BATCH * n_devices), pretrain)
-
     sub_batch = sub_batch or sub_batch_size(max(len(runs) for runs in by_variant.values()), len(seeds), n_devices)
     groups = tuple(_group_plan(variant, runs, n_devices, sub_batch) for variant, runs in by_variant.items())
     return ChunkPlan(tuple(seeds), len(study.condition_names), n_devices, sub_batch, pretrain, groups)
+
+
+def pretrain_table(rows: dict[tuple, int], knobs: list[dict], n_devices: int) -> PretrainInputs:
+    """The pretraining jobs of one judge width, row by row, padded to whole sub-batches on every device."""
+    table = PretrainInputs(
+        seed=np.array([key[0] for key in rows], np.int32),
+        member=np.array([key[1] for key in rows], np.int32),
+        condition=condition_arrays(knobs),
+    )
+    return jax.tree.map(lambda leaf: pad_rows(leaf, PRETRAIN_SUB_BATCH * n_devices), table)
 
 
 def _group_plan(variant: Variant, runs: list[_Run], n_devices: int, sub_batch: int) -> GroupPlan:

@@ -1,7 +1,7 @@
 """One compiled program for a whole study: pretraining, every group of runs, every run.
 
 Given a chunk's `ChunkPlan` (engine.host.plan), four jitted functions: `pretrain` pretrains the
-listed judges (vmapped, sharded); `start` gathers each run's judges and starts each group's
+listed judges (vmapped, sharded; one table per judge width); `start` gathers each run's judges and starts each group's
 runs (vmapped, sharded over the "runs" mesh axis: every CPU core or GPU is one device);
 `advance` advances every run by one record interval (an outer iteration by default);
 `measure` takes every run's exact diagnostics. Pretraining is a program of its own
@@ -10,6 +10,7 @@ share those share its compilation through the persistent cache. Inputs are plain
 so chunks of a large study with equal shapes reuse the same compiled programs.
 """
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,7 +19,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from engine.core.state import make_run_inputs
-from engine.host.plan import PRETRAIN_SUB_BATCH
+from engine.host.plan import PRETRAIN_SUB_BATCH, judge_widths
 from engine.knobs import Sizes, Variant
 from engine.loop.batch import make_batch_run
 from engine.mechanisms.pretraining import pretrain_judge
@@ -36,8 +37,8 @@ class Started(NamedTuple):
 class StudyProgram(NamedTuple):
     """The study's four jitted functions; every group of runs runs inside each call.
 
-    pretrain(pretrain_inputs) -> PretrainResult   (stacked judges; steps, alignment per row)
-    start(pretrained_judges, group_inputs) -> Started
+    pretrain(pretrain_inputs) -> a PretrainResult per judge width   (stacked judges; steps, alignment per row)
+    start(pretrained_judges, group_inputs) -> Started   (pretrained_judges: each result's `judge`)
     advance(states, runs, outer, interval) -> states   (the interval-th record interval of outer iteration `outer`)
     measure(states, runs) -> per group a dict of metrics   (one record of every run)
     The host calls pretrain and start once, then advance and measure once per record, so
@@ -79,7 +80,18 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
     def sharded(fn, in_specs=runs_axis):
         return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=runs_axis, check_vma=False)
 
-    pretrain_all = sharded(in_sub_batches(jax.vmap(lambda job: pretrain_judge(job, sizes)), PRETRAIN_SUB_BATCH))
+    widths = judge_widths(variants)
+    pretrain_tables = [
+        sharded(
+            in_sub_batches(
+                jax.vmap(functools.partial(pretrain_judge, sizes=sizes, judge_hidden=width)), PRETRAIN_SUB_BATCH
+            )
+        )
+        for width in widths
+    ]
+
+    def pretrain_all(tables):
+        return tuple(pretrain(table) for pretrain, table in zip(pretrain_tables, tables, strict=True))
 
     batch_runs = [make_batch_run(variant, sizes) for variant in variants]
     group_starts = [sharded(in_sub_batches(batch.start, sub_batch)) for batch in batch_runs]
@@ -92,9 +104,13 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
     def start(pretrained_judges, group_inputs) -> Started:
         all_runs = [
             make_run_inputs(
-                group.condition, group.seed, pretrained_judges, group.pretrain_index, group.meta_pretrain_index
+                group.condition,
+                group.seed,
+                pretrained_judges[widths.index(variant.judge_hidden)],
+                group.pretrain_index,
+                group.meta_pretrain_index,
             )
-            for group in group_inputs
+            for variant, group in zip(variants, group_inputs, strict=True)
         ]
         return Started(all_runs, [group_start(runs) for group_start, runs in zip(group_starts, all_runs, strict=True)])
 
@@ -133,7 +149,7 @@ def compile_program(program: StudyProgram, inputs):
     """
     pretrain_inputs, group_inputs = inputs
     lowered_pretrain = program.pretrain.lower(pretrain_inputs)
-    lowered_start = program.start.lower(lowered_pretrain.out_info.judge, group_inputs)
+    lowered_start = program.start.lower(tuple(table.judge for table in lowered_pretrain.out_info), group_inputs)
     started = lowered_start.out_info
     index = jax.ShapeDtypeStruct((), np.int32)
     lowered_advance = program.advance.lower(started.states, started.runs, index, index)

@@ -8,11 +8,15 @@ the per-iteration layout. Run-level summaries (ceiling, divergence) are always p
 iteration. Saved distributions (`save_distributions`) add `policy_probability` and
 `judge_score` along a `sequence` dimension labelled with the arrows (`engine.core.world.render`).
 
-Condition knobs are coordinates along `condition`; the study, versions, git commit and
+Condition knobs are coordinates along `condition`, and the parameter counts of each condition's
+models (`policy_parameters`, `judge_parameters`: of the policy and of one judge) variables along
+it (not coordinates: a count varies with its width knob, and two coordinates varying together
+would tie every grid over that knob in `analysis.grid`); the study, versions, git commit and
 timings are attrs, so a file carries what is needed to rerun it. Files are written to a
 temporary name and renamed into place, so a result file is never half-written.
 """
 
+import functools
 import json
 from pathlib import Path
 
@@ -20,6 +24,7 @@ import jax
 import numpy as np
 import xarray as xr
 
+from engine.core.models import Judge, Policy, parameter_count
 from engine.core.world import all_sequences, render
 from engine.host.output import write_atomically
 from engine.host.provenance import provenance
@@ -57,6 +62,29 @@ def divergence(healthy: np.ndarray) -> dict:
     diverged = ~healthy.all(axis=-1)
     first = np.where(diverged, np.argmin(healthy, axis=-1), -1)
     return {"diverged": diverged, "diverged_at": first.astype(np.int32)}
+
+
+@functools.cache
+def _parameters(model: type, hidden: int) -> int:
+    return parameter_count(functools.partial(model, hidden=hidden))
+
+
+def parameter_counts(study: ResolvedStudy) -> dict:
+    """(condition,) variables: the parameters of each condition's policy and of each of its judges
+    (every member of an ensemble, and the meta-judge, has as many)."""
+    conditions = [study.conditions[c] for c in study.condition_names]
+    return {
+        "policy_parameters": (
+            ("condition",),
+            np.array([_parameters(Policy, knobs["policy_hidden"]) for knobs in conditions], np.int64),
+            {"units": "parameters", "long_name": "parameters of the policy"},
+        ),
+        "judge_parameters": (
+            ("condition",),
+            np.array([_parameters(Judge, knobs["judge_hidden"]) for knobs in conditions], np.int64),
+            {"units": "parameters", "long_name": "parameters of one judge (each ensemble member, the meta-judge)"},
+        ),
+    }
 
 
 def time_coordinates(sizes) -> tuple[str, dict]:
@@ -123,6 +151,7 @@ def make_dataset(
     run_level["pretrain_reached"] = arrays["pretrain_alignment"] >= target
     for name, values in run_level.items():
         data[name] = (("condition", "seed"), values)
+    data.update(parameter_counts(study))
     attrs = {
         "study_name": study.name,
         "study": study.to_json(),

@@ -209,7 +209,7 @@ def run_study(
             plan, seed_offset = plans[index], int(offsets[index])
             pretrain_inputs, group_inputs = plan.program_inputs()
             pretrained = compiled.pretrain(pretrain_inputs)
-            started = compiled.start(pretrained.judge, group_inputs)
+            started = compiled.start(tuple(table.judge for table in pretrained), group_inputs)
             first = done.iterations if index == done.chunks else 0
             if first:  # resumed within this chunk: its records and states so far from the checkpoint
                 history, states = done.history_records(), done.states_like(started.states)
@@ -228,7 +228,7 @@ def run_study(
                 bar.update(n_runs)
                 if checkpoint is not None and outer < n_iterations - 1 and checkpoint.due():
                     checkpoint.save(progress_now(index, outer + 1, history, states))
-            outcome = plan.pretrain_outcome(*fetch((pretrained.steps, pretrained.alignment)))
+            outcome = plan.pretrain_outcome(fetch([(table.steps, table.alignment) for table in pretrained]))
             per_chunk.append({**plan.scatter(trajectories(history)), **outcome})
             if checkpoint is not None and index < len(plans) - 1:  # after the last, the results file
                 checkpoint.save(progress_now(index + 1))

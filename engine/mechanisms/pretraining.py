@@ -2,6 +2,8 @@
 until its Spearman with q* reaches `judge_init_alignment`, checked every
 `pretrain_check_every` steps, or `pretrain_max_steps` pass (flagged by the host, not fatal)."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -33,10 +35,12 @@ class PretrainInputs(eqx.Module):
     condition: Condition
 
 
-def pretrain_judge(job: PretrainInputs, sizes: Sizes) -> PretrainResult:
-    """Pretrain member `job.member` of seed `job.seed`; stops at the first check >= target."""
+def pretrain_judge(job: PretrainInputs, sizes: Sizes, judge_hidden: int) -> PretrainResult:
+    """Pretrain member `job.member` of seed `job.seed`, a judge of width `judge_hidden`; stops at
+    the first check >= target."""
     keys = run_keys(job.seed)
-    judge = initial_model(Judge, jax.random.fold_in(keys["judges"], job.member), job.condition)
+    build = functools.partial(Judge, hidden=judge_hidden)
+    judge = initial_model(build, jax.random.fold_in(keys["judges"], job.member), job.condition)
     data_key = jax.random.fold_in(keys["pretrain"], job.member)
     sequences = jnp.asarray(all_sequences())
     q_star = q_star_of(job.condition.transition_alpha)
