@@ -125,17 +125,22 @@ def oracle_pair_update(
 # The expected steps (gradient_estimator `exact`).
 
 
-def score_gradient_step(judge: Judge, opt_state, score_gradient, pull=None):
-    """One Adam step of one judge along Σ_x g_x·∇J(x) (+ the pull's gradient), g = score_gradient(J)
-    of its scores J of all 4096 sequences, held fixed: the gradient of a loss over pairs of the 4096
-    whose derivative in J is g. One pass over the judge's prefix tree, forward and backward."""
+def score_gradient_grads(judge: Judge, score_gradient, pull=None):
+    """∇θ of Σ_x g_x·J(x) (+ the pull), g = score_gradient(J) of the judge's scores J of all 4096
+    sequences, held fixed: the gradient of a loss over pairs of the 4096 whose derivative in J is g.
+    One pass over the judge's prefix tree, forward and backward. pull: None, or (pretrained judge, c)."""
 
     def surrogate(judge):
         scores = judge.all_scores()
         loss = jnp.sum(jax.lax.stop_gradient(score_gradient(scores)) * scores)
         return loss if pull is None else loss + pull[1] * squared_distance(judge, pull[0])
 
-    updates, opt_state = adam_update(eqx.filter_grad(surrogate)(judge), opt_state)
+    return eqx.filter_grad(surrogate)(judge)
+
+
+def score_gradient_step(judge: Judge, opt_state, score_gradient, pull=None):
+    """One Adam step of one judge along `score_gradient_grads`."""
+    updates, opt_state = adam_update(score_gradient_grads(judge, score_gradient, pull), opt_state)
     return eqx.apply_updates(judge, updates), opt_state
 
 
