@@ -289,34 +289,37 @@ def per_run(tree) -> np.ndarray:
     return np.concatenate([np.asarray(leaf).reshape(len(leaves[0]), -1) for leaf in leaves], axis=1)
 
 
-def states_after_one_iteration(variant, sizes, runs, seed_offset: int):
-    """Started with the runs' seeds, then one outer iteration with every seed moved by seed_offset."""
-    batch = make_batch_run(variant, sizes)
-    states = jax.jit(batch.start)(runs)
-    moved = eqx.tree_at(lambda r: r.seed, runs, runs.seed + seed_offset)
-    return jax.jit(batch.advance)(states, moved, 0, 0)
-
-
-def test_under_exact_a_runs_states_do_not_depend_on_its_loop_key(exact_group):
-    """Policy, judges, optimisers, budgets, mixtures: bit for bit the same whatever the loop key (the
-    run's seed replaced after start); under `sampled` the same replacement moves every run."""
+@pytest.fixture(scope="module")
+def one_iteration(exact_group):
+    """gradient_estimator -> (the states at start, then after one outer iteration with the runs' seeds as
+    they are, and with every seed moved by 1000 after start)."""
     variant, sizes, runs = exact_group
+    found = {}
+    for estimator in ("exact", "sampled"):
+        batch = make_batch_run(variant._replace(gradient_estimator=estimator), sizes)
+        start, advance = jax.jit(batch.start)(runs), jax.jit(batch.advance)
+        moved = eqx.tree_at(lambda r: r.seed, runs, runs.seed + 1000)
+        found[estimator] = (start, advance(start, runs, 0, 0), advance(start, moved, 0, 0))
+    return found
+
+
+def test_under_exact_a_runs_states_do_not_depend_on_its_loop_key(exact_group, one_iteration):
+    """Policy, judges, optimisers, budgets: bit for bit the same whatever the loop key (the run's seed
+    replaced after start); under `sampled` the same replacement moves every run."""
+    variant = exact_group[0]
     assert variant.gradient_estimator == "exact" and variant.n_oracle_pairs and variant.n_holdout
-    same, moved = (states_after_one_iteration(variant, sizes, runs, offset) for offset in (0, 1000))
+    start, same, moved = one_iteration["exact"]
     for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(moved), strict=True):
         np.testing.assert_array_equal(a, b)
-    start = jax.jit(make_batch_run(variant, sizes).start)(runs)
     assert not (per_run(same.policy) == per_run(start.policy)).all(axis=1).any()  # the iteration moved every run
     assert not (per_run(same.judges) == per_run(start.judges)).all(axis=1).any()
-    sampled = variant._replace(gradient_estimator="sampled")
-    same, moved = (states_after_one_iteration(sampled, sizes, runs, offset) for offset in (0, 1000))
+    _, same, moved = one_iteration["sampled"]
     assert not (per_run(same.policy) == per_run(moved.policy)).all(axis=1).any()
 
 
-def test_the_entropy_bonus_changes_nothing_under_exact(exact_group):
+def test_the_entropy_bonus_changes_nothing_under_exact(one_iteration):
     """Its expected gradient is 0: the run with entropy_bonus 0.5 is the run with 0.01, bit for bit."""
-    variant, sizes, runs = exact_group
-    states = states_after_one_iteration(variant, sizes, runs, 0)
+    _, states, _ = one_iteration["exact"]
     names = list(EXACT_GROUP)
     plain, bonus = names.index("plain"), names.index("plain_bonus")
     for leaf in jax.tree.leaves(states):
