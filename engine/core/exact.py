@@ -216,9 +216,9 @@ def spearman(x, y):
 # ----------------------------------------------------------------------------------------
 # Sums over all ordered pairs.
 
-# Tiles of PAIR_BLOCK² pairs, 256 KiB of float32: within a CPU core's L2 cache, the fastest of the
-# sizes tried on the lab's CPU (docs/mean_field.md).
-PAIR_BLOCK = 256
+# Tiles of PAIR_BLOCK² pairs (64 KiB of float32 per run, a vmapped batch of runs' tiles still in a
+# core's L2 cache): the fastest size tried on the lab's CPU (docs/mean_field.md).
+PAIR_BLOCK = 128
 
 
 def antisymmetric_pair_sum(odd, x, weights):
