@@ -78,24 +78,25 @@ def judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels=None, pull=None
     return eqx.apply_updates(judge, updates), opt_state, accuracy
 
 
-def ensemble_step(state: RunState, judge_step, step_mask, pull=None) -> RunState:
-    """Every judge takes `judge_step(judge, opt_state, pull) -> (judge, opt_state)`, its pull (None, or
-    (its pretrained judge, c)) as the run has one; judge m keeps the step where step_mask[m] is true."""
+def ensemble_step(state: RunState, judge_step, step_mask, pull=None, per_judge=None) -> RunState:
+    """Every judge takes `judge_step(judge, opt_state, pull, inputs) -> (judge, opt_state)`, its pull (None,
+    or (its pretrained judge, c)) as the run has one and its row of `per_judge` (arrays stacked like the
+    judges, or None); judge m keeps the step where step_mask[m] is true."""
 
-    def one_judge(judge, opt_state, keep, pretrained):
+    def one_judge(judge, opt_state, keep, pretrained, inputs):
         member_pull = None if pull is None else (pretrained, pull.weight)
-        new_judge, new_opt = judge_step(judge, opt_state, member_pull)
+        new_judge, new_opt = judge_step(judge, opt_state, member_pull, inputs)
         return tree_select(keep, (new_judge, new_opt), (judge, opt_state))
 
     pretrained = None if pull is None else pull.pretrained
-    judges, judge_opt = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, step_mask, pretrained)
+    judges, judge_opt = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, step_mask, pretrained, per_judge)
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
 
 
 def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask, pull=None) -> RunState:
     """Every judge takes a pair step on the same pairs; judge m keeps it where step_mask[m] is true."""
 
-    def pair_step(judge, opt_state, member_pull):
+    def pair_step(judge, opt_state, member_pull, _):
         return judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels, member_pull)[:2]
 
     return ensemble_step(state, pair_step, step_mask, pull)
@@ -160,15 +161,20 @@ def self_labelled_score_gradient(scores, probs):
 
 def expected_self_labelled_update(state: RunState, condition: Condition, due, pull=None) -> RunState:
     """`self_labelled_update`'s expected step: each judge labels every pair of the 4096² by its own
-    scores and trains on them weighted by q(a)·q(b), q the policy (or the mixture of past policies)."""
-    probs = self_labelled_distribution(state, condition)
+    scores and trains on them weighted by q(a)·q(b), q the policy (or the mixture of past policies).
 
-    def judge_step(judge, opt_state, member_pull):
+    q is handed to each judge as its own row: a q shared by the vmapped judges (batched over the runs
+    but not over the judges) makes XLA's CPU code for the tiles' products slower, twice the time for
+    three judges (docs/mean_field.md)."""
+    n_judges = ensemble_size(state.judges)
+    probs = jnp.broadcast_to(self_labelled_distribution(state, condition), (n_judges, N_SEQUENCES))
+
+    def judge_step(judge, opt_state, member_pull, probs):
         return score_gradient_step(
             judge, opt_state, lambda scores: self_labelled_score_gradient(scores, probs), member_pull
         )
 
-    return ensemble_step(state, judge_step, jnp.full((ensemble_size(state.judges),), due), pull)
+    return ensemble_step(state, judge_step, jnp.full((n_judges,), due), pull, probs)
 
 
 def oracle_score_gradient(scores, label_sums):
@@ -182,7 +188,7 @@ def expected_oracle_pair_update(state: RunState, condition: Condition, due, vari
     """`oracle_pair_update`'s expected step, over every pair of the 4096² and the labeller's noise;
     counted against `oracle_budget` as the n_oracle_pairs comparisons whose expectation it takes."""
 
-    def judge_step(judge, opt_state, member_pull):
+    def judge_step(judge, opt_state, member_pull, _):
         return score_gradient_step(
             judge, opt_state, lambda scores: oracle_score_gradient(scores, state.oracle_label_sums), member_pull
         )
