@@ -79,9 +79,10 @@ def refuse_without_exact_mode(study: str, condition: str, knobs: dict) -> None:
         )
     if on("meta_judge", knobs):
         raise StudyError(
-            f"{place}: exact has no mode for the meta-judge (meta_source judge): its pairs are the least certain "
-            "meta_pairs of a batch, an order statistic of the batch whose expectation the lab does not compute; "
-            "use gradient_estimator sampled, or meta_source holdout"
+            f"{place}: exact has no mode for the meta-judge (meta_source judge): its meta step labels meta_pairs "
+            "of a batch of fresh pairs (under meta_select uncertain the least certain, an order statistic of the "
+            "batch), whose expectation the lab does not compute; use gradient_estimator sampled, or meta_source "
+            "holdout"
         )
 
 
