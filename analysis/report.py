@@ -5,8 +5,9 @@ Per-iteration figures and tables read the records that end each outer iteration
 also gets the within-iteration figure and its order-of-events table (`analysis.within`); a
 2-knob grid study gets its phase diagrams and their table (`analysis.phase`); a study with
 self-rewarding or bias records gets their figures (`analysis.overoptimisation`,
-`analysis.bias`), and one with grounding conditions its answers and figures (`analysis.grounding`). The published-condition comparisons (`best.png`, and `gap.png` beyond eight
-conditions) are drawn only when some of those conditions are present; a grid study's headline
+`analysis.bias`), and one with grounding conditions its answers and figures
+(`analysis.grounding`). The published-condition comparisons (`best.png`, and `gap.png` beyond
+eight conditions) are drawn only when some of those conditions are present; a grid study's headline
 and table use its reference cell as the baseline.
 
 A set is written whole or not at all: every output is checked first (an existing file stops the

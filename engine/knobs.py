@@ -168,6 +168,12 @@ def _frozen(k):
     return "freeze_judge is true" if k["freeze_judge"] else None
 
 
+def _sampled_off(k):
+    """A term only the sampled estimator reads: `exact` takes its expected gradient, which is 0."""
+    exact = k["gradient_estimator"] == "exact"
+    return "gradient_estimator is exact (the term's expected gradient is 0)" if exact else None
+
+
 def _judge_steps_off(k):
     """The self-labelled and oracle-pair steps run where the judge is not frozen and its cadence fires."""
     return _frozen(k) or never_fires(k, "judge_update_every")
@@ -267,6 +273,7 @@ MECHANISMS = {
     "dpo": Mechanism("update_rule dpo", _dpo_off),
     "dpo_reference": Mechanism("dpo's reference policy", _dpo_reference_off),
     "kl_penalty": Mechanism("the KL penalty", lambda k: None if k["kl_penalty"] > 0 else "kl_penalty is 0"),
+    "sampled": Mechanism("the sampled gradient estimator", _sampled_off),
     "unfrozen": Mechanism("a judge that is not frozen", _frozen),
     "judge_steps": Mechanism("the judges' self-labelled and oracle-pair steps", _judge_steps_off),
     "judge_data_window": Mechanism("judge_data window", _judge_data_window_off),
@@ -311,6 +318,14 @@ KNOBS = {
         "initial weights of policy and judges: the reference's Flax defaults, or Equinox's",
         pretrain=True,
     ),
+    # how every step's gradient is taken (docs/mean_field.md)
+    "gradient_estimator": Knob(
+        ("sampled", "exact"),
+        "sampled",
+        "sampled: every step's gradient from its batch (reference); exact: its expectation, summed over all "
+        "4096 outputs (all 4096² pairs for the judges): the loop's large-batch limit, no sampling noise",
+        scope=GROUP,
+    ),
     # the policy
     "policy_hidden": Knob(
         int,
@@ -328,6 +343,7 @@ KNOBS = {
         "reference 'entropy bonus' + c·mean(log π): zero expected gradient (a quirk)",
         low=0.0,
         high=LOSS_WEIGHT_MAX,
+        mechanism="sampled",
     ),
     "entropy_regulariser": Knob(
         float,
@@ -616,10 +632,22 @@ KNOBS = {
     ),
     # the loop's sizes
     "batch_size": Knob(
-        int, 64, "sequences per policy step, per judge batch, per pretraining step", positive=True, scope=STUDY
+        int,
+        64,
+        "sequences per policy step, per judge batch, per pretraining step (unless pretrain_batch_size)",
+        positive=True,
+        scope=STUDY,
     ),
     "steps_per_iter": Knob(int, 200, "inner steps per outer iteration", positive=True, scope=STUDY),
     "n_iterations": Knob(int, 10, "outer iterations", positive=True, scope=STUDY),
+    "pretrain_batch_size": Knob(
+        int,
+        0,
+        "sequences per judge pretraining step (0: batch_size), so studies of several batch sizes can share "
+        "their pretrained judges",
+        low=0,
+        scope=STUDY,
+    ),
     "pretrain_check_every": Knob(
         int, 50, "pretraining steps between Spearman checks", unit="steps", positive=True, scope=STUDY
     ),
@@ -696,6 +724,11 @@ def variant_of(knobs: dict) -> Variant:
 
 def sizes_of(knobs: dict) -> Sizes:
     return Sizes(*(knobs[name] for name in STUDY_KNOBS))
+
+
+def pretrain_batch(sizes: Sizes) -> int:
+    """Sequences per judge pretraining step: `pretrain_batch_size`, where 0 means `batch_size`."""
+    return sizes.pretrain_batch_size or sizes.batch_size
 
 
 def condition_arrays(rows: list[dict]) -> Condition:

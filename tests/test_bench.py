@@ -1,7 +1,15 @@
-"""`coevo bench --mechanisms`: its studies are valid and price what they say they price."""
+"""`coevo bench --mechanisms` and `--estimators`: their studies are valid and price what they say they price."""
 
 import engine
-from engine.cli.bench import CURVE_POINTS, MECHANISM_CONDITIONS, format_mechanisms, mechanisms_study, n_groups
+from engine.cli.bench import (
+    CURVE_POINTS,
+    ESTIMATOR_CONDITIONS,
+    MECHANISM_CONDITIONS,
+    format_estimators,
+    format_mechanisms,
+    mechanisms_study,
+    n_groups,
+)
 from engine.cli.profile import KINDS, time_by_kind
 
 
@@ -27,6 +35,18 @@ def test_the_report_prints_every_mechanism_relative_to_the_baseline():
     curve = {1: {"mechanisms": ["baseline"], "groups": 1, "compile_s": 10.0}}
     text = format_mechanisms({"seeds": 8, "steps_per_iter": 100, "single": single, "curve": curve})
     assert "ensemble_3" in text and "2.00x" in text and "1 mechanisms (1 groups): 10.0 s" in text
+
+
+def test_the_estimators_report_prices_each_condition_against_both_baselines():
+    rows = [
+        {"condition": name, "estimator": estimator, "compile_s": 10.0, "us_per_run_step": 100.0 * (i + 1) * factor}
+        for i, name in enumerate(ESTIMATOR_CONDITIONS)
+        for estimator, factor in (("sampled", 1), ("exact", 20))
+    ]
+    text = format_estimators({"runs": 8, "steps": 20, "repeats": 5, "rows": rows})
+    assert len(text.splitlines()) == 2 + 2 * len(ESTIMATOR_CONDITIONS)
+    line = next(line for line in text.splitlines() if line.startswith("asymmetric_10") and "exact" in line)
+    assert line.split()[-2:] == ["40.00x", "20.00x"]  # against the sampled baseline, and its own sampled step
 
 
 def test_time_by_kind_counts_each_operation_without_what_runs_inside_it():

@@ -10,7 +10,7 @@ import pytest
 from engine.cli.main import main
 from engine.core.world import N_SEQUENCES
 from engine.host.chunks import seed_chunks
-from engine.host.estimate import GIB, available_memory, check, estimate, machine_slowdown, step_cost
+from engine.host.estimate import GIB, available_memory, check, estimate, machine_slowdown, run_step_cost, step_cost
 from engine.host.plan import make_plan
 from engine.host.runner import FETCH_DISTRIBUTIONS_BYTES, MAX_RECORDS_PER_FETCH, DistributionStore, records_per_fetch
 from engine.host.study import StudyError, resolve
@@ -248,3 +248,27 @@ def test_fetching_mid_iteration_keeps_every_record_in_its_place(small, monkeypat
     assert pieces.sizes["step"] == 7 and pieces.policy_probability.shape == (1, 2, 7, N_SEQUENCES)
     for name in ("policy_probability", "judge_score", "policy_quality", "judge_alignment"):
         np.testing.assert_array_equal(pieces[name].values, whole[name].values)
+
+
+# `coevo bench --estimators`, two runs (docs/mean_field.md): a run-step's cost against the sampled baseline's
+MEASURED_EXACT = {
+    "baseline": (16.8, 23.7),
+    "asymmetric_10": (3.8, 4.2),
+    "anchor_0.1": (32.2, 48.8),
+    "ensemble_3": (43.3, 64.3),
+}
+
+
+def test_an_exact_run_step_is_priced_within_what_was_measured_whatever_the_batch():
+    conditions = {"baseline": {}, "asymmetric_10": {"judge_update_every": 10}, "anchor_0.1": {"anchor_fraction": 0.1}}
+    conditions["ensemble_3"] = {"n_judges": 3}
+    exact = {name: {**knobs, "gradient_estimator": "exact"} for name, knobs in conditions.items()}
+    for batch_size in (16, 1024):
+        resolved = resolve(
+            one({**exact, "frozen": {"gradient_estimator": "exact", "freeze_judge": True}}, batch_size=batch_size)
+        )
+        for name, (low, high) in MEASURED_EXACT.items():
+            assert low <= run_step_cost(resolved.conditions[name]) <= high, name
+        assert run_step_cost(resolved.conditions["frozen"]) < 3  # the policy's exact step alone
+    sampled = resolve(one(conditions, batch_size=1024)).conditions["baseline"]
+    assert run_step_cost(sampled) == 16  # a sampled step grows with its batch

@@ -40,6 +40,14 @@ MECHANISM_CONDITIONS = {
 }
 MECHANISM_SEEDS = 8
 CURVE_POINTS = (1, 2, 4, 8, len(MECHANISM_CONDITIONS))
+# `--estimators`: conditions priced under gradient_estimator sampled and exact (docs/mean_field.md)
+ESTIMATOR_CONDITIONS = {
+    "baseline": {},
+    "asymmetric_10": {"judge_update_every": 10},
+    "anchor_0.1": {"anchor_fraction": 0.1},
+    "ensemble_3": {"n_judges": 3},
+}
+ESTIMATOR_RUNS = 8
 
 
 def run_counts(text: str) -> tuple[int, ...]:
@@ -89,13 +97,21 @@ def add_arguments(parser):
         "and compile seconds against the number of mechanisms in one study",
     )
     parser.add_argument(
+        "--estimators",
+        action="store_true",
+        help="instead: µs per run-step of a few conditions under gradient_estimator sampled and exact, each "
+        "compiled apart, then timed alternately in one process",
+    )
+    parser.add_argument(
         "--against",
         type=engine_tree,
         metavar="TREE",
         help="instead: the study end to end from an empty cache by TREE's engine (a checkout of another "
         "commit, e.g. from `git worktree add`) and by this one, alternately, --repeat times; with their ratios",
     )
-    parser.add_argument("--repeat", type=positive_int, default=1, help="rounds of --against (default 1)")
+    parser.add_argument(
+        "--repeat", type=positive_int, help="rounds of --against (default 1) or of --estimators (default 5)"
+    )
     parser.add_argument("--measure", type=measurement, help=argparse.SUPPRESS)  # one measurement, as JSON
 
 
@@ -207,6 +223,77 @@ def inner_step_cost(study: dict) -> dict:
     resolved = engine.resolve(study)
     run_steps = len(resolved.conditions) * len(resolved.seeds) * 2 * resolved.sizes.steps_per_iter
     return {"compile_s": timings[0][0], "s_per_run_step": (timings[1][1] - timings[0][1]) / run_steps}
+
+
+def estimator_costs(steps: int, repeats: int) -> dict:
+    """Per ESTIMATOR_CONDITIONS entry and gradient estimator: compile seconds of one record interval
+    (`advance`) of ESTIMATOR_RUNS runs (untrained judges: the cost does not depend on their weights),
+    and its best time per run-step over `repeats` rounds, the programs timed in turn in each round
+    (the machine's speed drifts; alternating spreads the drift over all of them)."""
+    import jax
+    import numpy as np
+
+    from engine.core.models import make_judges
+    from engine.core.state import make_run_inputs
+    from engine.host.study import resolve
+    from engine.knobs import condition_arrays
+    from engine.loop.batch import make_batch_run
+
+    programs, report = {}, {}
+    for name, knobs in ESTIMATOR_CONDITIONS.items():
+        for estimator in ("sampled", "exact"):
+            condition = {**knobs, "gradient_estimator": estimator}
+            study = {
+                "name": "estimators",
+                "seeds": [0],
+                "base": {"steps_per_iter": steps},
+                "conditions": {"c": condition},
+            }
+            resolved = resolve(study)
+            n_judges = resolved.conditions["c"]["n_judges"]
+            runs = make_run_inputs(
+                condition_arrays([resolved.conditions["c"]] * ESTIMATOR_RUNS),
+                np.arange(ESTIMATOR_RUNS, dtype=np.int32),
+                make_judges(jax.random.PRNGKey(0), n_judges),
+                np.tile(np.arange(n_judges, dtype=np.int32), (ESTIMATOR_RUNS, 1)),
+            )
+            batch = make_batch_run(resolved.variant("c"), resolved.sizes)
+            states = jax.block_until_ready(jax.jit(batch.start)(runs))
+            t0 = time.perf_counter()
+            advance = jax.jit(batch.advance).lower(states, runs, 0, 0).compile()
+            report[(name, estimator)] = {"compile_s": time.perf_counter() - t0, "us_per_run_step": float("inf")}
+            programs[(name, estimator)] = (advance, states, runs)
+    for _ in range(repeats):
+        for key, (advance, states, runs) in programs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(advance(states, runs, 0, 0))
+            seconds = (time.perf_counter() - t0) / (ESTIMATOR_RUNS * steps)
+            report[key]["us_per_run_step"] = min(report[key]["us_per_run_step"], 1e6 * seconds)
+    return {
+        "runs": ESTIMATOR_RUNS,
+        "steps": steps,
+        "repeats": repeats,
+        "rows": [{"condition": name, "estimator": estimator, **row} for (name, estimator), row in report.items()],
+    }
+
+
+def format_estimators(report: dict) -> str:
+    rows = {(row["condition"], row["estimator"]): row for row in report["rows"]}
+    baseline = rows[("baseline", "sampled")]["us_per_run_step"]
+    lines = [
+        f"{report['runs']} runs, one record interval of {report['steps']} inner steps, best of {report['repeats']} "
+        "rounds (untrained judges, one device)",
+        f"{'condition':<16} {'estimator':<9} {'compile s':>10} {'µs/run-step':>12} {'x sampled baseline':>19} "
+        f"{'x its sampled':>14}",
+    ]
+    for (name, estimator), row in rows.items():
+        cost = row["us_per_run_step"]
+        own = rows[(name, "sampled")]["us_per_run_step"]
+        lines.append(
+            f"{name:<16} {estimator:<9} {row['compile_s']:>10.1f} {cost:>12.0f} {cost / baseline:>18.2f}x "
+            f"{cost / own:>13.2f}x"
+        )
+    return "\n".join(lines)
 
 
 def n_groups(study: dict) -> int:
@@ -341,6 +428,10 @@ def main(args) -> int:
         base["steps_per_iter"] = args.steps_per_iter
     if args.iterations:
         base["n_iterations"] = args.iterations
+    if args.estimators:
+        report = estimator_costs(args.steps_per_iter or 20, args.repeat or 5)
+        print(json.dumps(report, indent=2) if args.json else format_estimators(report))
+        return 0
     if args.mechanisms:
         names, measured = list(MECHANISM_CONDITIONS), {"steps_per_iter": 100, **base}  # as mechanisms_report
         checked(mechanisms_study([name], measured) for name in names)
@@ -353,7 +444,7 @@ def main(args) -> int:
     study = {**study, "base": {**study.get("base", {}), **base}}
     if args.against:
         checked([study])
-        report = side_by_side(study, args.against, args.repeat)
+        report = side_by_side(study, args.against, args.repeat or 1)
         print(json.dumps(report, indent=2) if args.json else format_side_by_side(report))
         return 0
     checked([study, *(baseline_study(n_runs, base) for n_runs in args.sizes)])

@@ -16,6 +16,8 @@ lexicographic order of `engine.core.world.all_sequences()` (position 0 varies sl
 - `sample_indices`, `sample_weighted`: draws from a distribution over the 4096 (or from
   weights in proportion) by inverse CDF;
 - `judge_scores_all`, `spearman`: the judge's scores of all 4096 and their rank correlation;
+- `antisymmetric_pair_sum`: Σ_b w_b·f(x_c − x_b) over all pairs, f odd: the expected pair losses'
+  gradients (docs/mean_field.md);
 - `policy_log_probs_all`: log π by teacher forcing, the slow reference the tests hold the tree to.
 """
 
@@ -23,6 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.stats
+import numpy as np
 
 from engine.core.models import Judge, Policy, prefix_index
 from engine.core.world import SEQ_LEN, all_sequences
@@ -208,3 +211,34 @@ def spearman(x, y):
     rank_x = jax.scipy.stats.rankdata(x)
     rank_y = jax.scipy.stats.rankdata(y)
     return jnp.corrcoef(rank_x, rank_y)[0, 1]
+
+
+# ----------------------------------------------------------------------------------------
+# Sums over all ordered pairs.
+
+# Tiles of PAIR_BLOCK² pairs (64 KiB of float32 per run, a vmapped batch of runs' tiles still in a
+# core's L2 cache): the fastest size tried on the lab's CPU (docs/mean_field.md).
+PAIR_BLOCK = 128
+
+
+def antisymmetric_pair_sum(odd, x, weights):
+    """v_c = Σ_b weights_b · odd(x_c − x_b) for every c, (n,), for an odd function odd(−d) = −odd(d).
+
+    x, weights: (n,), n a multiple of PAIR_BLOCK. The n² terms are visited one tile of
+    PAIR_BLOCK² pairs at a time, only the tiles on and above the diagonal of blocks: a tile
+    above it gives its rows' sums (tile · w) and, by the antisymmetry, its columns' too
+    (−tileᵀ · w), so `odd` is evaluated about n²/2 times and no n × n array is ever held.
+    """
+    n_blocks = len(x) // PAIR_BLOCK
+    x_blocks = x.reshape(n_blocks, PAIR_BLOCK)
+    weight_blocks = weights.reshape(n_blocks, PAIR_BLOCK)
+    rows, columns = np.triu_indices(n_blocks)
+
+    def add_tile(sums, tile_index):
+        i, j = tile_index
+        tile = odd(x_blocks[i][:, None] - x_blocks[j][None, :])
+        sums = sums.at[i].add(tile @ weight_blocks[j])
+        return sums.at[j].add(jnp.where(i == j, 0.0, -(weight_blocks[i] @ tile))), None
+
+    sums, _ = jax.lax.scan(add_tile, jnp.zeros_like(weight_blocks), (rows, columns))
+    return sums.reshape(-1)

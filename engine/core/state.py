@@ -94,6 +94,9 @@ class RunState(eqx.Module):
     # step since the start in slot 0 (`accumulate`); None where the judge's pairs are fresh (Variant.judge_data_slots 0)
     policy_sums: jax.Array | None
     oracle_spent: jax.Array  # q*-labelled comparisons the judges trained on this outer iteration (int32; oracle_budget)
+    # (4096,) the q* labeller's expected preference of each sequence over a uniform one, a constant of the run
+    # (grounding.expected_label_sums); None unless the run's oracle-pair step is exact (gradient_estimator exact)
+    oracle_label_sums: jax.Array | None = None
 
 
 def fresh_judge_opt(judges: Judge, lr_judge):

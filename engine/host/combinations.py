@@ -67,8 +67,29 @@ def pretraining_target_extent(knobs: dict) -> float:
     return float(np.max(np.abs(q_star + knobs["planted_bias"] * np.std(q_star) * verbosity)))
 
 
+def refuse_without_exact_mode(study: str, condition: str, knobs: dict) -> None:
+    """gradient_estimator `exact` with a mechanism that has no exact mode (docs/mean_field.md)."""
+    if knobs["gradient_estimator"] != "exact":
+        return
+    place = where(study, condition, "gradient_estimator")
+    if on("dpo", knobs):
+        raise StudyError(
+            f"{place}: exact has no mode for update_rule dpo: its pairs are the best and worst of groups of the "
+            "batch and its loss a mean over the pairs it keeps, whose expectation the lab does not compute; "
+            "use gradient_estimator sampled"
+        )
+    if on("meta_judge", knobs):
+        raise StudyError(
+            f"{place}: exact has no mode for the meta-judge (meta_source judge): its meta step labels meta_pairs "
+            "of a batch of fresh pairs (under meta_select uncertain the least certain, an order statistic of the "
+            "batch), whose expectation the lab does not compute; use gradient_estimator sampled, or meta_source "
+            "holdout"
+        )
+
+
 def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
     """Combinations that cannot run as written, whatever the study's length."""
+    refuse_without_exact_mode(study, condition, knobs)
     if on("meta_judge", knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
         raise StudyError(
             f"{where(study, condition, 'meta_pairs')}: the meta-judge labels meta_pairs of batch_size fresh "

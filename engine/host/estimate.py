@@ -30,15 +30,20 @@ A chunk holds at least one seed of every condition and at most `max_runs_per_chu
 (engine.host.runner). On an accelerator the chunk's terms without BASE are compared with the
 device's memory (uncalibrated there), the curves and distributions with the host's.
 
-  time ≈ Σ over runs of inner steps · STEP_SECONDS · (batch_size / 64) · (1 + n_judges) / 2 · step_cost
+  time ≈ Σ over runs of inner steps · STEP_SECONDS · run_step_cost
          + records · (judges · RECORD_SECONDS + RECORD_CALL_SECONDS / runs per chunk)
+
+  run_step_cost = (batch_size / 64) · (1 + n_judges) / 2 · step_cost            (gradient_estimator sampled)
+                = EXACT_POLICY_COST + n_judges · EXACT_JUDGE_STEP_COST · judge steps per inner step
+                  + the held-out check's cost                                  (exact: no batch)
 
 scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
 it was calibrated (`machine_slowdown`: a 50 ms NumPy probe of the engine's kind of work, 32-wide
 float32 matmuls and tanh, timed before anything compiles; these machines differ 3-4× from day to
 day). STEP_SECONDS and RECORD_SECONDS were fitted to `blog` end to end (85 runs × 2000 inner
 steps, pretraining and 11 records included), `step_cost` the mechanisms' run-step costs against
-the baseline (`coevo bench --mechanisms`, docs/performance.md). Compilation (10-100 s) comes on
+the baseline (`coevo bench --mechanisms`, docs/performance.md), the exact costs measured against
+the sampled baseline (`coevo bench --estimators`, docs/mean_field.md). Compilation (10-100 s) comes on
 top. Time is estimated on CPU only; a GPU runs the published study ≈ 10× faster per run in
 large batches.
 """
@@ -98,6 +103,10 @@ HOLDOUT_CHECK_COST = 2.1  # one held-out check of 204 pairs (meta_10: 1.21x), pe
 # 1.33x an asymmetric_10 step (docs/grounding.md), so 0.14 of a baseline step times (1 − 1/judge_update_every)
 JUDGE_DATA_COST = 0.14
 POLICY_SLOT_BYTES = N_SEQUENCES * 4  # one slot of past policies' mass (judge_data), float32: 16 KiB
+# gradient_estimator exact, in sampled baseline run-steps: from two runs of `coevo bench --estimators`
+# (docs/mean_field.md), baseline exact = P + J and asymmetric_10 exact = P + J/10 gave P 2.3, 2.0 and J 14.5, 21.8
+EXACT_POLICY_COST = 2.1  # the policy's exact step (and the judges' 4096 scores it reads)
+EXACT_JUDGE_STEP_COST = 18.0  # one judge's exact step over the 4096² pairs, self-labelled or oracle-pair
 
 
 def probe_seconds(repeats: int = 5) -> float:
@@ -142,6 +151,26 @@ def step_cost(knobs: dict) -> float:
     if judge_data_slots(knobs):
         cost += JUDGE_DATA_COST * (1 - 1 / knobs["judge_update_every"])
     return cost
+
+
+def exact_step_cost(knobs: dict) -> float:
+    """A run-step's cost under gradient_estimator exact against the sampled baseline's: the policy's
+    exact step at every inner step, each judge's exact steps (self-labelled, and oracle-pair where
+    anchor_fraction > 0) at their cadence, and the held-out check as in the sampled loop."""
+    judge_steps = 0.0
+    if MECHANISMS["judge_steps"].on(knobs):
+        judge_steps = (1 + (knobs["anchor_fraction"] > 0)) / knobs["judge_update_every"]
+    cost = EXACT_POLICY_COST + knobs["n_judges"] * EXACT_JUDGE_STEP_COST * judge_steps
+    if MECHANISMS["holdout_meta"].on(knobs):
+        cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
+    return cost
+
+
+def run_step_cost(knobs: dict) -> float:
+    """A run-step's time in units of STEP_SECONDS (the sampled baseline's, batch 64, one judge)."""
+    if knobs["gradient_estimator"] == "exact":
+        return exact_step_cost(knobs)
+    return (knobs["batch_size"] / 64) * (1 + knobs["n_judges"]) / 2 * step_cost(knobs)
 
 
 @dataclass(frozen=True)
@@ -194,7 +223,7 @@ def estimate(
     if on_cpu:
         steps = sizes.steps_per_iter * sizes.n_iterations
         per_seed = sum(
-            steps * STEP_SECONDS * (batch / 64) * (1 + knobs["n_judges"]) / 2 * step_cost(knobs)
+            steps * STEP_SECONDS * run_step_cost(knobs)
             + records * (judges[condition] * RECORD_SECONDS + RECORD_CALL_SECONDS / runs_per_chunk)
             for condition, knobs in study.conditions.items()
         )

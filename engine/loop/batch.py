@@ -16,6 +16,7 @@ from engine.knobs import Sizes, Variant, record_interval, records_per_iteration
 from engine.loop.diagnostics import run_metrics
 from engine.loop.step import make_inner_step
 from engine.mechanisms import judge_data
+from engine.mechanisms.grounding import expected_label_sums
 from engine.mechanisms.holdout_meta import holdout_accuracy, holdout_pair_indices
 from engine.mechanisms.judge_reset import reset_judges
 
@@ -81,6 +82,11 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
             )(states.judges, runs, q_stars_of(runs))
             accuracy = jnp.where(runs.condition.meta_update_every > 0, accuracy, states.meta_accuracy)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
+        if variant.gradient_estimator == "exact" and variant.n_oracle_pairs:
+            label_sums = jax.vmap(lambda q, c: expected_label_sums(q, c, variant.imperfect_labeller))(
+                q_stars_of(runs), runs.condition
+            )
+            states = eqx.tree_at(lambda s: s.oracle_label_sums, states, label_sums, is_leaf=lambda x: x is None)
         return states
 
     def measure(states, runs: RunInputs):

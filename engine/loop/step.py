@@ -13,6 +13,10 @@
 A stage a run's variant lacks is not in its program at all. A stage some runs of the batch
 skip runs under `when_any_due`: outside the vmap, so a step on which no run of the batch is
 due costs nothing (inside a vmap, `lax.cond` would run both branches).
+
+Under gradient_estimator `exact` (docs/mean_field.md) stages 1, 3 and 4 take the expectation of
+their sampled gradient, exactly, and the step draws no random numbers at all (the meta-judge and
+dpo have no exact mode: engine.host.combinations refuses them); stage 6 is the same in both modes.
 """
 
 from typing import NamedTuple
@@ -23,16 +27,24 @@ import jax.numpy as jnp
 
 from engine.core.keys import run_keys
 from engine.core.optim import is_due
+from engine.core.state import PairStats
 from engine.knobs import Sizes, Variant
 from engine.mechanisms.grounding import within_budget
 from engine.mechanisms.holdout_meta import holdout_meta_update
 from engine.mechanisms.judge_data import add_policy
-from engine.mechanisms.judge_steps import oracle_pair_update, pull_to_pretrained, self_labelled_update
+from engine.mechanisms.judge_steps import (
+    expected_oracle_pair_update,
+    expected_self_labelled_update,
+    oracle_pair_update,
+    pull_to_pretrained,
+    self_labelled_update,
+)
 from engine.mechanisms.meta_judge import META_KEY_TAG, meta_judge_self_labelled_update, meta_judge_update
 from engine.mechanisms.policy_rules import (
     apply_policy_gradient,
     dpo_gradient,
     exact_regulariser_gradient,
+    expected_policy_gradient,
     reinforce_gradient,
     uses_exact_regulariser,
 )
@@ -62,8 +74,12 @@ def step_keys(seeds, global_step) -> StepKeys:
     return StepKeys(split[:, 0], split[:, 1], split[:, 2], meta)
 
 
-def policy_stage(states, runs, q_stars, keys: StepKeys, variant: Variant, sizes: Sizes):
-    """Every run's policy step under its rule, with the exact regularisers where a run has them."""
+def policy_stage(states, runs, q_stars, keys: StepKeys | None, variant: Variant, sizes: Sizes):
+    """Every run's policy step under its rule, with the exact regularisers where a run has them
+    (under gradient_estimator `exact`: the rule's expected gradient, its regularisers included)."""
+    if variant.gradient_estimator == "exact":
+        grads = jax.vmap(expected_policy_gradient)(states, runs.condition)
+        return jax.vmap(lambda s, g: apply_policy_gradient(s, g, PairStats.zero()))(states, grads)
     if variant.update_rule == "dpo":
         grads, pair_stats = jax.vmap(lambda s, r, k, q: dpo_gradient(s, r, k, variant, sizes, q))(
             states, runs, keys.policy, q_stars
@@ -83,33 +99,46 @@ def policy_stage(states, runs, q_stars, keys: StepKeys, variant: Variant, sizes:
     return jax.vmap(apply_policy_gradient)(states, grads, pair_stats)
 
 
-def judge_stages(states, runs, q_stars, keys: StepKeys, judge_due, pull, variant: Variant, sizes: Sizes):
+def judge_stages(states, runs, q_stars, keys: StepKeys | None, judge_due, pull, variant: Variant, sizes: Sizes):
     """The self-labelled step, then the oracle-pair step (runs of the group without oracle pairs
-    skip it: engine.host.plan.group_variants)."""
-    states = when_any_due(
-        judge_due,
-        lambda s, c, k, d, p: self_labelled_update(s, c, k, d, sizes.batch_size, p),
-        states,
-        runs.condition,
-        keys.judge,
-        judge_due,
-        pull,
-    )
-    if variant.n_oracle_pairs:
-        condition = runs.condition
-        fits = within_budget(states, condition, variant.n_oracle_pairs, variant.oracle_budgeted)
-        oracle_due = judge_due & (condition.anchor_fraction > 0) & fits
+    skip it: engine.host.plan.group_variants); under gradient_estimator `exact`, their expected steps."""
+    condition = runs.condition
+    exact = variant.gradient_estimator == "exact"
+    if exact:
+        states = when_any_due(judge_due, expected_self_labelled_update, states, condition, judge_due, pull)
+    else:
         states = when_any_due(
-            oracle_due,
-            lambda s, c, k, d, q, p: oracle_pair_update(s, c, k, d, q, variant, p),
+            judge_due,
+            lambda s, c, k, d, p: self_labelled_update(s, c, k, d, sizes.batch_size, p),
             states,
             condition,
-            keys.oracle,
-            oracle_due,
-            q_stars,
+            keys.judge,
+            judge_due,
             pull,
         )
-    return states
+    if not variant.n_oracle_pairs:
+        return states
+    fits = within_budget(states, condition, variant.n_oracle_pairs, variant.oracle_budgeted)
+    oracle_due = judge_due & (condition.anchor_fraction > 0) & fits
+    if exact:
+        return when_any_due(
+            oracle_due,
+            lambda s, c, d, p: expected_oracle_pair_update(s, c, d, variant, p),
+            states,
+            condition,
+            oracle_due,
+            pull,
+        )
+    return when_any_due(
+        oracle_due,
+        lambda s, c, k, d, q, p: oracle_pair_update(s, c, k, d, q, variant, p),
+        states,
+        condition,
+        keys.oracle,
+        oracle_due,
+        q_stars,
+        pull,
+    )
 
 
 def meta_judge_stages(states, runs, keys: StepKeys, judge_due, meta_due, pull, variant: Variant, sizes: Sizes):
@@ -143,7 +172,8 @@ def make_inner_step(variant: Variant, sizes: Sizes, holdout):
 
     def inner_step(states, runs, q_stars, outer, inner):
         condition = runs.condition
-        keys = step_keys(runs.seed, outer * sizes.steps_per_iter + inner)
+        exact = variant.gradient_estimator == "exact"
+        keys = None if exact else step_keys(runs.seed, outer * sizes.steps_per_iter + inner)
         states = policy_stage(states, runs, q_stars, keys, variant, sizes)
         if variant.judge_data_slots:
             states = eqx.tree_at(

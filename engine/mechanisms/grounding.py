@@ -9,6 +9,9 @@ f the verbosity of `bias_token`, σ(q*) the population std of the run's q* over 
 ε ~ N(0, 1) drawn afresh for every comparison. At oracle_noise 0 and oracle_bias 0 both added
 terms are exactly +0.0 (or −0.0), so the labels are [q*(a) > q*(b)] bit for bit.
 
+Under gradient_estimator `exact` the oracle-pair step trains on the expectation over uniform pairs
+and over the labeller's noise: `expected_label_sums` is the labeller's side of it.
+
 `oracle_budget` > 0 caps the comparisons the judges train on per outer iteration: an oracle-pair
 step costs its pairs, a held-out correction all the held-out pairs (once, however many judges
 of the ensemble take it); a step runs only where its whole cost fits what is left.
@@ -19,9 +22,11 @@ Every function handles ONE run.
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 
+from engine.core import exact
 from engine.core.state import RunState
-from engine.core.world import all_sequences, verbosity
+from engine.core.world import N_SEQUENCES, all_sequences, verbosity
 from engine.knobs import Condition
 from engine.mechanisms.bias import biased_target
 
@@ -57,6 +62,29 @@ def labelled_pairs(q_star, condition: Condition, index_a, index_b, key, imperfec
     scale = condition.oracle_noise * jnp.std(q_star)
     labels = noisy_preferences(labeller_values(q_star, condition), index_a, index_b, scale, key)
     return sequences[index_a], sequences[index_b], labels
+
+
+def expected_label_sums(q_star, condition: Condition, imperfect: bool):
+    """ℓ(c) = (1/4096) Σ_b E[y(c, b) − y(b, c)] for every c, (4096,): how much the labeller prefers c
+    to a uniform b, on average over its noise; the exact oracle-pair step (gradient_estimator `exact`)
+    trains towards it.
+
+    E[y(c, b) − y(b, c)] = sign(v(c) − v(b)) for a noiseless labeller (sign(q*(c) − q*(b)) where
+    `imperfect` is false), and 2Φ(Δv/(√2·s)) − 1 = erf(Δv/(2s)) with noise of scale s > 0
+    (`noisy_preferences`); 0 for c = b, and for a tie of a noiseless labeller, as it labels either
+    order 0. A constant of the run, computed once (4096² terms).
+    """
+    uniform = jnp.full(N_SEQUENCES, 1.0 / N_SEQUENCES)
+    if not imperfect:
+        return exact.antisymmetric_pair_sum(jnp.sign, q_star, uniform)
+    scale = condition.oracle_noise * jnp.std(q_star)
+    noisy = scale > 0
+    divisor = 2 * jnp.where(noisy, scale, 1.0)
+
+    def expected_preference(difference):
+        return jnp.where(noisy, jax.scipy.special.erf(difference / divisor), jnp.sign(difference))
+
+    return exact.antisymmetric_pair_sum(expected_preference, labeller_values(q_star, condition), uniform)
 
 
 def within_budget(state: RunState, condition: Condition, cost: int, budgeted: bool):

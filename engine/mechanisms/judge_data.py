@@ -64,6 +64,16 @@ def mixture_pairs(key, weights, batch_size: int):
     return tokens[:batch_size], tokens[batch_size:]
 
 
+def self_labelled_distribution(state: RunState, condition: Condition):
+    """The distribution (4096,) the self-labelled pairs' sequences are drawn from, each independently:
+    π where the run keeps no past policies (`fresh`), else the normalised mixture (gradient_estimator
+    `exact` sums over it instead of drawing from it)."""
+    if state.policy_sums is None:
+        return jnp.exp(jax.lax.stop_gradient(exact.policy_log_probs_tree(state.policy)))
+    weights = mixture(state.policy_sums, condition)
+    return weights / weights.sum()
+
+
 def self_labelled_pairs(state: RunState, condition: Condition, key, batch_size: int):
     """The pairs of the judges' self-labelled step (and a learning meta-judge's): fresh from the
     policy where the run keeps no past policies (`fresh`: the reference's code), else from the mixture."""

@@ -3,7 +3,9 @@ pairs (`anchor_fraction`), and the pull back to the pretrained weights (`judge_a
 every judge step of a run can carry.
 
 Every step here is one Adam step of every judge of the ensemble on the same pairs, kept per
-judge where a mask says so; each handles ONE run.
+judge where a mask says so; each handles ONE run. The `expected_*` steps are the same steps
+under gradient_estimator `exact`: each takes the expectation of its sampled sibling's gradient
+over the pairs (and the labeller's noise), summed over all 4096² pairs (docs/mean_field.md).
 """
 
 from typing import NamedTuple
@@ -13,13 +15,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from engine.core import exact
 from engine.core.models import Judge
 from engine.core.optim import adam_update, params, tree_select
 from engine.core.state import RunInputs, RunState, ensemble_size
 from engine.core.world import N_SEQUENCES
 from engine.knobs import Condition, Variant
 from engine.mechanisms.grounding import labelled_pairs, noise_key, spend
-from engine.mechanisms.judge_data import self_labelled_pairs
+from engine.mechanisms.judge_data import self_labelled_distribution, self_labelled_pairs
 
 
 class PullToPretrained(NamedTuple):
@@ -49,6 +52,13 @@ def pair_loss(judge: Judge, tokens_a, tokens_b, labels=None):
     return loss, jnp.mean(prefers_a == labels)
 
 
+def squared_distance(judge: Judge, pretrained: Judge):
+    """‖θ_J − θ_J(pretrained)‖², the pull's distance."""
+    return sum(
+        jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(params(judge)), jax.tree.leaves(params(pretrained)))
+    )
+
+
 def judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels=None, pull=None):
     """One Adam step of one judge on pairs; returns (judge, opt_state, accuracy before).
 
@@ -61,28 +71,35 @@ def judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels=None, pull=None
         def loss_fn(judge, *pairs):
             loss, accuracy = pair_loss(judge, *pairs)
             pretrained, weight = pull
-            distance = sum(
-                jnp.sum((a - b) ** 2)
-                for a, b in zip(jax.tree.leaves(params(judge)), jax.tree.leaves(params(pretrained)))
-            )
-            return loss + weight * distance, accuracy
+            return loss + weight * squared_distance(judge, pretrained), accuracy
 
     (_, accuracy), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(judge, tokens_a, tokens_b, labels)
     updates, opt_state = adam_update(grads, opt_state)
     return eqx.apply_updates(judge, updates), opt_state, accuracy
 
 
-def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask, pull=None) -> RunState:
-    """Every judge takes a pair step; judge m keeps it where step_mask[m] is true."""
+def ensemble_step(state: RunState, judge_step, step_mask, pull=None, per_judge=None) -> RunState:
+    """Every judge takes `judge_step(judge, opt_state, pull, inputs) -> (judge, opt_state)`, its pull (None,
+    or (its pretrained judge, c)) as the run has one and its row of `per_judge` (arrays stacked like the
+    judges, or None); judge m keeps the step where step_mask[m] is true."""
 
-    def one_judge(judge, opt_state, keep, pretrained):
+    def one_judge(judge, opt_state, keep, pretrained, inputs):
         member_pull = None if pull is None else (pretrained, pull.weight)
-        new_judge, new_opt, _ = judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels, member_pull)
+        new_judge, new_opt = judge_step(judge, opt_state, member_pull, inputs)
         return tree_select(keep, (new_judge, new_opt), (judge, opt_state))
 
     pretrained = None if pull is None else pull.pretrained
-    judges, judge_opt = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, step_mask, pretrained)
+    judges, judge_opt = eqx.filter_vmap(one_judge)(state.judges, state.judge_opt, step_mask, pretrained, per_judge)
     return eqx.tree_at(lambda s: (s.judges, s.judge_opt), state, (judges, judge_opt))
+
+
+def ensemble_pair_step(state: RunState, tokens_a, tokens_b, labels, step_mask, pull=None) -> RunState:
+    """Every judge takes a pair step on the same pairs; judge m keeps it where step_mask[m] is true."""
+
+    def pair_step(judge, opt_state, member_pull, _):
+        return judge_pair_step(judge, opt_state, tokens_a, tokens_b, labels, member_pull)[:2]
+
+    return ensemble_step(state, pair_step, step_mask, pull)
 
 
 def self_labelled_update(state: RunState, condition: Condition, key, due, batch_size: int, pull=None) -> RunState:
@@ -103,3 +120,78 @@ def oracle_pair_update(
     mask = jnp.full((ensemble_size(state.judges),), due)
     state = ensemble_pair_step(state, *pairs, mask, pull)
     return spend(state, condition, due, n_oracle_pairs, variant.oracle_budgeted)
+
+
+# ----------------------------------------------------------------------------------------
+# The expected steps (gradient_estimator `exact`).
+
+
+def score_gradient_grads(judge: Judge, score_gradient, pull=None):
+    """∇θ of Σ_x g_x·J(x) (+ the pull), g = score_gradient(J) of the judge's scores J of all 4096
+    sequences, held fixed: the gradient of a loss over pairs of the 4096 whose derivative in J is g.
+    One pass over the judge's prefix tree, forward and backward. pull: None, or (pretrained judge, c)."""
+
+    def surrogate(judge):
+        scores = judge.all_scores()
+        loss = jnp.sum(jax.lax.stop_gradient(score_gradient(scores)) * scores)
+        return loss if pull is None else loss + pull[1] * squared_distance(judge, pull[0])
+
+    return eqx.filter_grad(surrogate)(judge)
+
+
+def score_gradient_step(judge: Judge, opt_state, score_gradient, pull=None):
+    """One Adam step of one judge along `score_gradient_grads`."""
+    updates, opt_state = adam_update(score_gradient_grads(judge, score_gradient, pull), opt_state)
+    return eqx.apply_updates(judge, updates), opt_state
+
+
+def self_labelled_slope(difference):
+    """ℓ'(d) − ℓ'(−d) of a self-labelled pair at score difference d = J(a) − J(b): ℓ(d) is the binary
+    cross-entropy of σ(d) against the judge's own label [d > 0], so ℓ'(d) = σ(d) − [d > 0] and this is
+    tanh(d/2) − sign(d) = −2·sign(d)·σ(−|d|), odd, 0 at a tie (computed without cancellation)."""
+    return -2 * jnp.sign(difference) * jax.nn.sigmoid(-jnp.abs(difference))
+
+
+def self_labelled_score_gradient(scores, probs):
+    """∂L/∂J(c) = q(c)·Σ_b q(b)·(tanh((J(c) − J(b))/2) − sign(J(c) − J(b))), (4096,), of the expected
+    self-labelled loss L = Σ_ab q(a) q(b) ℓ(J(a) − J(b)) over pairs a, b ~ q independently, the labels
+    [J(a) > J(b)] held fixed (a tie's two orders cancel)."""
+    return probs * exact.antisymmetric_pair_sum(self_labelled_slope, scores, probs)
+
+
+def expected_self_labelled_update(state: RunState, condition: Condition, due, pull=None) -> RunState:
+    """`self_labelled_update`'s expected step: each judge labels every pair of the 4096² by its own
+    scores and trains on them weighted by q(a)·q(b), q the policy (or the mixture of past policies).
+
+    q is handed to each judge as its own row: a q shared by the vmapped judges (batched over the runs
+    but not over the judges) makes XLA's CPU code for the tiles' products slower, twice the time for
+    three judges (docs/mean_field.md)."""
+    n_judges = ensemble_size(state.judges)
+    probs = jnp.broadcast_to(self_labelled_distribution(state, condition), (n_judges, N_SEQUENCES))
+
+    def judge_step(judge, opt_state, member_pull, probs):
+        return score_gradient_step(
+            judge, opt_state, lambda scores: self_labelled_score_gradient(scores, probs), member_pull
+        )
+
+    return ensemble_step(state, judge_step, jnp.full((n_judges,), due), pull, probs)
+
+
+def oracle_score_gradient(scores, label_sums):
+    """∂L/∂J(c) = (1/N)·((1/N)·Σ_b tanh((J(c) − J(b))/2) − ℓ(c)), (4096,), of the expected oracle-pair
+    loss over uniform pairs and the labeller's noise, ℓ its label sums (`grounding.expected_label_sums`)."""
+    uniform = jnp.full(N_SEQUENCES, 1.0 / N_SEQUENCES)
+    return uniform * (exact.antisymmetric_pair_sum(lambda d: jnp.tanh(d / 2), scores, uniform) - label_sums)
+
+
+def expected_oracle_pair_update(state: RunState, condition: Condition, due, variant: Variant, pull=None) -> RunState:
+    """`oracle_pair_update`'s expected step, over every pair of the 4096² and the labeller's noise;
+    counted against `oracle_budget` as the n_oracle_pairs comparisons whose expectation it takes."""
+
+    def judge_step(judge, opt_state, member_pull, _):
+        return score_gradient_step(
+            judge, opt_state, lambda scores: oracle_score_gradient(scores, state.oracle_label_sums), member_pull
+        )
+
+    state = ensemble_step(state, judge_step, jnp.full((ensemble_size(state.judges),), due), pull)
+    return spend(state, condition, due, variant.n_oracle_pairs, variant.oracle_budgeted)

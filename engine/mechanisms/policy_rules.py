@@ -4,6 +4,8 @@
 - `dpo_gradient`: DPO on the judge's own preference pairs (`engine.mechanisms.preference`);
 - `entropy_terms`, `sampled_kl_term`: the terms every rule adds on its own batch;
 - `exact_regulariser_gradient`: ∇ of the exact KL(π‖π₀) and −H(π) over all 4096 outputs;
+- `expected_policy_gradient`: REINFORCE's and its terms' expected gradient in the large-batch limit,
+  exact over all 4096 outputs (gradient_estimator `exact`; docs/mean_field.md);
 - `apply_policy_gradient`: one Adam step, and the step's dpo pairs joining the iteration's sums.
 docs/self_rewarding.md defines each with its paper.
 """
@@ -160,6 +162,29 @@ def exact_regulariser_gradient(policy: Policy, state: RunState, condition: Condi
         )
 
     return eqx.filter_grad(loss_fn)(policy)
+
+
+def expected_policy_gradient(state: RunState, condition: Condition):
+    """The limit of `reinforce_gradient`'s expectation as the batch grows, every term exact over all 4096:
+
+    −∇E_π[J]  (E[(r − r̄)∇log π] = (1 − 1/B)·∇E_π[J] over a batch of B, J the ensemble's mean score)
+    − c_H·∇H(π), c_H = entropy_regulariser + entropy_exact  (the sampled regulariser's limit is −∇H)
+    + c_KL·∇KL(π‖π₀) for kl_estimator exact or k1, c_KL·∇KL(π₀‖π) for k3  (what k1 and k3 estimate)
+
+    and nothing of entropy_bonus, whose expected gradient E_π[∇log π] is 0.
+    """
+    scores = jax.lax.stop_gradient(exact.judge_scores_all(state.judges))
+    forward_kl = condition.kl_estimator == code("kl_estimator", "k3")
+    entropy_weight = condition.entropy_regulariser + condition.entropy_exact
+
+    def loss_fn(policy):
+        log_probs = exact.policy_log_probs_tree(policy)
+        initial = state.initial_log_probs
+        kl = jnp.where(forward_kl, exact.kl(initial, log_probs), exact.kl(log_probs, initial))
+        regulariser = condition.kl_penalty * kl - entropy_weight * exact.entropy(log_probs)
+        return -jnp.sum(jnp.exp(log_probs) * scores) + regulariser
+
+    return eqx.filter_grad(loss_fn)(state.policy)
 
 
 def uses_exact_regulariser(condition: Condition):

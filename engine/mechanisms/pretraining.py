@@ -1,6 +1,7 @@
-"""Judge pretraining: one judge regressed on noisy targets (q*, or q* with a planted bias)
-until its Spearman with q* reaches `judge_init_alignment`, checked every
-`pretrain_check_every` steps, or `pretrain_max_steps` pass (flagged by the host, not fatal)."""
+"""Judge pretraining: one judge regressed on noisy targets (q*, or q* with a planted bias), on
+batches of `pretrain_batch_size` sequences (0: `batch_size`), until its Spearman with q* reaches
+`judge_init_alignment`, checked every `pretrain_check_every` steps, or `pretrain_max_steps` pass
+(flagged by the host, not fatal)."""
 
 import functools
 
@@ -14,7 +15,7 @@ from engine.core.models import Judge
 from engine.core.optim import adam_init, adam_update, params
 from engine.core.state import initial_model
 from engine.core.world import N_SEQUENCES, all_sequences, q_star_of, verbosity
-from engine.knobs import Condition, Sizes
+from engine.knobs import Condition, Sizes, pretrain_batch
 from engine.mechanisms.bias import biased_target
 
 PRETRAIN_TARGET_NOISE = 0.1  # σ of the Gaussian noise on every regression target
@@ -48,11 +49,13 @@ def pretrain_judge(job: PretrainInputs, sizes: Sizes, judge_hidden: int) -> Pret
     # measures Spearman against q* itself.
     target = biased_target(q_star, verbosity(job.condition.bias_token), job.condition.planted_bias)
 
+    batch_size = pretrain_batch(sizes)
+
     def train_step(carry, step):
         judge, opt_state = carry
         key_index, key_noise = jax.random.split(jax.random.fold_in(data_key, step))
-        index = jax.random.randint(key_index, (sizes.batch_size,), 0, N_SEQUENCES)
-        targets = target[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (sizes.batch_size,))
+        index = jax.random.randint(key_index, (batch_size,), 0, N_SEQUENCES)
+        targets = target[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (batch_size,))
 
         def loss_fn(judge):
             return jnp.mean((judge.scores(sequences[index]) - targets) ** 2)
