@@ -10,7 +10,7 @@ Definitions, all exact sums over the 4096 sequences:
   its value at record 0, i.e. E_π[J_t] − E_π₀[J_0]: the judge of that record, which for a
   co-evolving judge is not the one that scored π₀.
 - round k: the records of outer iteration k, steps in ((k − 1)·S, k·S] with S = steps_per_iter.
-  The RL fits read round 1; the iterated fits read every round.
+  The RL fits read two windows (WINDOWS): round 1, Gao's fine curve, and the whole run (k = 1).
 - points with d ≤ 0 (KL at rounding, only possible at the first records) are left out of a fit:
   the log forms need d > 0.
 - best-of-n curve: `analysis.best_of_n.best_of_n_curves` of π₀ and the pretrained judge, n from
@@ -85,8 +85,8 @@ def rl_curves(ds: xr.Dataset) -> xr.Dataset:
 
 
 def best_of_n_table(bon: xr.Dataset, n_max: int = BEST_OF_N_MAX) -> xr.Dataset:
-    """The exact best-of-n curves of every condition of the distributions study, (condition, seed, n),
-    with d, the gold and proxy gains over π₀, and the judge's coordinates along condition."""
+    """The exact best-of-n curves of every condition of the distributions study, (condition, seed, n):
+    d and the gold and proxy gains over π₀."""
     n = n_grid(n_max)[1:]  # n = 1 is π₀ itself: d = 0
     per_condition = []
     for condition in bon["condition"].values:
@@ -100,11 +100,7 @@ def best_of_n_table(bon: xr.Dataset, n_max: int = BEST_OF_N_MAX) -> xr.Dataset:
                 }
             )
         )
-    table = xr.concat(per_condition, dim="condition").assign_coords(condition=bon["condition"].values)
-    judge = ["judge_hidden", "judge_init_alignment", "judge_parameters"]
-    return table.assign_coords({name: bon[name] for name in judge}).assign(
-        pretrain_alignment=bon["pretrain_alignment"].astype(float).where(~bon["diverged"].astype(bool))
-    )
+    return xr.concat(per_condition, dim="condition").assign_coords(condition=bon["condition"].values)
 
 
 # ---------------------------------------------------------------------------------------------

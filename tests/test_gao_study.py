@@ -121,10 +121,7 @@ def test_coevolution_shift_is_recovered_paired_by_seed():
 def test_the_trend_slope_is_zero_without_a_planted_trend():
     """Not a property of any data: a flat α gives a slope interval around 0, so the test above can fail."""
     ds, _ = synthetic()
-    gain = ds["policy_quality"] - 0.3
-    d = np.sqrt(ds["kl_to_initial"])
-    flat = xr.where(d > 0, d * 1.0, 0.0)  # α = 1, β = 0 everywhere
-    ds = ds.assign(policy_quality=0.3 + flat + 0 * gain)
+    ds = ds.assign(policy_quality=0.3 + np.sqrt(ds["kl_to_initial"]))  # R = d: α = 1, β = 0 everywhere
     analysis = analyse(ds)
     s = analysis.series[0]
     x = np.log(ds["judge_parameters"].sel(condition=list(s.conditions)).astype(float)).broadcast_like(
