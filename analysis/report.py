@@ -5,9 +5,11 @@ Per-iteration figures and tables read the records that end each outer iteration
 also gets the within-iteration figure and its order-of-events table (`analysis.within`); a
 2-knob grid study gets its phase diagrams and their table (`analysis.phase`); a study with
 self-rewarding or bias records gets their figures (`analysis.overoptimisation`,
-`analysis.bias`), and one with grounding conditions its answers and figures
-(`analysis.grounding`). The published-condition comparisons (`best.png`, and `gap.png` beyond
-eight conditions) are drawn only when some of those conditions are present; a grid study's headline
+`analysis.bias`), one with grounding conditions its answers and figures (`analysis.grounding`), and a
+step-resolved one that varies the judge's width or pretraining target Gao's fits, figures and
+answers (`analysis.gao_study`, with the best-of-n study `gao_best_of_n.nc` when it lies next to
+the results file). The published-condition comparisons (`best.png`, and `gap.png` beyond eight
+conditions) are drawn only when some of those conditions are present; a grid study's headline
 and table use its reference cell as the baseline.
 
 A set is written whole or not at all: every output is checked first (an existing file stops the
@@ -26,6 +28,8 @@ from analysis.bias import bias_figures, has_bias_records
 from analysis.bias import output_paths as bias_output_paths
 from analysis.data import present
 from analysis.figures import BEST, BOUNDS, comparison, headline, perception_gap, small_multiples
+from analysis.gao_study import gao_outputs, has_gao_conditions, load_best_of_n
+from analysis.gao_study import output_paths as gao_output_paths
 from analysis.grid import find_grid
 from analysis.grounding import grounding_outputs, has_grounding_conditions
 from analysis.grounding import output_paths as grounding_output_paths
@@ -64,6 +68,8 @@ def output_paths(out_dir, stem: str, ds: xr.Dataset | None = None) -> list[Path]
         paths += bias_output_paths(out_dir, stem)
     if ds is not None and has_grounding_conditions(ds):
         paths += grounding_output_paths(out_dir, stem)
+    if ds is not None and has_gao_conditions(ds):
+        paths += gao_output_paths(out_dir, stem)
     return paths
 
 
@@ -79,8 +85,9 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
     out.mkdir(parents=True, exist_ok=True)
     for path in output_paths(out, stem, ds):
         check_output(path, force=force)
+    best_of_n = load_best_of_n(out) if has_gao_conditions(ds) else None
     with tempfile.TemporaryDirectory(prefix=f".{stem}_figures.", suffix=TEMPORARY_SUFFIX, dir=out) as staging:
-        drawn = _draw_all(ds, Path(staging), stem, baseline)
+        drawn = _draw_all(ds, Path(staging), stem, baseline, best_of_n)
         return [str(_move(Path(path), out / Path(path).name, force)) for path in drawn]
 
 
@@ -89,8 +96,9 @@ def _move(staged: Path, path: Path, force: bool) -> Path:
     return write_atomically(path, lambda temporary: os.replace(staged, temporary), force=force)
 
 
-def _draw_all(ds: xr.Dataset, out: Path, stem: str, baseline: str) -> list:
-    """Draw every output `write_all` writes into the empty folder `out`; return the paths drawn."""
+def _draw_all(ds: xr.Dataset, out: Path, stem: str, baseline: str, best_of_n: xr.Dataset | None = None) -> list:
+    """Draw every output `write_all` writes into the empty folder `out`; return the paths drawn.
+    best_of_n: the gao best-of-n study, for a file with Gao's conditions."""
     paths = {path.name.removeprefix(f"{stem}_"): path for path in output_paths(out, stem, ds)}
     conditions = ds["condition"].values.tolist()
     if baseline not in conditions:
@@ -117,4 +125,6 @@ def _draw_all(ds: xr.Dataset, out: Path, stem: str, baseline: str) -> list:
         written += phase_figures(by_iteration, out, stem)
     if has_grounding_conditions(ds):
         written += grounding_outputs(by_iteration, out, stem)
+    if has_gao_conditions(ds):
+        written += gao_outputs(ds, out, stem, best_of_n)
     return [path for path in written if path is not None]
