@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from engine.core.models import Judge, Policy, parameter_count
+from engine.core.models import Policy, judge_model, parameter_count
 from engine.core.world import all_sequences, render
 from engine.host.output import write_atomically
 from engine.host.provenance import provenance
@@ -65,8 +65,13 @@ def divergence(healthy: np.ndarray) -> dict:
 
 
 @functools.cache
-def _parameters(model: type, hidden: int) -> int:
-    return parameter_count(functools.partial(model, hidden=hidden))
+def _policy_parameters(hidden: int) -> int:
+    return parameter_count(functools.partial(Policy, hidden=hidden))
+
+
+@functools.cache
+def _judge_parameters(arch: str, hidden: int) -> int:
+    return parameter_count(judge_model(arch, hidden))
 
 
 def parameter_counts(study: ResolvedStudy) -> dict:
@@ -76,12 +81,12 @@ def parameter_counts(study: ResolvedStudy) -> dict:
     return {
         "policy_parameters": (
             ("condition",),
-            np.array([_parameters(Policy, knobs["policy_hidden"]) for knobs in conditions], np.int64),
+            np.array([_policy_parameters(knobs["policy_hidden"]) for knobs in conditions], np.int64),
             {"units": "parameters", "long_name": "parameters of the policy"},
         ),
         "judge_parameters": (
             ("condition",),
-            np.array([_parameters(Judge, knobs["judge_hidden"]) for knobs in conditions], np.int64),
+            np.array([_judge_parameters(knobs["judge_arch"], knobs["judge_hidden"]) for knobs in conditions], np.int64),
             {"units": "parameters", "long_name": "parameters of one judge (each ensemble member, the meta-judge)"},
         ),
     }

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from engine.core.models import Judge
+from engine.core.models import JudgeModel
 from engine.core.optim import adam_update, params, tree_select
 from engine.core.state import RunInputs, RunState, ensemble_size
 from engine.core.world import N_SEQUENCES
@@ -25,7 +25,7 @@ from engine.mechanisms.judge_data import self_labelled_pairs
 class PullToPretrained(NamedTuple):
     """The `judge_anchor` regulariser of a run: c·‖θ_J − θ_J(pretrained)‖² in the judge's loss."""
 
-    pretrained: Judge  # stacked like the run's judges
+    pretrained: JudgeModel  # stacked like the run's judges
     weight: jax.Array  # c
 
 
@@ -34,7 +34,7 @@ def pull_to_pretrained(run: RunInputs, variant: Variant) -> PullToPretrained | N
     return PullToPretrained(run.pretrained, run.condition.judge_anchor) if variant.judge_anchored else None
 
 
-def pair_loss(judge: Judge, tokens_a, tokens_b, labels=None):
+def pair_loss(judge: JudgeModel, tokens_a, tokens_b, labels=None):
     """Binary cross-entropy of sigmoid(J(a) - J(b)); labels=None means self-labelled.
 
     Self-labels y = [J(a) > J(b)] come from the very forward pass the loss uses, so the
