@@ -418,6 +418,18 @@ def parameter_count(build) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes) if isinstance(leaf, jax.ShapeDtypeStruct))
 
 
+@functools.cache
+def policy_parameters(hidden: int) -> int:
+    """Parameters of a policy of width `hidden`."""
+    return parameter_count(functools.partial(Policy, hidden=hidden))
+
+
+@functools.cache
+def judge_parameters(arch: str, hidden: int) -> int:
+    """Parameters of one judge of architecture `arch` (a `judge_arch` choice) and width `hidden`."""
+    return parameter_count(judge_model(arch, hidden))
+
+
 def ensemble_scores(judges: JudgeModel, tokens):
     """Scores of every judge on a batch: (n_judges, batch) for tokens (batch, 4)."""
     return eqx.filter_vmap(lambda judge: judge.scores(tokens))(judges)
