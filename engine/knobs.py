@@ -24,7 +24,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from engine.core.models import DEFAULT_HIDDEN
+from engine.core.models import DEFAULT_HIDDEN, JUDGE_ARCHITECTURES
 from engine.core.world import N_SEQUENCES, VOCAB
 
 RUN, GROUP, STUDY = "run", "group", "study"
@@ -427,10 +427,18 @@ KNOBS = {
         float, 0.0, "− c·H(π) in the policy loss, H exact over all 4096 outputs", low=0.0, high=LOSS_WEIGHT_MAX
     ),
     # the judge(s)
+    "judge_arch": Knob(
+        tuple(JUDGE_ARCHITECTURES),
+        "gru",
+        "every judge's architecture, the meta-judge's too: a GRU read over the tokens (the reference), or an MLP "
+        "over the one-hot sequence with one tanh layer of judge_hidden units",
+        scope=GROUP,
+        pretrain=True,
+    ),
     "judge_hidden": Knob(
         int,
         DEFAULT_HIDDEN,
-        "width of every judge's GRU, the meta-judge's too (the reference's 32: ≈ 5K parameters)",
+        "width of every judge's GRU or MLP layer, the meta-judge's too (the reference's 32: ≈ 5K parameters)",
         unit="units",
         low=WIDTH_MIN,
         high=WIDTH_MAX,

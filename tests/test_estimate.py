@@ -1,20 +1,50 @@
 """Fail fast on impossible sizes: memory and time are estimated before
 anything compiles; what cannot fit is refused naming the knob, a long study says how long."""
 
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.cli.main import main
+from engine.core.models import policy_parameters
 from engine.core.world import N_SEQUENCES
 from engine.host.chunks import seed_chunks
-from engine.host.estimate import GIB, available_memory, check, estimate, machine_slowdown, run_step_cost, step_cost
-from engine.host.plan import make_plan
+from engine.host.estimate import (
+    ACTIVE_MEMORY,
+    GIB,
+    JUDGE_WIDTH_COSTS,
+    PER_JUDGE_ACTIVE,
+    PER_JUDGE_STATE,
+    PER_RUN,
+    PER_SEQUENCE,
+    POLICY_WIDTH_COSTS,
+    RECORD_CALL_SECONDS,
+    RECORD_SECONDS,
+    STATE_BYTES_PER_PARAMETER,
+    STEP_SECONDS,
+    active_memory,
+    available_memory,
+    check,
+    estimate,
+    judge_cost,
+    judges_of,
+    machine_slowdown,
+    policy_cost,
+    run_step_cost,
+    size,
+    state_bytes,
+    step_cost,
+)
+from engine.host.plan import MAX_SUB_BATCH, make_plan
 from engine.host.runner import FETCH_DISTRIBUTIONS_BYTES, MAX_RECORDS_PER_FETCH, DistributionStore, records_per_fetch
 from engine.host.study import StudyError, resolve
 from studies.blog import STUDY as BLOG
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cost(study: dict, seeds=None, max_runs: int = 256):
@@ -41,7 +71,7 @@ def test_a_million_judges_is_refused_at_once_naming_the_knob():
     assert message.startswith("study 'sizes', condition 'ensemble', field 'n_judges': one chunk of 4 runs needs ≈")
     assert (
         "TiB (estimated, the study's results included), this machine has 64.0 GiB (a test's memory)" in message
-        and "fewer judges" in message
+        and "use fewer or narrower judges" in message
     )
 
 
@@ -158,6 +188,100 @@ def test_a_meta_judge_counts_as_a_judge_and_mechanisms_as_their_step_cost():
     assert step_cost(resolve(one({"c": {}})).conditions["c"]) == 1.0
     dpo = resolve(one({"c": {"update_rule": "dpo", "anchored_rejection": True}})).conditions["c"]
     assert step_cost(dpo) == pytest.approx(1.7)
+
+
+# ------------------------------------------------------------- model widths
+
+
+def test_the_reference_widths_keep_the_calibration():
+    """Every width term is 1 (or adds 0) at the reference's models, so the published study's estimate
+    is the calibrated model's: here its terms written without widths."""
+    knobs = resolve(one({"c": {}})).conditions["c"]
+    assert policy_cost(knobs) == judge_cost(knobs) == active_memory(32) == 1.0
+    assert state_bytes(knobs, 3) == PER_RUN + 3 * PER_JUDGE_STATE
+    resolved, estimated = cost(BLOG)
+    conditions, runs, records = resolved.conditions.values(), estimated.runs_per_chunk, estimated.records
+    judges = [judges_of(k) for k in conditions]
+    live = min(runs, MAX_SUB_BATCH * 2)
+    per_chunk = runs // len(judges)
+    assert estimated.terms["runs"] == pytest.approx(runs * PER_RUN)
+    assert estimated.terms["n_judges"] == pytest.approx(
+        per_chunk * sum(judges) * PER_JUDGE_STATE + live * max(judges) * PER_JUDGE_ACTIVE
+    )
+    assert estimated.terms["batch_size"] == pytest.approx(live * PER_SEQUENCE * 64 * (1 + max(judges)))
+    per_seed = sum(
+        2000 * STEP_SECONDS * (1 + k["n_judges"]) / 2 * step_cost(k)
+        + records * (j * RECORD_SECONDS + RECORD_CALL_SECONDS / runs)
+        for k, j in zip(conditions, judges, strict=True)
+    )
+    assert estimated.seconds == pytest.approx(len(resolved.seeds) * per_seed)
+
+
+def test_wider_models_cost_more_time_and_memory():
+    def at(**knobs):
+        return cost(one({"c": knobs}, seeds=range(85)))[1]
+
+    judges = [at(judge_hidden=width) for width in (8, 32, 128, 512)]
+    policies = [at(policy_hidden=width) for width in (8, 32, 128, 512)]
+    for series in (judges, policies):
+        assert [e.seconds for e in series] == sorted(e.seconds for e in series)
+        assert [e.chunk_bytes for e in series] == sorted(e.chunk_bytes for e in series)
+        assert series[-1].seconds > 20 * series[1].seconds  # 512 wide: beyond the widest measured, as width²
+    mlp = [at(judge_arch="mlp", judge_hidden=width) for width in (32, 128)]
+    assert mlp[0].seconds < judges[1].seconds and mlp[1].seconds < judges[2].seconds
+
+
+def test_a_wide_ensemble_is_refused_naming_its_judges_width():
+    message = refused(one({"wide": {"n_judges": 64, "judge_hidden": 512}, "baseline": {}}), available=4 * GIB)
+    per_judge = size(PER_JUDGE_ACTIVE * active_memory(512))
+    assert message.startswith("study 'sizes', condition 'wide', field 'n_judges': one chunk of 4 runs needs ≈")
+    assert f"n_judges 64 costs ≈ {per_judge} per judge per run in flight: use fewer or narrower judges" in message
+    assert not refused_at(one({"wide": {"n_judges": 64}, "baseline": {}}), available=4 * GIB)
+
+
+def refused_at(study: dict, available: float) -> bool:
+    resolved, estimated = cost(study)
+    try:
+        check(resolved, estimated, available, "a test's memory")
+    except StudyError:
+        return True
+    return False
+
+
+def test_the_width_constants_follow_from_their_measurements():
+    """data/width_cost_cpu_2core.json holds the raw measurements; its `derivation` says how the constants
+    follow from them, and here they are derived again."""
+    record = json.loads((ROOT / "data" / "width_cost_cpu_2core.json").read_text())
+    costs: dict = {}
+    for batch in (record["cpu_batch_1"], record["cpu_batch_2"]):
+        reference = [
+            (k, r["cpu_s_per_run_step"])
+            for k, r in enumerate(batch)
+            if (r["policy_hidden"], r["judge_hidden"], r.get("judge_arch", "gru")) == (32, 32, "gru")
+        ]
+        (first, start), (last, end) = reference[0], reference[-1]
+        for k, r in enumerate(batch):
+            if k in (first, last):
+                continue
+            ratio = r["cpu_s_per_run_step"] / (start + (end - start) * (k - first) / (last - first))
+            model = "policy" if r["policy_hidden"] != 32 else r.get("judge_arch", "gru")
+            width = r["policy_hidden"] if model == "policy" else r["judge_hidden"]
+            costs.setdefault(model, {}).setdefault(width, []).append(2 * ratio - 1)
+    measured = {"policy": POLICY_WIDTH_COSTS, **JUDGE_WIDTH_COSTS}
+    for model, widths in costs.items():
+        assert set(widths) | {32} == set(measured[model]), model
+        for width, values in widths.items():
+            assert np.mean(values) == pytest.approx(measured[model][width], abs=0.006), (model, width)
+    rss = {
+        (m.get("judge_hidden", 32), m.get("policy_hidden", 32), m.get("n_judges", 1), m["seeds"]): m["peak_rss_mib"]
+        for m in record["memory"]
+    }
+    per_judge = {width: (rss[width, 32, 64, 2] - rss[width, 32, 1, 2]) / 63 / 2 for width in (8, 32, 128)}
+    for width, value in ACTIVE_MEMORY.items():
+        assert per_judge[width] / per_judge[32] == pytest.approx(value, abs=0.006)
+    added = policy_parameters(128) - policy_parameters(32)
+    per_parameter = (rss[32, 128, 1, 128] - rss[32, 32, 1, 128]) * 2**20 / 128 / added
+    assert per_parameter == pytest.approx(STATE_BYTES_PER_PARAMETER, abs=1)
 
 
 def test_on_an_accelerator_the_results_are_checked_against_the_hosts_memory():

@@ -37,9 +37,10 @@ def sharpened(policy: Policy, factor: float) -> Policy:
 
 
 def two_policies(hidden: int = DEFAULT_HIDDEN) -> tuple[Policy, Policy]:
-    """A sharpened policy and a plain one of width `hidden`."""
+    """A sharpened policy and a plain one of width `hidden` (a wider policy starts flatter, so it is
+    sharpened more)."""
     return (
-        sharpened(Policy(key=jax.random.PRNGKey(0), hidden=hidden), 8.0),
+        sharpened(Policy(key=jax.random.PRNGKey(0), hidden=hidden), 8.0 * max(1, hidden / DEFAULT_HIDDEN)),
         Policy(key=jax.random.PRNGKey(1), hidden=hidden),
     )
 

@@ -1,8 +1,9 @@
-"""Model widths (`policy_hidden`, `judge_hidden`): parameter counts as the architecture says, every
-model of a run at its width, judges of different widths pretrained apart, pretraining flagged where
-it misses its target, and every mechanism running at other widths than the reference's 32. The
-batched and prefix-tree passes against the one-sequence definitions at several widths are in
-tests/test_models.py and tests/test_exact.py (parametrised over width)."""
+"""Model sizes (`policy_hidden`, `judge_hidden`) and the MLP judge (`judge_arch` `mlp`): parameter
+counts as the architecture says, every model of a run at its size, judges of different models
+pretrained apart, pretraining flagged where it misses its target, and every mechanism running with
+other models than the reference's. The GRUs' batched and prefix-tree passes against their
+one-sequence definitions at several widths are in tests/test_models.py and tests/test_exact.py
+(parametrised over width); the MLP judge's are here."""
 
 import functools
 
@@ -13,8 +14,8 @@ import pytest
 
 import engine
 from engine.cli.main import summary_lines
-from engine.core.models import EMBED, Judge, Policy, parameter_count, reference_init
-from engine.core.world import VOCAB
+from engine.core.models import EMBED, Judge, MLPJudge, Policy, judge_model, parameter_count, reference_init
+from engine.core.world import SEQ_LEN, VOCAB, all_sequences
 from engine.host.plan import make_plan
 from engine.host.program import make_program
 from engine.loop.diagnostics import CORE_METRICS
@@ -27,6 +28,7 @@ WIDTHS_STUDY = {
     # the same width as `narrow` (one group, one pretraining table), a target no width-8 judge reaches
     "narrow_missed": {"policy_hidden": 8, "judge_hidden": 8, "judge_init_alignment": 0.99},
     "wide_judge": {"judge_hidden": 128},
+    "mlp_judge": {"judge_arch": "mlp"},
 }
 # Every mechanism, each at widths other than the reference's.
 MECHANISMS_STUDY = {
@@ -41,6 +43,7 @@ MECHANISMS_STUDY = {
     },
     "ensemble_reset_anchor": {
         "policy_hidden": 64,
+        "judge_arch": "mlp",
         "judge_hidden": 8,
         "n_judges": 2,
         "reset_every": 1,
@@ -52,6 +55,7 @@ MECHANISMS_STUDY = {
     },
     "meta_judge_biased": {
         "policy_hidden": 16,
+        "judge_arch": "mlp",
         "judge_hidden": 64,
         "meta_source": "judge",
         "meta_update_every": 2,
@@ -75,8 +79,11 @@ MECHANISMS_STUDY = {
 
 
 def architecture_parameters(model: type, hidden: int) -> int:
-    """The count the architecture gives: the embedding, the GRU (three gates' input and recurrent
-    weights, the input biases and the new gate's recurrent bias) and the head."""
+    """The count the architecture gives. GRU models: the embedding, the GRU (three gates' input and
+    recurrent weights, the input biases and the new gate's recurrent bias) and the head; the MLP
+    judge: its layer over the one-hot sequence and its head."""
+    if model is MLPJudge:
+        return SEQ_LEN * VOCAB * hidden + hidden + hidden + 1
     gru = 3 * (EMBED * hidden + hidden) + 3 * hidden * hidden + hidden
     if model is Policy:
         return (VOCAB + 1) * EMBED + gru + hidden * VOCAB + VOCAB
@@ -88,10 +95,10 @@ def n_params(module) -> int:
 
 
 @pytest.mark.parametrize("hidden", (2, 8, 32, 128, 512))
-@pytest.mark.parametrize("model", (Policy, Judge))
+@pytest.mark.parametrize("model", (Policy, Judge, MLPJudge))
 def test_parameter_counts_follow_the_architecture(model, hidden):
     built = model(key=jax.random.PRNGKey(0), hidden=hidden)
-    assert built.cell.hidden_size == hidden
+    assert (built.layer.out_features if model is MLPJudge else built.cell.hidden_size) == hidden
     expected = architecture_parameters(model, hidden)
     assert n_params(built) == parameter_count(functools.partial(model, hidden=hidden)) == expected
 
@@ -104,6 +111,36 @@ def test_the_reference_init_draws_orthogonal_recurrent_blocks_at_every_width(hid
     for block in blocks:
         np.testing.assert_allclose(block @ block.T, np.eye(hidden), atol=1e-5)
     assert judge.head.weight.shape == (1, hidden) and not np.any(judge.head.bias)
+
+
+@pytest.mark.parametrize("hidden", (8, 128))
+def test_the_mlp_judges_batched_scores_equal_its_definition_and_brute_force(hidden):
+    """`scores` gathers W's columns; `__call__` multiplies the one-hot vector; brute force is the
+    same network in float64 NumPy over all 4096 one-hot sequences."""
+    judge = MLPJudge(key=jax.random.PRNGKey(hidden), hidden=hidden)
+    everything = all_sequences()
+    one_hot = np.eye(VOCAB)[everything].reshape(len(everything), SEQ_LEN * VOCAB)
+    weight, bias = (np.asarray(a, np.float64) for a in (judge.layer.weight, judge.layer.bias))
+    head, head_bias = (np.asarray(a, np.float64) for a in (judge.head.weight[0], judge.head.bias[0]))
+    brute = np.tanh(one_hot @ weight.T + bias) @ head + head_bias
+    np.testing.assert_allclose(judge.all_scores(), brute, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(judge)(everything), brute, rtol=1e-5, atol=1e-6)
+    for n in (1, 7, 700):
+        index = np.random.default_rng(n).integers(0, len(everything), n)
+        np.testing.assert_allclose(judge.scores(everything[index]), brute[index], rtol=1e-5, atol=1e-6)
+    assert np.std(brute) > 0.05  # the scores differ: the order of the 4096 is really tested
+
+
+def test_the_mlp_judges_reference_init_is_flax_dense():
+    """Flax's `nn.Dense` defaults: LeCun normal kernels (truncated at ±2 σ of the underlying normal,
+    std 1/√fan-in), zero biases."""
+    key = jax.random.PRNGKey(5)
+    judge = reference_init(MLPJudge(key=key, hidden=256), key=key)
+    assert not np.any(judge.layer.bias) and not np.any(judge.head.bias)
+    for kernel, fan_in in ((judge.layer.weight, SEQ_LEN * VOCAB), (judge.head.weight, 256)):
+        kernel = np.asarray(kernel, np.float64)
+        assert abs(kernel.std() * np.sqrt(fan_in) - 1) < 0.1
+        assert np.abs(kernel).max() <= 2 / np.sqrt(fan_in) / 0.87962566 * (1 + 1e-6)
 
 
 @pytest.mark.parametrize(
@@ -130,15 +167,16 @@ def test_the_score_grid_bound_follows_the_judge_width(small):
 def test_judges_of_different_widths_are_pretrained_in_tables_of_their_own(small):
     resolved = engine.resolve(small(WIDTHS_STUDY))
     plan = make_plan(resolved, resolved.seeds, n_devices=2)
-    assert plan.judge_widths == (32, 8, 128) and len(plan.pretrain) == 3
-    widths = {group.variant.judge_hidden: group for group in plan.groups}
-    assert set(widths) == {32, 8, 128} and len(plan.groups) == 3  # narrow and narrow_missed: one group
+    models = (("gru", 32), ("gru", 8), ("gru", 128), ("mlp", 32))
+    assert plan.judge_models == models and len(plan.pretrain) == 4
+    groups = {(group.variant.judge_arch, group.variant.judge_hidden): group for group in plan.groups}
+    assert len(plan.groups) == 4 and set(groups) == set(models)  # narrow and narrow_missed: one group
     # per table: each seed's judge of each pretraining setting once (padded to whole sub-batches)
-    for width, table in zip(plan.judge_widths, plan.pretrain, strict=True):
-        rows = widths[width].inputs.pretrain_index
+    for model, table in zip(plan.judge_models, plan.pretrain, strict=True):
+        rows = groups[model].inputs.pretrain_index
         assert rows.max() < len(table.seed)
-        np.testing.assert_array_equal(table.seed[rows[:, 0]], widths[width].inputs.seed)
-    narrow = widths[8].inputs.pretrain_index
+        np.testing.assert_array_equal(table.seed[rows[:, 0]], groups[model].inputs.seed)
+    narrow = groups[("gru", 8)].inputs.pretrain_index
     assert len(np.unique(narrow)) == 4  # two targets × two seeds: four width-8 judges
 
 
@@ -148,15 +186,17 @@ def widths_ds(small):
 
 
 def test_the_dataset_records_each_conditions_parameter_counts(widths_ds):
-    for variable, model, knob in (
-        ("policy_parameters", Policy, "policy_hidden"),
-        ("judge_parameters", Judge, "judge_hidden"),
-    ):
+    judges = {"gru": Judge, "mlp": MLPJudge}
+    for variable in ("policy_parameters", "judge_parameters"):
         assert widths_ds[variable].dims == ("condition",) and widths_ds[variable].attrs["units"] == "parameters"
-        expected = [architecture_parameters(model, int(width)) for width in widths_ds[knob].values]
-        np.testing.assert_array_equal(widths_ds[variable], expected)
+    for condition in widths_ds.condition.values:
+        knobs = widths_ds.sel(condition=condition)
+        policy = architecture_parameters(Policy, int(knobs.policy_hidden))
+        judge = architecture_parameters(judges[str(knobs.judge_arch.values)], int(knobs.judge_hidden))
+        assert (knobs.policy_parameters, knobs.judge_parameters) == (policy, judge), condition
     assert widths_ds.policy_parameters.sel(condition="reference") == 5144
     assert widths_ds.judge_parameters.sel(condition="wide_judge") == 56065
+    assert widths_ds.judge_parameters.sel(condition="mlp_judge") == 34 * 32 + 1
 
 
 def test_every_width_runs_and_pretraining_reaches_its_target_or_is_flagged(widths_ds):
@@ -180,25 +220,31 @@ def test_a_reference_condition_does_not_depend_on_the_other_widths_of_its_study(
 
 def test_every_model_of_a_run_has_its_width(small):
     """Shapes only (traced, not compiled): the policy, its Adam moments, the judges, their pretrained
-    copies and the meta-judge of every group of the mechanisms study."""
+    copies and the meta-judge of every group of the mechanisms study, each of its architecture."""
     resolved = engine.resolve(small(MECHANISMS_STUDY))
     plan = make_plan(resolved, resolved.seeds, n_devices=len(jax.devices()))
     program = make_program(plan.variants, resolved.sizes, jax.devices(), plan.sub_batch)
     pretrained = jax.eval_shape(program.pretrain, plan.pretrain)
     started = jax.eval_shape(program.start, tuple(table.judge for table in pretrained), plan.program_inputs()[1])
+
+    def size(model) -> int:
+        return sum(leaf.size for leaf in jax.tree.leaves(model))
+
     for variant, runs, states in zip(plan.variants, started.runs, started.states, strict=True):
-        policy, judge = variant.policy_hidden, variant.judge_hidden
+        policy, judge, positions = variant.policy_hidden, variant.judge_hidden, len(runs.seed)
+        judge_class = judge_model(variant.judge_arch, judge).func
         assert states.policy.cell.weight_hh.shape[1:] == (3 * policy, policy)
-        assert states.policy.head.weight.shape[1:] == (VOCAB, policy)
+        assert size(states.policy) == positions * architecture_parameters(Policy, policy)
         shapes = {leaf.shape for leaf in jax.tree.leaves(states.policy)}
         assert shapes <= {leaf.shape for leaf in jax.tree.leaves(states.policy_opt)}  # Adam's moments
         for judges in (states.judges, runs.pretrained):
-            assert judges.cell.weight_hh.shape[1:] == (variant.n_judges, 3 * judge, judge)
+            assert isinstance(judges, judge_class)
+            assert size(judges) == positions * variant.n_judges * architecture_parameters(judge_class, judge)
         if variant.meta_judge:
             for meta in (states.meta.judge, runs.meta_pretrained):
-                assert meta.cell.weight_hh.shape[1:] == (3 * judge, judge)
-        size = sum(leaf.size for leaf in jax.tree.leaves(states.policy))
-        assert size == len(runs.seed) * architecture_parameters(Policy, policy)
+                assert isinstance(meta, judge_class)
+                assert size(meta) == positions * architecture_parameters(judge_class, judge)
+    assert {variant.judge_arch for variant in plan.variants} == {"gru", "mlp"}
 
 
 @pytest.fixture(scope="module")

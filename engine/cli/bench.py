@@ -150,18 +150,19 @@ def flops_per_inner_step(study: dict) -> float:
     """XLA's cost analysis of one inner step of a study's first group of runs, per run."""
     import jax
 
-    from engine.core.models import make_judges
+    from engine.core.models import judge_model, make_judges
     from engine.core.state import make_run_inputs
     from engine.core.world import q_star_of
-    from engine.host.plan import make_plan
+    from engine.host.plan import judge_model_of, make_plan
     from engine.host.study import resolve
     from engine.loop.batch import make_batch_run
 
     resolved = resolve(study)
     plan = make_plan(resolved, resolved.seeds, n_devices=1)
     group, inputs = plan.groups[0], plan.groups[0].inputs
-    rows = len(plan.pretrain[plan.judge_widths.index(group.variant.judge_hidden)].seed)
-    table = make_judges(jax.random.PRNGKey(0), rows, group.variant.judge_hidden)  # untrained: pretraining's stand-in
+    model = judge_model_of(group.variant)
+    rows = len(plan.pretrain[plan.judge_models.index(model)].seed)
+    table = make_judges(jax.random.PRNGKey(0), rows, judge_model(*model))  # untrained: pretraining's stand-in
     runs = make_run_inputs(inputs.condition, inputs.seed, table, inputs.pretrain_index, inputs.meta_pretrain_index)
     batch = make_batch_run(group.variant, resolved.sizes)
     states = batch.start(runs)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import jax.scipy.stats
 import numpy as np
 
-from engine.core.models import Judge, Policy, prefix_index
+from engine.core.models import JudgeModel, Policy, prefix_index
 from engine.core.world import SEQ_LEN, all_sequences
 
 # ----------------------------------------------------------------------------------------
@@ -195,8 +195,8 @@ def best_worst_gap(scores, values, probs, n):
 # The judge over all outputs, and rank correlation.
 
 
-def judge_scores_all(judges: Judge):
-    """Ensemble-mean score J(x) of every one of the 4096 sequences, by the prefix tree."""
+def judge_scores_all(judges: JudgeModel):
+    """Ensemble-mean score J(x) of every one of the 4096 sequences (by the prefix tree for a GRU judge)."""
     return eqx.filter_vmap(lambda judge: judge.all_scores())(judges).mean(axis=0)
 
 

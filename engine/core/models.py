@@ -1,4 +1,4 @@
-"""The two GRU models, each one run's. `Policy.sample`, `Policy.log_prob_batch`
+"""The policy and the judges, each one run's. `Policy.sample`, `Policy.log_prob_batch`
 and `Judge.scores` take a batch of sequences and evaluate the prefixes the batch shares once;
 `Policy.log_prob` and `Judge.__call__` read one sequence step by step, the models' definition
 the batched passes are tested against. Batching over runs is vmap's job.
@@ -8,19 +8,22 @@ the first step reads the start token K. Judge: embedding(K, 16) -> GRUCell(16, H
 over the 4 tokens -> Linear(H, 1) from the final hidden state. The width H is each model's
 own (`hidden=`, the knobs `policy_hidden` and `judge_hidden`), kept by the cell as its static
 `hidden_size`; at the reference's H = 32 each model has about 5K parameters (`parameter_count`).
+`MLPJudge` (`judge_arch` `mlp`) scores the one-hot sequence instead: Linear(4·K, H) -> tanh ->
+Linear(H, 1); `judge_model` builds either.
 
 `Policy(key=...)` and `Judge(key=...)` keep Equinox's default initialisation;
 `reference_init` re-draws every array the way the reference's Flax models start, and
 `select_init` picks one of the two per run (docs/initialisation.md compares them).
 """
 
+import functools
 import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from engine.core.world import SEQ_LEN, VOCAB
+from engine.core.world import SEQ_LEN, VOCAB, all_sequences
 
 EMBED = 16
 DEFAULT_HIDDEN = 32  # the reference's width, the default of the knobs policy_hidden and judge_hidden
@@ -239,6 +242,44 @@ class Judge(eqx.Module):
         return self._head(self.prefix_hidden(SEQ_LEN))
 
 
+class MLPJudge(eqx.Module):
+    """Scalar scorer J(x) = w·tanh(W·onehot(x) + b) + c of the whole sequence at once: W reads the
+    SEQ_LEN·VOCAB one-hot inputs, so it has one column per (position, token)."""
+
+    layer: eqx.nn.Linear
+    head: eqx.nn.Linear
+
+    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN):
+        key_layer, key_head = jax.random.split(key)
+        self.layer = eqx.nn.Linear(SEQ_LEN * VOCAB, hidden, key=key_layer)
+        self.head = eqx.nn.Linear(hidden, "scalar", key=key_head)
+
+    def __call__(self, tokens):
+        """J(tokens) for ONE sequence (SEQ_LEN,) int -> scalar, from its one-hot vector: the model's
+        definition, which `scores` is tested against."""
+        return self.head(jnp.tanh(self.layer(jax.nn.one_hot(tokens, VOCAB).reshape(-1))))
+
+    def scores(self, tokens):
+        """J of a batch of sequences (n, SEQ_LEN) -> (n,): W·onehot(x) is the sum of the columns
+        of W that x's tokens select, one per position, so it is gathered rather than multiplied."""
+        columns = self.layer.weight.T.reshape(SEQ_LEN, VOCAB, -1)  # (position, token, H)
+        hidden = jnp.tanh(self.layer.bias + columns[jnp.arange(SEQ_LEN), tokens].sum(axis=-2))
+        return hidden @ self.head.weight[0] + self.head.bias[0]
+
+    def all_scores(self):
+        """J of all VOCAB^SEQ_LEN sequences, lexicographic, as one batch."""
+        return self.scores(jnp.asarray(all_sequences()))
+
+
+JudgeModel = Judge | MLPJudge
+JUDGE_ARCHITECTURES = {"gru": Judge, "mlp": MLPJudge}  # the choices of the knob judge_arch
+
+
+def judge_model(arch: str, hidden: int):
+    """The builder `build(key=...)` of a judge of architecture `arch` (a `judge_arch` choice) and width `hidden`."""
+    return functools.partial(JUDGE_ARCHITECTURES[arch], hidden=hidden)
+
+
 def _lecun_normal(key, shape, dtype):
     """LeCun normal on Equinox's (out, in) layout: truncated normal, std 1/√in after truncation."""
     return jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)(key, shape, dtype)
@@ -274,7 +315,7 @@ def _orthogonal_gate_blocks(key, hidden: int, dtype):
     return jnp.swapaxes(kernels, 1, 2).reshape(3 * hidden, hidden)
 
 
-def reference_init(model: Policy | Judge, *, key) -> Policy | Judge:
+def reference_init(model: Policy | JudgeModel, *, key) -> Policy | JudgeModel:
     """`model` with every array re-drawn as the reference's Flax defaults draw it.
 
     Works for a single `Policy` or `Judge` of any width H (not a stacked ensemble: map it per
@@ -303,7 +344,12 @@ def reference_init(model: Policy | Judge, *, key) -> Policy | Judge:
 
     Flax's hr and hz have no bias and neither has Equinox's weight_hh, so both cells
     have 3·(16·H + H) + 3·H·H + H parameters: 4736 at H = 32.
+
+    An `MLPJudge` (the reference has none) gets what Flax's `nn.Dense` draws for each of its two
+    layers: a `lecun_normal()` kernel (std 1/√(4·K) and 1/√H) and a zero bias.
     """
+    if isinstance(model, MLPJudge):
+        return _reference_dense(model, key)
     key_embed, key_input, key_recurrent, key_head = jax.random.split(key, 4)
     embedding, cell, head = model.embedding.weight, model.cell, model.head
     embed_init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
@@ -330,7 +376,22 @@ def reference_init(model: Policy | Judge, *, key) -> Policy | Judge:
     )
 
 
-def select_init(model: Policy | Judge, *, key, reference) -> Policy | Judge:
+def _reference_dense(model: MLPJudge, key) -> MLPJudge:
+    key_layer, key_head = jax.random.split(key)
+    layer, head = model.layer, model.head
+    return eqx.tree_at(
+        lambda m: (m.layer.weight, m.layer.bias, m.head.weight, m.head.bias),
+        model,
+        (
+            _lecun_normal(key_layer, layer.weight.shape, layer.weight.dtype),
+            jnp.zeros_like(layer.bias),
+            _lecun_normal(key_head, head.weight.shape, head.weight.dtype),
+            jnp.zeros_like(head.bias),
+        ),
+    )
+
+
+def select_init(model: Policy | JudgeModel, *, key, reference) -> Policy | JudgeModel:
     """`reference_init(model, key=key)` where `reference` is true, else `model` unchanged.
 
     `reference` is a bool, possibly traced (one per run under vmap). Both are computed and
@@ -340,15 +401,14 @@ def select_init(model: Policy | Judge, *, key, reference) -> Policy | Judge:
     return jax.tree.map(lambda new, old: jnp.where(reference, new, old), redrawn, model)
 
 
-def make_judges(key, n_judges: int, hidden: int = DEFAULT_HIDDEN) -> Judge:
-    """An ensemble of judges of width `hidden` stacked along a leading axis of size n_judges.
+def make_judges(key, n_judges: int, build=Judge) -> JudgeModel:
+    """An ensemble of judges `build(key=...)` (default: the reference's) stacked along a leading
+    axis of size n_judges.
 
     Member m is built from fold_in(key, m), so member 0 of any ensemble is the same
     judge a single-judge condition of that seed gets (paired design).
     """
-    return eqx.filter_vmap(lambda member: Judge(key=jax.random.fold_in(key, member), hidden=hidden))(
-        jnp.arange(n_judges)
-    )
+    return eqx.filter_vmap(lambda member: build(key=jax.random.fold_in(key, member)))(jnp.arange(n_judges))
 
 
 def parameter_count(build) -> int:
@@ -358,6 +418,18 @@ def parameter_count(build) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes) if isinstance(leaf, jax.ShapeDtypeStruct))
 
 
-def ensemble_scores(judges: Judge, tokens):
+@functools.cache
+def policy_parameters(hidden: int) -> int:
+    """Parameters of a policy of width `hidden`."""
+    return parameter_count(functools.partial(Policy, hidden=hidden))
+
+
+@functools.cache
+def judge_parameters(arch: str, hidden: int) -> int:
+    """Parameters of one judge of architecture `arch` (a `judge_arch` choice) and width `hidden`."""
+    return parameter_count(judge_model(arch, hidden))
+
+
+def ensemble_scores(judges: JudgeModel, tokens):
     """Scores of every judge on a batch: (n_judges, batch) for tokens (batch, 4)."""
     return eqx.filter_vmap(lambda judge: judge.scores(tokens))(judges)

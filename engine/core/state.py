@@ -13,20 +13,20 @@ import optax
 
 from engine.core import exact
 from engine.core.keys import run_keys
-from engine.core.models import DEFAULT_HIDDEN, Judge, Policy, select_init
+from engine.core.models import DEFAULT_HIDDEN, JudgeModel, Policy, select_init
 from engine.core.optim import adam_init, params
 from engine.core.world import N_SEQUENCES
 from engine.knobs import Condition, code
 
 
 def initial_model(build, key, condition: Condition):
-    """A fresh model from `build(key=...)` (a Policy or Judge of the run's width, say
-    `functools.partial(Judge, hidden=8)`), initialised as the run's `init` knob says (the
+    """A fresh model from `build(key=...)` (a Policy or judge of the run's width, say
+    `functools.partial(Policy, hidden=8)`), initialised as the run's `init` knob says (the
     reference's Flax defaults, or Equinox's); both draws come from the same key."""
     return select_init(build(key=key), key=key, reference=condition.init == code("init", "reference"))
 
 
-def ensemble_size(judges: Judge) -> int:
+def ensemble_size(judges: JudgeModel) -> int:
     return jax.tree.leaves(judges)[0].shape[0]
 
 
@@ -35,12 +35,12 @@ class RunInputs(eqx.Module):
 
     condition: Condition
     seed: jax.Array
-    pretrained: Judge  # stacked (n_judges, ...)
-    meta_pretrained: Judge | None  # the pretrained meta-judge (Variant.meta_judge), else None
+    pretrained: JudgeModel  # stacked (n_judges, ...)
+    meta_pretrained: JudgeModel | None  # the pretrained meta-judge (Variant.meta_judge), else None
 
 
 def make_run_inputs(
-    condition: Condition, seed, pretrained_table: Judge, pretrain_index, meta_pretrain_index=None
+    condition: Condition, seed, pretrained_table: JudgeModel, pretrain_index, meta_pretrain_index=None
 ) -> RunInputs:
     """Runs' inputs with their judges taken out of the pretraining table.
 
@@ -72,7 +72,7 @@ class PairStats(eqx.Module):
 class MetaJudgeState(eqx.Module):
     """The meta-judge a run carries (meta_source `judge`): a second pretrained judge that never sees q*."""
 
-    judge: Judge  # one judge (not stacked)
+    judge: JudgeModel  # one judge (not stacked)
     opt: optax.OptState
     agreement_sum: jax.Array  # Σ judge–meta-judge agreement over this outer iteration's meta steps
     steps: jax.Array  # meta steps taken this outer iteration (int32)
@@ -83,7 +83,7 @@ class RunState(eqx.Module):
 
     policy: Policy
     policy_opt: optax.OptState
-    judges: Judge  # stacked (n_judges, ...)
+    judges: JudgeModel  # stacked (n_judges, ...)
     judge_opt: optax.OptState  # stacked (n_judges, ...)
     meta_accuracy: jax.Array  # last held-out accuracy measured this outer iteration (NaN: none)
     initial_log_probs: jax.Array  # (4096,) log π₀: the KL regularisers, dpo's `initial` reference, anchored rejection
@@ -99,12 +99,12 @@ class RunState(eqx.Module):
     oracle_label_sums: jax.Array | None = None
 
 
-def fresh_judge_opt(judges: Judge, lr_judge):
+def fresh_judge_opt(judges: JudgeModel, lr_judge):
     """A fresh Adam state for every judge of a stacked ensemble."""
     return eqx.filter_vmap(lambda judge: adam_init(params(judge), lr_judge))(judges)
 
 
-def fresh_meta_judge(judge: Judge, lr_judge) -> MetaJudgeState:
+def fresh_meta_judge(judge: JudgeModel, lr_judge) -> MetaJudgeState:
     return MetaJudgeState(judge, adam_init(params(judge), lr_judge), jnp.float32(0.0), jnp.int32(0))
 
 

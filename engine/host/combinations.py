@@ -41,10 +41,10 @@ def on(mechanism: str, knobs: dict) -> bool:
 
 
 def judge_score_bound(knobs: dict) -> float:
-    """The largest score a judge of a run not flagged diverged can give: its GRU's hidden state lies
-    in (−1, 1) (each step mixes tanh values and the previous state, from 0), so |J(x)| = |w·h + b| is
-    at most (judge_hidden + 1)·max|θ|, and a run with a parameter beyond DIVERGED_PARAMETER is
-    flagged diverged."""
+    """The largest score a judge of a run not flagged diverged can give: its hidden state h lies in
+    (−1, 1) (a GRU's: each step mixes tanh values and the previous state, from 0; an MLP's: a tanh),
+    so |J(x)| = |w·h + b| is at most (judge_hidden + 1)·max|θ|, and a run with a parameter beyond
+    DIVERGED_PARAMETER is flagged diverged."""
     return (knobs["judge_hidden"] + 1) * DIVERGED_PARAMETER
 
 
@@ -110,8 +110,8 @@ def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
     if on("dpo", knobs) and grid > 2 * bound:
         raise StudyError(
             f"{where(study, condition, 'score_grid')}: {grid:g} > 2 x {bound:g}: a judge's score is at "
-            f"most (judge_hidden {knobs['judge_hidden']} + 1) x max|parameter| = {bound:g} in size (its GRU's "
-            f"hidden state lies in (-1, 1); a run with a parameter beyond {DIVERGED_PARAMETER:g} is flagged "
+            f"most (judge_hidden {knobs['judge_hidden']} + 1) x max|parameter| = {bound:g} in size (its hidden "
+            f"state lies in (-1, 1); a run with a parameter beyond {DIVERGED_PARAMETER:g} is flagged "
             "diverged), so every score rounds to 0 on this grid, every dpo pair ties and is dropped, and the policy "
             "never takes a step"
         )

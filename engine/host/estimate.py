@@ -5,16 +5,17 @@ compiled: a study whose estimated memory cannot fit is refused with a `StudyErro
 knob that drives it (`n_judges` 10⁶ would otherwise fail only after compiling, asking XLA for
 4.2 TB; `record_every` 1 with `save_distributions` `all` over 10⁶ inner steps would fill the
 host with 30 GiB of distributions), and a study estimated to run over a minute says so up front.
-Nothing here compiles or traces anything.
+Nothing here compiles anything (the models' parameter counts come from their shapes alone).
 
 The model is linear and deliberately simple; its constants are peak RSS and run times of
 tiny studies measured with `/usr/bin/time -v` on the lab's 2-core CPU (under load), and the
 bench records in data/bench_cpu_2core.json. Every knob that scales memory or time has a term:
 
   memory ≈ BASE                                        (JAX, XLA, compilation)
-         + runs per chunk × (PER_RUN + PER_JUDGE_STATE · judges)       (every run's state)
+         + runs per chunk × (PER_RUN + PER_JUDGE_STATE · judges · p_J)  (every run's state)
+         + runs per chunk × STATE_BYTES_PER_PARAMETER · (policy parameters − the reference's)
          + runs per chunk × POLICY_SLOT_BYTES · judge_data slots      (past policies: judge_data)
-         + live runs × (PER_JUDGE_ACTIVE · judges + PER_SEQUENCE · batch_size · (1 + judges))
+         + live runs × (PER_JUDGE_ACTIVE · judges · a_J + PER_SEQUENCE · batch_size · (a_π + judges · a_J))
          + records in flight × runs per chunk × record bytes × 2       (device and host copies)
          + RECORD_BYTES · RECORD_COPIES · runs · records                 (the curves, on the host)
          + DISTRIBUTION_BYTES · DISTRIBUTION_COPIES · runs · saved records   (save_distributions)
@@ -25,15 +26,20 @@ records` is that with `save_distributions` `all`, 1 with `final` (the runner dro
 as they arrive: engine.host.runner.DistributionStore), 0 with `none`. Records wait on the device
 in batches of `engine.host.runner.records_per_fetch`. Runs advance in sub-batches of at most
 MAX_SUB_BATCH per device (engine.host.plan), so only `live runs` = min(runs per chunk,
-MAX_SUB_BATCH × devices) hold their working buffers at once (judges: the largest of the study).
+MAX_SUB_BATCH × devices) hold their working buffers at once (those of the condition that needs
+the most). p_J is a judge's parameter count over the reference judge's; a_π and a_J are the models'
+working memory at their widths against width 32 (`active_memory`, measured for GRU judges; the
+policy and an MLP judge are priced as a GRU judge of their width, an MLP judge's one layer of
+activations being less than a GRU's four steps'). At width 32 every width term is 1 (or 0), so
+the calibration above is unchanged.
 A chunk holds at least one seed of every condition and at most `max_runs_per_chunk` runs
 (engine.host.runner). On an accelerator the chunk's terms without BASE are compared with the
 device's memory (uncalibrated there), the curves and distributions with the host's.
 
   time ≈ Σ over runs of inner steps · STEP_SECONDS · run_step_cost
-         + records · (judges · RECORD_SECONDS + RECORD_CALL_SECONDS / runs per chunk)
+         + records · (judges · w_J · RECORD_SECONDS + RECORD_CALL_SECONDS / runs per chunk)
 
-  run_step_cost = (batch_size / 64) · (1 + n_judges) / 2 · step_cost            (gradient_estimator sampled)
+  run_step_cost = (batch_size / 64) · (w_π + n_judges · w_J) / 2 · step_cost     (gradient_estimator sampled)
                 = EXACT_POLICY_COST + n_judges · EXACT_JUDGE_STEP_COST · judge steps per inner step
                   + the held-out check's cost                                  (exact: no batch)
 
@@ -43,9 +49,13 @@ float32 matmuls and tanh, timed before anything compiles; these machines differ 
 day). STEP_SECONDS and RECORD_SECONDS were fitted to `blog` end to end (85 runs × 2000 inner
 steps, pretraining and 11 records included), `step_cost` the mechanisms' run-step costs against
 the baseline (`coevo bench --mechanisms`, docs/performance.md), the exact costs measured against
-the sampled baseline (`coevo bench --estimators`, docs/mean_field.md). Compilation (10-100 s) comes on
-top. Time is estimated on CPU only; a GPU runs the published study ≈ 10× faster per run in
-large batches.
+the sampled baseline (`coevo bench --estimators`, docs/mean_field.md; at the reference's widths). w_π
+and w_J are the policy's and each judge's cost at their widths against the reference's 32
+(`policy_cost`, `judge_cost`; 1 at 32, so the reference's two models count 1 each), measured per
+model and judge architecture (data/width_cost_cpu_2core.json, as a_J, and the bytes per
+parameter); the diagnostics' cost, mostly the judges' pass over all 4096 sequences, is priced as a
+judge's step (not measured apart). Compilation (10-100 s) comes on top. Time is estimated on CPU
+only; a GPU runs the published study ≈ 10× faster per run in large batches.
 """
 
 import os
@@ -56,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.core.models import DEFAULT_HIDDEN, judge_parameters, policy_parameters
 from engine.core.world import N_SEQUENCES
 from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
 from engine.host.chunks import seeds_per_chunk
@@ -107,6 +118,23 @@ POLICY_SLOT_BYTES = N_SEQUENCES * 4  # one slot of past policies' mass (judge_da
 # (docs/mean_field.md), baseline exact = P + J and asymmetric_10 exact = P + J/10 gave P 2.3, 2.0 and J 14.5, 21.8
 EXACT_POLICY_COST = 2.1  # the policy's exact step (and the judges' 4096 scores it reads)
 EXACT_JUDGE_STEP_COST = 18.0  # one judge's exact step over the 4096² pairs, self-labelled or oracle-pair
+# A model's cost per run-step at its width against width 32 (`width_cost`), data/width_cost_cpu_2core.json:
+# CPU seconds (the machine was shared, and its load moved wall times by 2x) per run-step of the inner loop
+# alone with one model at width H and the other at 32, as a ratio r to both at 32; a model's cost is 2r − 1,
+# as the time model prices the reference's policy and judge alike. Two measurements of one point differed
+# by up to 0.6 at widths 8 and 16 (their mean is taken); one each above.
+POLICY_WIDTH_COSTS = {8: 0.65, 16: 0.88, 32: 1.0, 64: 1.18, 128: 4.78}
+JUDGE_WIDTH_COSTS = {
+    "gru": {8: 0.44, 16: 0.84, 32: 1.0, 64: 2.8, 128: 7.76, 256: 22.39},
+    "mlp": {32: 0.05, 128: 0.46},  # the inner step is then almost all the policy's
+}
+# A GRU judge's working memory at its width against width 32 (`active_memory`): peak RSS with 64 judges
+# less that with 1 (2 runs, batch 32), per judge, over the same at 32 (+277 MiB): +31 MiB at 8, +1028 at 128.
+ACTIVE_MEMORY = {8: 0.11, 32: 1.0, 128: 3.71}
+# A model's state per parameter and run: parameters, gradients, Adam's moments and copies of them. 128 runs of a
+# policy of width 128 peaked 157 MiB above those of width 32: 24.8 bytes for each of the 51 840 parameters it adds
+# (PER_JUDGE_STATE is 21 bytes per parameter of the reference judge).
+STATE_BYTES_PER_PARAMETER = 24
 
 
 def probe_seconds(repeats: int = 5) -> float:
@@ -128,6 +156,40 @@ def probe_seconds(repeats: int = 5) -> float:
 def machine_slowdown() -> float:
     """How much slower this CPU runs the probe than the calibration machine did (<1: faster)."""
     return probe_seconds() / PROBE_SECONDS
+
+
+def measured_scale(measured: dict, width: int, power: int) -> float:
+    """A quantity at `width` from its values at measured widths (width -> value, 1 at 32): linear
+    between them, the narrowest's below them (fixed costs do not shrink further), and growing as
+    width**power beyond the widest."""
+    widths = sorted(measured)
+    if width > widths[-1]:
+        return measured[widths[-1]] * (width / widths[-1]) ** power
+    return float(np.interp(width, widths, [measured[w] for w in widths]))
+
+
+def policy_cost(knobs: dict) -> float:
+    """The policy's cost per run-step at its width against width 32 (beyond 128: as width², its matmuls)."""
+    return measured_scale(POLICY_WIDTH_COSTS, knobs["policy_hidden"], 2)
+
+
+def judge_cost(knobs: dict) -> float:
+    """One judge's cost per run-step (the meta-judge's too) at its architecture and width against the
+    reference's GRU of 32 (beyond the widest measured: as width²)."""
+    return measured_scale(JUDGE_WIDTH_COSTS[knobs["judge_arch"]], knobs["judge_hidden"], 2)
+
+
+def active_memory(width: int) -> float:
+    """A model's working memory at `width` against width 32 (beyond 128: as width, its activations)."""
+    return measured_scale(ACTIVE_MEMORY, width, 1)
+
+
+def state_bytes(knobs: dict, judges: int) -> float:
+    """One run's state: PER_RUN (the reference's policy and the rest), its policy's parameters beyond the
+    reference's, and `judges` judges as PER_JUDGE_STATE is to the reference judge."""
+    extra_policy = policy_parameters(knobs["policy_hidden"]) - policy_parameters(DEFAULT_HIDDEN)
+    judge_scale = judge_parameters(knobs["judge_arch"], knobs["judge_hidden"]) / judge_parameters("gru", DEFAULT_HIDDEN)
+    return PER_RUN + STATE_BYTES_PER_PARAMETER * extra_policy + PER_JUDGE_STATE * judges * judge_scale
 
 
 def judges_of(knobs: dict) -> int:
@@ -170,7 +232,8 @@ def run_step_cost(knobs: dict) -> float:
     """A run-step's time in units of STEP_SECONDS (the sampled baseline's, batch 64, one judge)."""
     if knobs["gradient_estimator"] == "exact":
         return exact_step_cost(knobs)
-    return (knobs["batch_size"] / 64) * (1 + knobs["n_judges"]) / 2 * step_cost(knobs)
+    models = policy_cost(knobs) + knobs["n_judges"] * judge_cost(knobs)
+    return (knobs["batch_size"] / 64) * models / 2 * step_cost(knobs)
 
 
 @dataclass(frozen=True)
@@ -185,7 +248,8 @@ class Estimate:
     seconds: float | None
     terms: dict  # the part of chunk_bytes each knob drives: "runs", "n_judges", "batch_size", "records", ...
     results_terms: dict  # the part of results_bytes each knob drives: "records", "save_distributions"
-    largest_judges: tuple[str, int]  # (condition, n_judges) of the condition with most judges
+    largest_judges: tuple[str, int, float]  # (condition, n_judges, working bytes per judge) of the condition whose
+    # judges need the most working memory
     on_cpu: bool = True
 
 
@@ -200,16 +264,23 @@ def estimate(
     batch = sizes.batch_size
     runs_per_chunk = per_chunk * len(judges)
     live = min(runs_per_chunk, MAX_SUB_BATCH * n_devices)
-    most = max(judges.values())
+    # per condition: the working memory of one judge, and the models' working memory per sequence (in PER_SEQUENCE)
+    per_judge = {c: PER_JUDGE_ACTIVE * active_memory(k["judge_hidden"]) for c, k in study.conditions.items()}
+    per_sequence = {
+        c: active_memory(k["policy_hidden"]) + judges[c] * active_memory(k["judge_hidden"])
+        for c, k in study.conditions.items()
+    }
+    largest = max(study.conditions, key=lambda c: judges[c] * per_judge[c])
     saving = sizes.save_distributions != "none"
     per_iteration = records_per_iteration(sizes)
     records = sizes.n_iterations * per_iteration + 1
     in_flight = records_per_fetch(per_iteration, runs_per_chunk, saving)
     record = RECORD_BYTES + DISTRIBUTION_BYTES * saving
     terms = {
-        "runs": runs_per_chunk * PER_RUN,
-        "n_judges": per_chunk * sum(judges.values()) * PER_JUDGE_STATE + live * most * PER_JUDGE_ACTIVE,
-        "batch_size": live * PER_SEQUENCE * batch * (1 + most),
+        "runs": per_chunk * sum(state_bytes(knobs, 0) for knobs in study.conditions.values()),
+        "n_judges": per_chunk * sum(state_bytes(k, judges[c]) - state_bytes(k, 0) for c, k in study.conditions.items())
+        + live * judges[largest] * per_judge[largest],
+        "batch_size": live * PER_SEQUENCE * batch * max(per_sequence.values()),
         "records": 2 * in_flight * runs_per_chunk * record,
         "judge_data_window": per_chunk * POLICY_SLOT_BYTES * sum(map(judge_data_slots, study.conditions.values())),
     }
@@ -224,11 +295,10 @@ def estimate(
         steps = sizes.steps_per_iter * sizes.n_iterations
         per_seed = sum(
             steps * STEP_SECONDS * run_step_cost(knobs)
-            + records * (judges[condition] * RECORD_SECONDS + RECORD_CALL_SECONDS / runs_per_chunk)
+            + records * (judges[condition] * judge_cost(knobs) * RECORD_SECONDS + RECORD_CALL_SECONDS / runs_per_chunk)
             for condition, knobs in study.conditions.items()
         )
         seconds = n_seeds * per_seed * CALIBRATED_CPU_DEVICES / n_devices * slowdown
-    largest = max(((c, k["n_judges"]) for c, k in study.conditions.items()), key=lambda item: item[1])
     chunk_bytes = (BASE if on_cpu else 0) + sum(terms.values())
     return Estimate(
         runs,
@@ -239,7 +309,7 @@ def estimate(
         seconds,
         terms,
         results_terms,
-        largest,
+        (largest, study.conditions[largest]["n_judges"], per_judge[largest]),
         on_cpu,
     )
 
@@ -298,15 +368,15 @@ def _refusal(study: ResolvedStudy, cost: Estimate, driver: str, need: str, have:
     where = f"study {study.name!r}"
     sizes = study.sizes
     if driver == "n_judges":
-        condition, n_judges = cost.largest_judges
+        condition, n_judges, per_judge = cost.largest_judges
         return StudyError(
             f"{where}, condition {condition!r}, field 'n_judges': {need}, {have}; n_judges {n_judges} costs "
-            f"≈ {size(PER_JUDGE_ACTIVE)} per judge per run in flight: use fewer judges"
+            f"≈ {size(per_judge)} per judge per run in flight: use fewer or narrower judges"
         )
     if driver == "batch_size":
         return StudyError(
             f"{where}, field 'batch_size': {need}, {have}; batch_size {sizes.batch_size} costs "
-            f"≈ {size(PER_SEQUENCE)} per sequence per model per run: use a smaller batch"
+            f"≈ {size(PER_SEQUENCE)} per sequence per model of width 32 per run: use a smaller batch"
         )
     if driver == "save_distributions":
         return StudyError(

@@ -1,8 +1,8 @@
 """The run plan of a chunk of a study: where each run sits on the program's run axis.
 
 `make_plan` groups a chunk's runs by `Variant` (`group_variants`), lists each judge to pretrain once (per
-seed, ensemble member and pretraining knobs) in the pretraining table of its width (`judge_widths`:
-judges of one width stack into one array), orders each group's runs into sub-batches
+seed, ensemble member and pretraining knobs) in the pretraining table of its model (`judge_models`:
+judges of one architecture and width stack into one array), orders each group's runs into sub-batches
 dealt round-robin to the devices, and keeps the inverse permutation. The compiled
 program takes `ChunkPlan.program_inputs()`; `ChunkPlan.scatter` puts its outputs back
 at (condition, seed). Nothing else re-derives the order.
@@ -34,7 +34,7 @@ class GroupInputs(NamedTuple):
 
     condition: Condition
     seed: np.ndarray  # (positions,) int32
-    pretrain_index: np.ndarray  # (positions, n_judges) rows of the pretraining table of the group's judge width
+    pretrain_index: np.ndarray  # (positions, n_judges) rows of the pretraining table of the group's judge model
     meta_pretrain_index: np.ndarray | None  # (positions,) the meta-judge's rows (Variant.meta_judge), else None
 
 
@@ -55,7 +55,7 @@ class ChunkPlan:
     n_conditions: int
     n_devices: int
     sub_batch: int  # runs per vmapped sub-batch
-    # one table per judge width (`judge_widths(variants)`): host arrays, one row per judge to pretrain (padded)
+    # one table per judge model (`judge_models(variants)`): host arrays, one row per judge to pretrain (padded)
     pretrain: tuple[PretrainInputs, ...]
     groups: tuple[GroupPlan, ...]
 
@@ -64,8 +64,8 @@ class ChunkPlan:
         return tuple(group.variant for group in self.groups)
 
     @property
-    def judge_widths(self) -> tuple[int, ...]:
-        return judge_widths(self.variants)
+    def judge_models(self) -> tuple[tuple[str, int], ...]:
+        return judge_models(self.variants)
 
     @property
     def n_runs(self) -> int:
@@ -92,7 +92,7 @@ class ChunkPlan:
         """
         per_group = []
         for group in self.groups:
-            steps, alignment = results[self.judge_widths.index(group.variant.judge_hidden)]
+            steps, alignment = results[self.judge_models.index(judge_model_of(group.variant))]
             rows = group.inputs.pretrain_index
             if group.inputs.meta_pretrain_index is not None:  # the meta-judge is one of the run's judges
                 rows = np.column_stack([rows, group.inputs.meta_pretrain_index])
@@ -149,9 +149,14 @@ def group_variants(variants: list[Variant]) -> list[Variant]:
     ]
 
 
-def judge_widths(variants) -> tuple[int, ...]:
-    """The judge widths among groups of runs, in group order: one pretraining table each."""
-    return tuple(dict.fromkeys(variant.judge_hidden for variant in variants))
+def judge_model_of(variant: Variant) -> tuple[str, int]:
+    """The (architecture, width) of every judge of a group's runs (`engine.core.models.judge_model`)."""
+    return variant.judge_arch, variant.judge_hidden
+
+
+def judge_models(variants) -> tuple[tuple[str, int], ...]:
+    """The judge models among groups of runs, in group order: one pretraining table each."""
+    return tuple(dict.fromkeys(judge_model_of(variant) for variant in variants))
 
 
 def make_plan(study: ResolvedStudy, seeds, n_devices: int, sub_batch: int | None = None) -> ChunkPlan:
@@ -160,16 +165,16 @@ def make_plan(study: ResolvedStudy, seeds, n_devices: int, sub_batch: int | None
     sub_batch: runs per sub-batch; None chooses it (`sub_batch_size`). A run's bits depend on
     its sub-batch's size, so rerunning part of a study (`coevo verify`) passes the original's.
     """
-    # per judge width: (seed, member, pretraining knobs) -> row of its table, and the knobs of each row
-    pretrain_rows: dict[int, dict[tuple, int]] = {}
-    pretrain_knobs: dict[int, list[dict]] = {}
+    # per judge model: (seed, member, pretraining knobs) -> row of its table, and the knobs of each row
+    pretrain_rows: dict[tuple, dict[tuple, int]] = {}
+    pretrain_knobs: dict[tuple, list[dict]] = {}
     by_variant: dict[Variant, list[_Run]] = {}
     groups = group_variants([study.variant(name) for name in study.condition_names])
     for c, (name, variant) in enumerate(zip(study.condition_names, groups, strict=True)):
         knobs = study.conditions[name]
         settings = tuple(knobs[k] for k in PRETRAIN_KNOBS)
-        table_rows = pretrain_rows.setdefault(variant.judge_hidden, {})
-        table_knobs = pretrain_knobs.setdefault(variant.judge_hidden, [])
+        table_rows = pretrain_rows.setdefault(judge_model_of(variant), {})
+        table_knobs = pretrain_knobs.setdefault(judge_model_of(variant), [])
         for s, seed in enumerate(seeds):
             rows = []
             # the meta-judge (meta_source `judge`) is pretrained as one more member, under its own tag
@@ -184,7 +189,7 @@ def make_plan(study: ResolvedStudy, seeds, n_devices: int, sub_batch: int | None
             by_variant.setdefault(variant, []).append(_Run(c, s, seed, knobs, tuple(rows), meta_row))
 
     pretrain = tuple(
-        pretrain_table(pretrain_rows[width], pretrain_knobs[width], n_devices) for width in judge_widths(by_variant)
+        pretrain_table(pretrain_rows[model], pretrain_knobs[model], n_devices) for model in judge_models(by_variant)
     )
     sub_batch = sub_batch or sub_batch_size(max(len(runs) for runs in by_variant.values()), len(seeds), n_devices)
     groups = tuple(_group_plan(variant, runs, n_devices, sub_batch) for variant, runs in by_variant.items())
@@ -192,7 +197,7 @@ def make_plan(study: ResolvedStudy, seeds, n_devices: int, sub_batch: int | None
 
 
 def pretrain_table(rows: dict[tuple, int], knobs: list[dict], n_devices: int) -> PretrainInputs:
-    """The pretraining jobs of one judge width, row by row, padded to whole sub-batches on every device."""
+    """The pretraining jobs of one judge model, row by row, padded to whole sub-batches on every device."""
     table = PretrainInputs(
         seed=np.array([key[0] for key in rows], np.int32),
         member=np.array([key[1] for key in rows], np.int32),

@@ -1,7 +1,7 @@
 """One compiled program for a whole study: pretraining, every group of runs, every run.
 
 Given a chunk's `ChunkPlan` (engine.host.plan), four jitted functions: `pretrain` pretrains the
-listed judges (vmapped, sharded; one table per judge width); `start` gathers each run's judges and starts each group's
+listed judges (vmapped, sharded; one table per judge model); `start` gathers each run's judges and starts each group's
 runs (vmapped, sharded over the "runs" mesh axis: every CPU core or GPU is one device);
 `advance` advances every run by one record interval (an outer iteration by default);
 `measure` takes every run's exact diagnostics. Pretraining is a program of its own
@@ -18,8 +18,9 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from engine.core.models import judge_model
 from engine.core.state import make_run_inputs
-from engine.host.plan import PRETRAIN_SUB_BATCH, judge_widths
+from engine.host.plan import PRETRAIN_SUB_BATCH, judge_model_of, judge_models
 from engine.knobs import Sizes, Variant
 from engine.loop.batch import make_batch_run
 from engine.mechanisms.pretraining import pretrain_judge
@@ -37,7 +38,7 @@ class Started(NamedTuple):
 class StudyProgram(NamedTuple):
     """The study's four jitted functions; every group of runs runs inside each call.
 
-    pretrain(pretrain_inputs) -> a PretrainResult per judge width   (stacked judges; steps, alignment per row)
+    pretrain(pretrain_inputs) -> a PretrainResult per judge model   (stacked judges; steps, alignment per row)
     start(pretrained_judges, group_inputs) -> Started   (pretrained_judges: each result's `judge`)
     advance(states, runs, outer, interval) -> states   (the interval-th record interval of outer iteration `outer`)
     measure(states, runs) -> per group a dict of metrics   (one record of every run)
@@ -80,14 +81,14 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
     def sharded(fn, in_specs=runs_axis):
         return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=runs_axis, check_vma=False)
 
-    widths = judge_widths(variants)
+    models = judge_models(variants)
     pretrain_tables = [
         sharded(
             in_sub_batches(
-                jax.vmap(functools.partial(pretrain_judge, sizes=sizes, judge_hidden=width)), PRETRAIN_SUB_BATCH
+                jax.vmap(functools.partial(pretrain_judge, sizes=sizes, build=judge_model(*model))), PRETRAIN_SUB_BATCH
             )
         )
-        for width in widths
+        for model in models
     ]
 
     def pretrain_all(tables):
@@ -106,7 +107,7 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
             make_run_inputs(
                 group.condition,
                 group.seed,
-                pretrained_judges[widths.index(variant.judge_hidden)],
+                pretrained_judges[models.index(judge_model_of(variant))],
                 group.pretrain_index,
                 group.meta_pretrain_index,
             )

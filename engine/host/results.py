@@ -16,7 +16,6 @@ timings are attrs, so a file carries what is needed to rerun it. Files are writt
 temporary name and renamed into place, so a result file is never half-written.
 """
 
-import functools
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from engine.core.models import Judge, Policy, parameter_count
+from engine.core.models import judge_parameters, policy_parameters
 from engine.core.world import all_sequences, render
 from engine.host.output import write_atomically
 from engine.host.provenance import provenance
@@ -64,11 +63,6 @@ def divergence(healthy: np.ndarray) -> dict:
     return {"diverged": diverged, "diverged_at": first.astype(np.int32)}
 
 
-@functools.cache
-def _parameters(model: type, hidden: int) -> int:
-    return parameter_count(functools.partial(model, hidden=hidden))
-
-
 def parameter_counts(study: ResolvedStudy) -> dict:
     """(condition,) variables: the parameters of each condition's policy and of each of its judges
     (every member of an ensemble, and the meta-judge, has as many)."""
@@ -76,12 +70,12 @@ def parameter_counts(study: ResolvedStudy) -> dict:
     return {
         "policy_parameters": (
             ("condition",),
-            np.array([_parameters(Policy, knobs["policy_hidden"]) for knobs in conditions], np.int64),
+            np.array([policy_parameters(knobs["policy_hidden"]) for knobs in conditions], np.int64),
             {"units": "parameters", "long_name": "parameters of the policy"},
         ),
         "judge_parameters": (
             ("condition",),
-            np.array([_parameters(Judge, knobs["judge_hidden"]) for knobs in conditions], np.int64),
+            np.array([judge_parameters(knobs["judge_arch"], knobs["judge_hidden"]) for knobs in conditions], np.int64),
             {"units": "parameters", "long_name": "parameters of one judge (each ensemble member, the meta-judge)"},
         ),
     }

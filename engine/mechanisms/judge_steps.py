@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from engine.core import exact
-from engine.core.models import Judge
+from engine.core.models import JudgeModel
 from engine.core.optim import adam_update, params, tree_select
 from engine.core.state import RunInputs, RunState, ensemble_size
 from engine.core.world import N_SEQUENCES
@@ -28,7 +28,7 @@ from engine.mechanisms.judge_data import self_labelled_distribution, self_labell
 class PullToPretrained(NamedTuple):
     """The `judge_anchor` regulariser of a run: c·‖θ_J − θ_J(pretrained)‖² in the judge's loss."""
 
-    pretrained: Judge  # stacked like the run's judges
+    pretrained: JudgeModel  # stacked like the run's judges
     weight: jax.Array  # c
 
 
@@ -37,7 +37,7 @@ def pull_to_pretrained(run: RunInputs, variant: Variant) -> PullToPretrained | N
     return PullToPretrained(run.pretrained, run.condition.judge_anchor) if variant.judge_anchored else None
 
 
-def pair_loss(judge: Judge, tokens_a, tokens_b, labels=None):
+def pair_loss(judge: JudgeModel, tokens_a, tokens_b, labels=None):
     """Binary cross-entropy of sigmoid(J(a) - J(b)); labels=None means self-labelled.
 
     Self-labels y = [J(a) > J(b)] come from the very forward pass the loss uses, so the
@@ -52,7 +52,7 @@ def pair_loss(judge: Judge, tokens_a, tokens_b, labels=None):
     return loss, jnp.mean(prefers_a == labels)
 
 
-def squared_distance(judge: Judge, pretrained: Judge):
+def squared_distance(judge: JudgeModel, pretrained: JudgeModel):
     """‖θ_J − θ_J(pretrained)‖², the pull's distance."""
     return sum(
         jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(params(judge)), jax.tree.leaves(params(pretrained)))
@@ -126,7 +126,7 @@ def oracle_pair_update(
 # The expected steps (gradient_estimator `exact`).
 
 
-def score_gradient_grads(judge: Judge, score_gradient, pull=None):
+def score_gradient_grads(judge: JudgeModel, score_gradient, pull=None):
     """∇θ of Σ_x g_x·J(x) (+ the pull), g = score_gradient(J) of the judge's scores J of all 4096
     sequences, held fixed: the gradient of a loss over pairs of the 4096 whose derivative in J is g.
     One pass over the judge's prefix tree, forward and backward. pull: None, or (pretrained judge, c)."""
@@ -139,7 +139,7 @@ def score_gradient_grads(judge: Judge, score_gradient, pull=None):
     return eqx.filter_grad(surrogate)(judge)
 
 
-def score_gradient_step(judge: Judge, opt_state, score_gradient, pull=None):
+def score_gradient_step(judge: JudgeModel, opt_state, score_gradient, pull=None):
     """One Adam step of one judge along `score_gradient_grads`."""
     updates, opt_state = adam_update(score_gradient_grads(judge, score_gradient, pull), opt_state)
     return eqx.apply_updates(judge, updates), opt_state

@@ -3,15 +3,13 @@ batches of `pretrain_batch_size` sequences (0: `batch_size`), until its Spearman
 `judge_init_alignment`, checked every `pretrain_check_every` steps, or `pretrain_max_steps` pass
 (flagged by the host, not fatal)."""
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from engine.core.exact import judge_scores_all, spearman
 from engine.core.keys import run_keys
-from engine.core.models import Judge
+from engine.core.models import JudgeModel
 from engine.core.optim import adam_init, adam_update, params
 from engine.core.state import initial_model
 from engine.core.world import N_SEQUENCES, all_sequences, q_star_of, verbosity
@@ -22,7 +20,7 @@ PRETRAIN_TARGET_NOISE = 0.1  # σ of the Gaussian noise on every regression targ
 
 
 class PretrainResult(eqx.Module):
-    judge: Judge
+    judge: JudgeModel
     steps: jax.Array
     alignment: jax.Array
 
@@ -36,11 +34,10 @@ class PretrainInputs(eqx.Module):
     condition: Condition
 
 
-def pretrain_judge(job: PretrainInputs, sizes: Sizes, judge_hidden: int) -> PretrainResult:
-    """Pretrain member `job.member` of seed `job.seed`, a judge of width `judge_hidden`; stops at
-    the first check >= target."""
+def pretrain_judge(job: PretrainInputs, sizes: Sizes, build) -> PretrainResult:
+    """Pretrain member `job.member` of seed `job.seed`, a judge `build(key=...)` (the run's
+    architecture and width: `engine.core.models.judge_model`); stops at the first check >= target."""
     keys = run_keys(job.seed)
-    build = functools.partial(Judge, hidden=judge_hidden)
     judge = initial_model(build, jax.random.fold_in(keys["judges"], job.member), job.condition)
     data_key = jax.random.fold_in(keys["pretrain"], job.member)
     sequences = jnp.asarray(all_sequences())
