@@ -6,6 +6,7 @@ one-sequence definitions at several widths are in tests/test_models.py and tests
 (parametrised over width); the MLP judge's are here."""
 
 import functools
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 
 import engine
+from analysis.grid import find_grid
+from analysis.report import write_all
 from engine.cli.main import summary_lines
 from engine.core.models import EMBED, Judge, MLPJudge, Policy, judge_model, parameter_count, reference_init
 from engine.core.world import SEQ_LEN, VOCAB, all_sequences
@@ -266,3 +269,15 @@ def test_every_mechanism_runs_at_other_widths(mechanisms_ds):
     assert np.isfinite(ds.train_pair_gap_judge.sel(condition="dpo_temporal").isel(step=-1)).all()
     # the policies moved from π₀, at every width
     assert (ds.kl_to_initial.isel(step=-1) > 0).all()
+
+
+def test_a_grid_over_a_width_is_found_and_the_figures_drawn(widths_ds, tmp_path):
+    """The parameter counts are variables, not coordinates, so a width is the only coordinate that
+    varies with it and a grid over it does not tie with its count; the saved file draws every figure."""
+    two_widths = widths_ds.sel(condition=["reference", "wide_judge"])
+    assert find_grid(two_widths).knobs == ("judge_hidden",)
+    path = engine.save(widths_ds, tmp_path / "widths.nc")
+    loaded = engine.load(path)
+    np.testing.assert_array_equal(loaded.judge_parameters, widths_ds.judge_parameters)
+    written = write_all(loaded, tmp_path / "figures", "widths", baseline="reference")
+    assert written and all(Path(p).stat().st_size > 0 for p in written)
