@@ -12,7 +12,8 @@ differ: attrs["parts"] keeps each part's (JSON: per part its path, its seeds and
 carried besides the study), and the top level the timings' totals.
 
 Every variable of a results file is per run (records, pretraining outcome, ceiling, divergence), along
-`seed`, so the merged Dataset is the parts concatenated along `seed` and sorted by seed: what one run
+`seed`, or per condition (the models' parameter counts, equal in every part and kept once), so the
+merged Dataset is the parts concatenated along `seed` and sorted by seed: what one run
 of all their seeds gives, bit for bit where each run had the same sub-batch size in its part as it
 would have there (docs/ARCHITECTURE.md, "Invariants").
 """
