@@ -26,7 +26,15 @@ PORTABLE_XLA_FLAGS = (
 )
 # Always set, pinned or not: LLVM's optimisation level 1 instead of 2 compiles a study ≈ 35% faster
 # and its code runs as fast (docs/performance.md); the level changes rounding, so it is fixed too.
-ENGINE_XLA_FLAGS = ("--xla_backend_optimization_level=1",)
+# The collective timeouts: on CPU the devices of a sharded program are threads of one process, and
+# each starts a program's shard as soon as its own inputs are ready, so one device can wait at a
+# gather for the other's longer shard (judges pretrained to a higher target alignment, a busy core).
+# XLA's defaults (a warning after 20 s, the process killed after 40 s) then end a healthy study.
+ENGINE_XLA_FLAGS = (
+    "--xla_backend_optimization_level=1",
+    "--xla_cpu_collective_call_warn_stuck_timeout_seconds=600",
+    "--xla_cpu_collective_call_terminate_timeout_seconds=86400",
+)
 ISA_FLAG = "--xla_cpu_max_isa="
 
 
