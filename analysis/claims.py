@@ -196,26 +196,55 @@ def perceived_keeps_rising(ds):
     return text, _grade([_positive(rise), _positive(gap)])
 
 
-def worse_mode(ds):
-    q0, qf = _at(ds, "baseline", iteration=0), _at(ds, "baseline")
-    finals = np.sort(qf[np.isfinite(qf)])
+@dataclass(frozen=True)
+class ModeSplit:
+    """Final values split at the largest gap between sorted values, the lower group at most half of
+    the seeds: `lower` marks its seeds (False where the value is not finite)."""
+
+    lower: np.ndarray
+    k: int
+    n: int
+    lower_mean: float
+    upper_mean: float
+    ashman: float  # Ashman's D: √2·gap / √(var_lower + var_upper)
+    given_up: float  # the gap as a share of the upper mode's mean gain over the start
+
+    @property
+    def separate(self) -> bool:
+        """A separate, much worse mode: Ashman's D > 2 and it gives up ≥ 25% of the upper mode's gain."""
+        return self.ashman > 2 and self.given_up >= 0.25
+
+
+def split_modes(final, start) -> ModeSplit:
+    """The lower and upper mode of per-seed `final` values (`start`: the same seeds' values at iteration 0)."""
+    final = np.asarray(final, dtype=float)
+    finite = np.isfinite(final)
+    finals = np.sort(final[finite])
     n = finals.size
-    _enough(n, WORSE_MODE_MIN_SEEDS)
     k = 1 + int(np.argmax(np.diff(finals)[: n // 2]))  # lower group: at most half of the seeds
     lower, upper = finals[:k], finals[k:]
     gap, spread = upper.mean() - lower.mean(), np.sqrt(lower.var() + upper.var())
     ashman = np.inf if spread == 0 and gap > 0 else np.sqrt(2) * gap / spread if spread > 0 else 0.0
-    given_up = gap / (upper.mean() - np.nanmean(q0))
+    given_up = gap / (upper.mean() - np.nanmean(start))
+    mask = finite & (final <= lower[-1])
+    return ModeSplit(mask, k, n, float(lower.mean()), float(upper.mean()), float(ashman), float(given_up))
+
+
+def worse_mode(ds):
+    q0, qf = _at(ds, "baseline", iteration=0), _at(ds, "baseline")
+    n = int(np.isfinite(qf).sum())
+    _enough(n, WORSE_MODE_MIN_SEEDS)
+    split = split_modes(qf, q0)
+    k = split.k
     ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
-    separate = ashman > 2 and given_up >= 0.25
-    d_text = "> 100" if ashman > 100 else fixed(ashman, 1)
+    d_text = "> 100" if split.ashman > 100 else fixed(split.ashman, 1)
     text = (
         f"baseline finals split at the largest gap between sorted values (lower group ≤ half the seeds): "
-        f"lower mode {k}/{n} = {k / n:.0%} [Wilson {ci.low:.0%}, {ci.high:.0%}], mean {fixed(lower.mean())} vs "
-        f"{fixed(upper.mean())}; Ashman's D {d_text}; it gives up {given_up:.0%} of the upper mode's gain over "
-        f"iteration 0. Separate, much worse mode: {_yes(separate)}"
+        f"lower mode {k}/{n} = {k / n:.0%} [Wilson {ci.low:.0%}, {ci.high:.0%}], mean {fixed(split.lower_mean)} vs "
+        f"{fixed(split.upper_mean)}; Ashman's D {d_text}; it gives up {split.given_up:.0%} of the upper mode's gain "
+        f"over iteration 0. Separate, much worse mode: {_yes(split.separate)}"
     )
-    if not separate:
+    if not split.separate:
         return text, "does not hold"
     return text, ("holds" if ci.low <= WORSE_MODE_SHARE <= ci.high else "partly")
 

@@ -8,7 +8,9 @@ self-rewarding or bias records gets their figures (`analysis.overoptimisation`,
 `analysis.bias`), one with grounding conditions its answers and figures (`analysis.grounding`), and a
 step-resolved one that varies the judge's width or pretraining target Gao's fits, figures and
 answers (`analysis.gao_study`, with the best-of-n study `gao_best_of_n.nc` when it lies next to
-the results file). The published-condition comparisons (`best.png`, and `gap.png` beyond eight
+the results file); the exact file of the batch-size family (`batch_limit_exact.nc`, its sampled
+siblings next to it) also writes the family's joined answers and figure (`analysis.batch_limit`).
+The published-condition comparisons (`best.png`, and `gap.png` beyond eight
 conditions) are drawn only when some of those conditions are present; a grid study's headline
 and table use its reference cell as the baseline.
 
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import xarray as xr
 
+from analysis.batch_limit import batch_limit_outputs, family_paths, has_batch_limit_family, load_batch_limit
+from analysis.batch_limit import output_paths as batch_limit_output_paths
 from analysis.bias import bias_figures, has_bias_records
 from analysis.bias import output_paths as bias_output_paths
 from analysis.data import present
@@ -70,6 +74,8 @@ def output_paths(out_dir, stem: str, ds: xr.Dataset | None = None) -> list[Path]
         paths += grounding_output_paths(out_dir, stem)
     if ds is not None and has_gao_conditions(ds):
         paths += gao_output_paths(out_dir, stem)
+    if ds is not None and has_batch_limit_family(ds, out_dir):
+        paths += batch_limit_output_paths(out_dir)
     return paths
 
 
@@ -86,8 +92,9 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
     for path in output_paths(out, stem, ds):
         check_output(path, force=force)
     best_of_n = load_best_of_n(out) if has_gao_conditions(ds) else None
+    batches = load_batch_limit(family_paths(out)) if has_batch_limit_family(ds, out) else None
     with tempfile.TemporaryDirectory(prefix=f".{stem}_figures.", suffix=TEMPORARY_SUFFIX, dir=out) as staging:
-        drawn = _draw_all(ds, Path(staging), stem, baseline, best_of_n)
+        drawn = _draw_all(ds, Path(staging), stem, baseline, best_of_n, batches)
         return [str(_move(Path(path), out / Path(path).name, force)) for path in drawn]
 
 
@@ -96,9 +103,17 @@ def _move(staged: Path, path: Path, force: bool) -> Path:
     return write_atomically(path, lambda temporary: os.replace(staged, temporary), force=force)
 
 
-def _draw_all(ds: xr.Dataset, out: Path, stem: str, baseline: str, best_of_n: xr.Dataset | None = None) -> list:
+def _draw_all(
+    ds: xr.Dataset,
+    out: Path,
+    stem: str,
+    baseline: str,
+    best_of_n: xr.Dataset | None = None,
+    batches: xr.Dataset | None = None,
+) -> list:
     """Draw every output `write_all` writes into the empty folder `out`; return the paths drawn.
-    best_of_n: the gao best-of-n study, for a file with Gao's conditions."""
+    best_of_n: the gao best-of-n study, for a file with Gao's conditions; batches: the batch_limit
+    family joined (`analysis.batch_limit`), for its exact file."""
     paths = {path.name.removeprefix(f"{stem}_"): path for path in output_paths(out, stem, ds)}
     conditions = ds["condition"].values.tolist()
     if baseline not in conditions:
@@ -127,4 +142,6 @@ def _draw_all(ds: xr.Dataset, out: Path, stem: str, baseline: str, best_of_n: xr
         written += grounding_outputs(by_iteration, out, stem)
     if has_gao_conditions(ds):
         written += gao_outputs(ds, out, stem, best_of_n)
+    if batches is not None:
+        written += batch_limit_outputs(batches, out)
     return [path for path in written if path is not None]

@@ -3,9 +3,10 @@ start from the same pretrained judges, joined along a `batch` dimension."""
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import engine
-from analysis.batch_limit import join_batches
+from analysis.batch_limit import answers_markdown, convergence_slope, join_batches, mode_rows
 from studies.batch_limit import STUDIES
 
 
@@ -52,3 +53,48 @@ def test_files_that_do_not_fit_are_refused_naming_the_batch(smoke):
         join_batches([smoke["16"], other])
     with pytest.raises(ValueError, match="batch 'exact': its seed values differ"):
         join_batches([smoke["16"], smoke["exact"].isel(seed=[0])])
+
+
+def planted(n_seeds=12):
+    """A joined batch_limit Dataset with known answers: per seed, quality(B) − quality(exact) = c_s / B
+    (so the log–log slope is −1), and the three lowest exact seeds form a separate worse mode that
+    batch 16 shares and batch 64 does not."""
+    batches = ["16", "64", "256", "exact"]
+    rng = np.random.default_rng(0)
+    exact = 1.0 + 0.01 * rng.standard_normal(n_seeds)
+    exact[:3] = 0.2  # the worse mode: seeds 0, 1, 2
+    offsets = 1.0 + rng.random(n_seeds)
+    quality = np.stack([exact + offsets / int(b) for b in batches[:-1]] + [exact])
+    quality[1, :3], quality[1, 3:6] = 1.0, 0.2  # batch 64: the worse mode strikes seeds 3, 4, 5 instead
+    start = np.zeros_like(quality)
+    coords = {"batch": batches, "condition": ["baseline"], "seed": np.arange(n_seeds), "iteration": [0, 1]}
+    dims = ("batch", "condition", "seed", "iteration")
+
+    def metric(final):
+        return (dims, np.stack([start, final], axis=-1)[:, None])
+
+    return xr.Dataset(
+        {
+            "policy_quality": metric(quality),
+            "judge_alignment": metric(0.5 + 0.1 * quality),
+            "policy_entropy": metric(8.0 - quality),
+            "diverged": (("batch", "condition", "seed"), np.zeros((4, 1, n_seeds), bool)),
+        },
+        coords=coords,
+    )
+
+
+def test_the_convergence_slope_recovers_a_planted_one_over_b():
+    joined = planted().sel(batch=["16", "256", "exact"])  # batch 64 carries the moved mode
+    slope = convergence_slope(joined, "policy_quality", "baseline")
+    assert slope.n == 12
+    np.testing.assert_allclose(slope.mean, -1.0, atol=1e-9)
+
+
+def test_the_worse_mode_is_matched_seed_by_seed_against_the_exact_loop():
+    rows = {row["batch"]: row for row in mode_rows(planted(), "baseline")}
+    assert rows["exact"]["split"].separate and rows["exact"]["split"].k == 3
+    assert rows["16"]["shared"] == 3 and rows["16"]["p"] < 0.01  # the same seeds
+    assert rows["64"]["shared"] == 0 and rows["64"]["p"] == 1.0  # other seeds
+    text = answers_markdown(planted())
+    assert "| baseline | 16 | 3/12 |" in text and "| 3/3 |" in text
