@@ -104,8 +104,9 @@ def pair_gaps(ds: xr.Dataset) -> list[PairGap]:
     for trained, responding in pairs:
         tracking = over_run(data["best_response_kl"].sel(condition=trained))
         excess = tracking - floor if floor is not None else np.full_like(tracking, np.nan)
-        finals = {m: (at_end(data[m].sel(condition=c)) for c in (trained, responding)) for m in SLOW_METRICS}
-        finals = {m: tuple(pair) for m, pair in finals.items()}
+        finals = {
+            m: (at_end(data[m].sel(condition=trained)), at_end(data[m].sel(condition=responding))) for m in SLOW_METRICS
+        }
         gaps.append(
             PairGap(
                 trained,
@@ -316,7 +317,11 @@ def timescale_figure(ds: xr.Dataset, path, phase: xr.Dataset | None = None, *, f
         for ax in (left, right):
             if np.isfinite(boundary.healthy_below) and np.isfinite(boundary.collapsed_from):
                 low, high = sorted((boundary.healthy_below, boundary.collapsed_from))
-                ax.axvspan(low, high, color="tab:red", alpha=0.1, label="phase.nc: collapse boundary")
+                label = f"{phase.attrs.get('study_name', 'phase')}: collapse boundary"
+                if low < high:
+                    ax.axvspan(low, high, color="tab:red", alpha=0.1, label=label)
+                else:
+                    ax.axvline(low, color="tab:red", linewidth=2, alpha=0.5, label=label)
     left.set_ylabel("tracking error [nats]")
     right.set_ylabel("|trained − best response|, paired by seed")
     left.legend(fontsize=8, frameon=False)
