@@ -219,9 +219,9 @@ def step_cost(knobs: dict) -> float:
 def exact_step_cost(knobs: dict) -> float:
     """A run-step's cost under gradient_estimator exact against the sampled baseline's: the policy's
     exact step at every inner step (none under policy_response best_response: its π* is one pass of the
-    judges over the 4096 where a judge steps, priced within the judge's step), each judge's exact steps
-    (self-labelled, and oracle-pair where anchor_fraction > 0) at their cadence, and the held-out check
-    as in the sampled loop."""
+    judges over the 4096 where a judge steps, priced within the judge's step, unmeasured), each judge's
+    exact steps (self-labelled, and oracle-pair where anchor_fraction > 0) at their cadence, and the
+    held-out check as in the sampled loop."""
     judge_steps = 0.0
     if MECHANISMS["judge_steps"].on(knobs):
         judge_steps = (1 + (knobs["anchor_fraction"] > 0)) / knobs["judge_update_every"]
