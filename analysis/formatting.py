@@ -47,9 +47,12 @@ def significant(x) -> str:
 
 
 def knob_value(value) -> str:
-    """A knob value as a label: 'true' / 'false', a whole number without decimals, else the shortest form."""
+    """A knob value as a label: 'true' / 'false', a categorical choice as it is, a whole number without
+    decimals, else the shortest form."""
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value)).lower()
+    if isinstance(value, str):
+        return value
     if float(value).is_integer() and abs(value) < 1e6:
         return str(int(value))
     return f"{float(value):g}"

@@ -9,10 +9,12 @@ self-rewarding or bias records gets their figures (`analysis.overoptimisation`,
 step-resolved one that varies the judge's width or pretraining target Gao's fits, figures and
 answers (`analysis.gao_study`, with the best-of-n study `gao_best_of_n.nc` when it lies next to
 the results file); the exact file of the batch-size family (`batch_limit_exact.nc`, its sampled
-siblings next to it) also writes the family's joined answers and figure (`analysis.batch_limit`).
-The published-condition comparisons (`best.png`, and `gap.png` beyond eight
-conditions) are drawn only when some of those conditions are present; a grid study's headline
-and table use its reference cell as the baseline.
+siblings next to it) also writes the family's joined answers and figure (`analysis.batch_limit`),
+and one pairing trained and best-response policies the gap between the loop and its reduced
+dynamics (`analysis.two_timescale`, with the phase study `phase.nc` when it lies next to it).
+The published-condition comparisons (`best.png`, and `gap.png` beyond eight conditions) are
+drawn only when some of those conditions are present; a grid study's headline and table use its
+reference cell as the baseline.
 
 A set is written whole or not at all: every output is checked first (an existing file stops the
 set unless `force`), every figure and table is drawn into a hidden staging folder next to them,
@@ -40,6 +42,8 @@ from analysis.grounding import output_paths as grounding_output_paths
 from analysis.overoptimisation import overoptimisation, pair_gap
 from analysis.phase import PHASE_METRICS, phase_figures, reference_condition
 from analysis.tables import condition_table, write_csv, write_markdown
+from analysis.two_timescale import has_best_response_pairs, load_phase, timescale_outputs
+from analysis.two_timescale import output_paths as timescale_output_paths
 from analysis.within import order_table, within_figure
 from engine.host.output import TEMPORARY_SUFFIX, check_output, write_atomically
 from engine.host.results import per_iteration
@@ -76,6 +80,8 @@ def output_paths(out_dir, stem: str, ds: xr.Dataset | None = None) -> list[Path]
         paths += gao_output_paths(out_dir, stem)
     if ds is not None and has_batch_limit_family(ds, out_dir):
         paths += batch_limit_output_paths(out_dir)
+    if ds is not None and has_best_response_pairs(ds):
+        paths += timescale_output_paths(out_dir, stem)
     return paths
 
 
@@ -93,8 +99,9 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
         check_output(path, force=force)
     best_of_n = load_best_of_n(out) if has_gao_conditions(ds) else None
     batches = load_batch_limit(family_paths(out)) if has_batch_limit_family(ds, out) else None
+    phase = load_phase(out) if has_best_response_pairs(ds) else None
     with tempfile.TemporaryDirectory(prefix=f".{stem}_figures.", suffix=TEMPORARY_SUFFIX, dir=out) as staging:
-        drawn = _draw_all(ds, Path(staging), stem, baseline, best_of_n, batches)
+        drawn = _draw_all(ds, Path(staging), stem, baseline, best_of_n, batches, phase)
         return [str(_move(Path(path), out / Path(path).name, force)) for path in drawn]
 
 
@@ -110,10 +117,12 @@ def _draw_all(
     baseline: str,
     best_of_n: xr.Dataset | None = None,
     batches: xr.Dataset | None = None,
+    phase: xr.Dataset | None = None,
 ) -> list:
     """Draw every output `write_all` writes into the empty folder `out`; return the paths drawn.
     best_of_n: the gao best-of-n study, for a file with Gao's conditions; batches: the batch_limit
-    family joined (`analysis.batch_limit`), for its exact file."""
+    family joined (`analysis.batch_limit`), for its exact file; phase: the phase study, for a file
+    pairing trained and best-response policies."""
     paths = {path.name.removeprefix(f"{stem}_"): path for path in output_paths(out, stem, ds)}
     conditions = ds["condition"].values.tolist()
     if baseline not in conditions:
@@ -144,4 +153,6 @@ def _draw_all(
         written += gao_outputs(ds, out, stem, best_of_n)
     if batches is not None:
         written += batch_limit_outputs(batches, out)
+    if has_best_response_pairs(ds):
+        written += timescale_outputs(ds, out, stem, phase)
     return [path for path in written if path is not None]

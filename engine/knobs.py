@@ -174,6 +174,12 @@ def _sampled_off(k):
     return "gradient_estimator is exact (the term's expected gradient is 0)" if exact else None
 
 
+def _best_response(k):
+    """Under policy_response best_response the policy is the closed-form best response: it takes no step."""
+    responds = k["policy_response"] == "best_response"
+    return "policy_response is best_response (the policy takes no step)" if responds else None
+
+
 def _judge_steps_off(k):
     """The self-labelled and oracle-pair steps run where the judge is not frozen and its cadence fires."""
     return _frozen(k) or never_fires(k, "judge_update_every")
@@ -274,6 +280,7 @@ MECHANISMS = {
     "dpo_reference": Mechanism("dpo's reference policy", _dpo_reference_off),
     "kl_penalty": Mechanism("the KL penalty", lambda k: None if k["kl_penalty"] > 0 else "kl_penalty is 0"),
     "sampled": Mechanism("the sampled gradient estimator", _sampled_off),
+    "policy_steps": Mechanism("the policy's Adam steps (policy_response trained)", _best_response),
     "unfrozen": Mechanism("a judge that is not frozen", _frozen),
     "judge_steps": Mechanism("the judges' self-labelled and oracle-pair steps", _judge_steps_off),
     "judge_data_window": Mechanism("judge_data window", _judge_data_window_off),
@@ -336,7 +343,15 @@ KNOBS = {
         high=WIDTH_MAX,
         scope=GROUP,
     ),
-    "lr_policy": Knob(float, 3e-4, "Adam learning rate of the policy", positive=True),
+    "lr_policy": Knob(float, 3e-4, "Adam learning rate of the policy", positive=True, mechanism="policy_steps"),
+    "policy_response": Knob(
+        ("trained", "best_response"),
+        "trained",
+        "trained: the policy takes its steps (reference); best_response: at every step the policy is the exact "
+        "best response π* ∝ π₀^(β/(β+c))·exp(J/(β+c)) to the judges now (gradient_estimator exact, kl_penalty "
+        "β > 0, kl_estimator exact or k1; c the exact entropy weights): the judges' reduced two-timescale dynamics",
+        scope=GROUP,
+    ),
     "entropy_bonus": Knob(
         float,
         0.01,

@@ -4,11 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from engine.core.exact import judge_scores_all, policy_log_probs_all, spearman
+from engine.core.exact import judge_scores_all, policy_log_probs_all, policy_log_probs_tree, spearman
 from engine.core.models import Policy, make_judges
 from engine.core.state import init_run, make_run_inputs
 from engine.core.world import reference_q_star
-from engine.knobs import DEFAULTS, condition_arrays
+from engine.knobs import DEFAULTS, condition_arrays, variant_of
 from engine.loop.diagnostics import DIVERGED_PARAMETER, exact_metrics, run_metrics
 
 
@@ -27,7 +27,7 @@ def test_exact_metrics_equal_brute_force_sums():
     judges = make_judges(jax.random.PRNGKey(1), 3)
     q = reference_q_star()
     initial = policy_log_probs_all(Policy(key=jax.random.PRNGKey(2)))
-    metrics = exact_metrics(policy, judges, q, initial, 4)
+    metrics = exact_metrics(policy_log_probs_tree(policy), judge_scores_all(judges), q, initial, 4)
     log_p = np.asarray(policy_log_probs_all(policy), np.float64)
     p = np.exp(log_p)
     scores = np.asarray(judge_scores_all(judges), np.float64)
@@ -54,7 +54,7 @@ def test_a_run_is_unhealthy_once_a_parameter_leaves_float32_sense_finite_or_not(
     condition = jax.tree.map(lambda a: jnp.asarray(a[0]), condition_arrays([DEFAULTS]))
     run = make_run_inputs(condition, jnp.int32(0), make_judges(jax.random.PRNGKey(0), 1), jnp.zeros(1, jnp.int32))
     state = init_run(run)
-    healthy = jax.jit(lambda s: run_metrics(s, run, reference_q_star(), 4)["healthy"])
+    healthy = jax.jit(lambda s: run_metrics(s, run, reference_q_star(), variant_of(DEFAULTS))["healthy"])
     assert bool(healthy(state))
     for value in (10 * DIVERGED_PARAMETER, -10 * DIVERGED_PARAMETER, jnp.nan, jnp.inf):
         broken = eqx.tree_at(lambda s: s.policy, state, with_first_entries(state.policy, value))

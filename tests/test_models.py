@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from engine.core.exact import policy_log_probs_all, sequence_index
+from engine.core.exact import judge_scores_all, policy_log_probs_all, policy_log_probs_tree, sequence_index
 from engine.core.models import (
     DEFAULT_HIDDEN,
     Judge,
@@ -100,7 +100,7 @@ def test_uniform_policy_has_entropy_ln_4096_and_mean_quality():
     judges = make_judges(jax.random.PRNGKey(7), 1)
     q = jnp.asarray(np.random.default_rng(0).normal(size=4096), jnp.float32)
     uniform = jnp.full(4096, -np.log(4096), jnp.float32)
-    metrics = exact_metrics(policy, judges, q, uniform, 4)
+    metrics = exact_metrics(policy_log_probs_tree(policy), judge_scores_all(judges), q, uniform, 4)
     np.testing.assert_allclose(metrics["policy_entropy"], np.log(4096), rtol=1e-6)
     np.testing.assert_allclose(metrics["kl_to_initial"], 0.0, atol=1e-6)
     np.testing.assert_allclose(metrics["policy_quality"], np.asarray(q).mean(), atol=1e-6)

@@ -47,8 +47,10 @@ SAME = {
     ),
     "meta_judge_frozen_lr_reset": ("meta_judge_frozen", {"lr_judge": 1e-3, "reset_every": 1}),
     "meta_judge_frozen_labeller": ("meta_judge_frozen", {"oracle_noise": 1.0, "judge_data": "accumulate"}),
+    "best_response_lr_policy": ("best_response", {"lr_policy": 1e-3}),
 }
-BASES = {"baseline": {}, "frozen": FROZEN, "meta_judge_frozen": META_JUDGE}
+BEST_RESPONSE = {"gradient_estimator": "exact", "kl_penalty": 0.1, "policy_response": "best_response"}
+BASES = {"baseline": {}, "frozen": FROZEN, "meta_judge_frozen": META_JUDGE, "best_response": BEST_RESPONSE}
 
 
 @pytest.fixture(scope="module")

@@ -87,9 +87,33 @@ def refuse_without_exact_mode(study: str, condition: str, knobs: dict) -> None:
         )
 
 
+def refuse_best_response_without_closed_form(study: str, condition: str, knobs: dict) -> None:
+    """policy_response `best_response` where the policy's loss has no closed-form best response
+    (docs/mean_field.md §9): it needs the exact loss, with β·KL(π‖π₀), β > 0."""
+    if knobs["policy_response"] != "best_response":
+        return
+    place = where(study, condition, "policy_response")
+    if knobs["gradient_estimator"] != "exact":
+        raise StudyError(
+            f"{place}: best_response needs gradient_estimator exact: the closed form is the best response to "
+            "the exact policy loss, while a sampled step's expectation carries the batch's factor 1 - 1/B"
+        )
+    if knobs["kl_penalty"] == 0:
+        raise StudyError(
+            f"{place}: best_response needs kl_penalty > 0: pi* is proportional to "
+            "pi_0^(beta/(beta+c))·exp(J/(beta+c)), and the lab offers it for a policy loss with beta·KL(pi || pi_0)"
+        )
+    if knobs["kl_estimator"] == "k3":
+        raise StudyError(
+            f"{place}: best_response needs kl_estimator exact or k1: k3's penalty is the forward "
+            "KL(pi_0 || pi), whose best response has no closed form"
+        )
+
+
 def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
     """Combinations that cannot run as written, whatever the study's length."""
     refuse_without_exact_mode(study, condition, knobs)
+    refuse_best_response_without_closed_form(study, condition, knobs)
     if on("meta_judge", knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
         raise StudyError(
             f"{where(study, condition, 'meta_pairs')}: the meta-judge labels meta_pairs of batch_size fresh "

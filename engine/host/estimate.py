@@ -41,7 +41,8 @@ device's memory (uncalibrated there), the curves and distributions with the host
 
   run_step_cost = (batch_size / 64) · (w_π + n_judges · w_J) / 2 · step_cost     (gradient_estimator sampled)
                 = EXACT_POLICY_COST + n_judges · EXACT_JUDGE_STEP_COST · judge steps per inner step
-                  + the held-out check's cost                                  (exact: no batch)
+                  + the held-out check's cost          (exact: no batch; no EXACT_POLICY_COST under
+                                                        policy_response best_response, no policy step)
 
 scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
 it was calibrated (`machine_slowdown`: a 50 ms NumPy probe of the engine's kind of work, 32-wide
@@ -217,12 +218,15 @@ def step_cost(knobs: dict) -> float:
 
 def exact_step_cost(knobs: dict) -> float:
     """A run-step's cost under gradient_estimator exact against the sampled baseline's: the policy's
-    exact step at every inner step, each judge's exact steps (self-labelled, and oracle-pair where
-    anchor_fraction > 0) at their cadence, and the held-out check as in the sampled loop."""
+    exact step at every inner step (none under policy_response best_response: its π* is one pass of the
+    judges over the 4096 where a judge steps, priced within the judge's step, unmeasured), each judge's
+    exact steps (self-labelled, and oracle-pair where anchor_fraction > 0) at their cadence, and the
+    held-out check as in the sampled loop."""
     judge_steps = 0.0
     if MECHANISMS["judge_steps"].on(knobs):
         judge_steps = (1 + (knobs["anchor_fraction"] > 0)) / knobs["judge_update_every"]
-    cost = EXACT_POLICY_COST + knobs["n_judges"] * EXACT_JUDGE_STEP_COST * judge_steps
+    policy = EXACT_POLICY_COST if MECHANISMS["policy_steps"].on(knobs) else 0.0
+    cost = policy + knobs["n_judges"] * EXACT_JUDGE_STEP_COST * judge_steps
     if MECHANISMS["holdout_meta"].on(knobs):
         cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
     return cost

@@ -90,9 +90,7 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         return states
 
     def measure(states, runs: RunInputs):
-        return jax.vmap(lambda s, r, q: run_metrics(s, r, q, variant.n_candidates, distributions))(
-            states, runs, q_stars_of(runs)
-        )
+        return jax.vmap(lambda s, r, q: run_metrics(s, r, q, variant, distributions))(states, runs, q_stars_of(runs))
 
     def advance(states, runs: RunInputs, outer, interval):
         """`every` inner steps of outer iteration `outer`, from inner step interval·every; the first

@@ -6,17 +6,18 @@ import jax.numpy as jnp
 
 from engine.core import exact
 from engine.core.exact import judge_scores_all, spearman
-from engine.core.models import JudgeModel, Policy
 from engine.core.optim import params
 from engine.core.state import RunInputs, RunState
 from engine.core.world import verbosity
+from engine.knobs import Condition, Variant
+from engine.mechanisms.best_response import best_response_kl, best_response_log_probs
 from engine.mechanisms.bias import bias_metrics
 from engine.mechanisms.meta_judge import meta_judge_metrics
 
 
 def exact_metrics(
-    policy: Policy,
-    judges: JudgeModel,
+    log_probs,
+    scores,
     q_star,
     initial_log_probs,
     n_candidates: int,
@@ -25,16 +26,15 @@ def exact_metrics(
 ) -> dict:
     """The per-iteration diagnostics of one run, each exact over all outputs.
 
-    initial_log_probs: log π₀ over the 4096 (for the KL); n_candidates: the N of the
-    best/worst-of-N gaps (order statistics of N i.i.d. draws from π, ranked by the judge).
-    With `verbosity` (f over the 4096, `engine.core.world.verbosity`), the bias records too
+    log_probs: log π over the 4096 (`exact.policy_log_probs_tree`); scores: the judges' ensemble-mean
+    J over the 4096 (`exact.judge_scores_all`); initial_log_probs: log π₀ over the 4096 (for the KL);
+    n_candidates: the N of the best/worst-of-N gaps (order statistics of N i.i.d. draws from π, ranked
+    by the judge). With `verbosity` (f over the 4096, `engine.core.world.verbosity`), the bias records too
     (`BIAS_METRICS`, `engine.mechanisms.bias.bias_metrics`), from the same π and J. With `distributions`,
     also the (4096,) arrays they are sums over, `policy_probability` π(x) and `judge_score` J(x)
     (ensemble mean), in `engine.core.world.all_sequences` order.
     """
-    log_probs = exact.policy_log_probs_tree(policy)
     probs = jnp.exp(log_probs)
-    scores = judge_scores_all(judges)
     top, top_probability = exact.policy_mode(log_probs)
     # Elementwise product then sum, not a dot: a vmapped dot may pick a different kernel
     # for a different number of runs, and the last bit would then depend on the batch.
@@ -76,7 +76,14 @@ SELF_REWARDING_METRICS = (
 )
 BIAS_METRICS = ("judge_bias", "judge_quality_weight", "policy_verbosity", "bias_cost")
 META_JUDGE_METRICS = ("meta_judge_alignment", "meta_agreement")
-METRICS = (*CORE_METRICS, "meta_judge_accuracy", *SELF_REWARDING_METRICS, *BIAS_METRICS, *META_JUDGE_METRICS)
+METRICS = (
+    *CORE_METRICS,
+    "meta_judge_accuracy",
+    *SELF_REWARDING_METRICS,
+    *BIAS_METRICS,
+    *META_JUDGE_METRICS,
+    "best_response_kl",
+)
 
 UNITS = {
     "policy_quality": "q* (expected under the policy)",
@@ -99,6 +106,8 @@ UNITS = {
     "bias_cost": "q* (expected max q* - best q* at the policy's verbosity level)",
     "meta_judge_alignment": "Spearman rho (meta-judge with q*)",
     "meta_agreement": "fraction of the meta-labelled pairs (mean over the iteration's meta steps)",
+    "best_response_kl": "nats: KL(pi || pi*), pi* the exact best response to the judges now (exact, kl_penalty > 0, "
+    "KL(pi || pi_0) penalty; else NaN)",
     "policy_probability": "probability π(x)",
     "judge_score": "J(x) (ensemble mean)",
 }
@@ -107,12 +116,27 @@ UNITS = {
 DISTRIBUTIONS = ("policy_probability", "judge_score")
 
 
-def run_metrics(state: RunState, run: RunInputs, q_star, n_candidates: int, distributions: bool = False) -> dict:
-    """One record of one run: the exact diagnostics (with π(x) and J(x) when `distributions`),
-    the iteration's meta and dpo-pair records, and `healthy` (every core metric finite and every
-    parameter finite and within ±DIVERGED_PARAMETER)."""
+def policy_and_response(state: RunState, condition: Condition, scores, variant: Variant):
+    """(log π, `best_response_kl`) of a record: under policy_response `best_response` π is the best
+    response π* to the scores (so its KL to π* is exactly 0), else the policy's own; the KL only under
+    gradient_estimator `exact` (the sampled loop's mean field carries the batch's factor 1 − 1/B), NaN
+    elsewhere and where the closed form does not apply."""
+    if variant.gradient_estimator != "exact":
+        return exact.policy_log_probs_tree(state.policy), jnp.float32(jnp.nan)
+    response = best_response_log_probs(scores, state.initial_log_probs, condition)
+    responds = variant.policy_response == "best_response"
+    log_probs = response if responds else exact.policy_log_probs_tree(state.policy)
+    return log_probs, best_response_kl(log_probs, response, condition)
+
+
+def run_metrics(state: RunState, run: RunInputs, q_star, variant: Variant, distributions: bool = False) -> dict:
+    """One record of one run: the exact diagnostics (with π(x) and J(x) when `distributions`), the
+    policy's distance from its best response, the iteration's meta and dpo-pair records, and `healthy`
+    (every core metric finite and every parameter finite and within ±DIVERGED_PARAMETER)."""
     f = verbosity(run.condition.bias_token)
-    metrics = exact_metrics(state.policy, state.judges, q_star, state.initial_log_probs, n_candidates, f, distributions)
+    scores = judge_scores_all(state.judges)
+    log_probs, distance = policy_and_response(state, run.condition, scores, variant)
+    metrics = exact_metrics(log_probs, scores, q_star, state.initial_log_probs, variant.n_candidates, f, distributions)
     models = (state.policy, state.judges) + (() if state.meta is None else (state.meta.judge,))
     params_bounded = jnp.all(
         jnp.stack([jnp.all(jnp.abs(leaf) <= DIVERGED_PARAMETER) for leaf in jax.tree.leaves(params(models))])
@@ -127,5 +151,6 @@ def run_metrics(state: RunState, run: RunInputs, q_star, n_candidates: int, dist
         "pair_keep_rate": pairs.kept / jnp.where(pairs.offered > 0, pairs.offered, jnp.nan),
         "train_pair_gap_judge": with_pairs * pairs.judge_gap / jnp.maximum(pairs.kept, 1),
         "train_pair_gap_true": with_pairs * pairs.true_gap / jnp.maximum(pairs.kept, 1),
+        "best_response_kl": distance,
         "healthy": params_bounded & values_finite,
     }

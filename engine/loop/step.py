@@ -1,6 +1,8 @@
 """One inner step for a batch of runs sharing a `Variant`, as a list of stages:
 
-1. the policy's update (its rule, plus the exact regularisers where a run has them);
+1. the policy's update (its rule, plus the exact regularisers where a run has them); none under
+   policy_response `best_response`, where the policy is the best response to the judges now
+   (`engine.mechanisms.best_response`) wherever the loop reads it;
 2. the updated policy joins the mixture of past policies (judge_data `accumulate`, `window`);
 3. the judges' self-labelled step, every `judge_update_every` inner steps (not when frozen), on
    fresh policy pairs or pairs from that mixture;
@@ -29,6 +31,7 @@ from engine.core.keys import run_keys
 from engine.core.optim import is_due
 from engine.core.state import PairStats
 from engine.knobs import Sizes, Variant
+from engine.mechanisms.best_response import policy_log_probs
 from engine.mechanisms.grounding import within_budget
 from engine.mechanisms.holdout_meta import holdout_meta_update
 from engine.mechanisms.judge_data import add_policy
@@ -105,7 +108,14 @@ def judge_stages(states, runs, q_stars, keys: StepKeys | None, judge_due, pull, 
     condition = runs.condition
     exact = variant.gradient_estimator == "exact"
     if exact:
-        states = when_any_due(judge_due, expected_self_labelled_update, states, condition, judge_due, pull)
+        states = when_any_due(
+            judge_due,
+            lambda s, c, d, p: expected_self_labelled_update(s, c, d, variant, p),
+            states,
+            condition,
+            judge_due,
+            pull,
+        )
     else:
         states = when_any_due(
             judge_due,
@@ -174,11 +184,11 @@ def make_inner_step(variant: Variant, sizes: Sizes, holdout):
         condition = runs.condition
         exact = variant.gradient_estimator == "exact"
         keys = None if exact else step_keys(runs.seed, outer * sizes.steps_per_iter + inner)
-        states = policy_stage(states, runs, q_stars, keys, variant, sizes)
+        if variant.policy_response == "trained":
+            states = policy_stage(states, runs, q_stars, keys, variant, sizes)
         if variant.judge_data_slots:
-            states = eqx.tree_at(
-                lambda s: s.policy_sums, states, jax.vmap(add_policy)(states.policy_sums, states.policy)
-            )
+            log_probs = jax.vmap(lambda s, c: policy_log_probs(s, c, variant))(states, condition)
+            states = eqx.tree_at(lambda s: s.policy_sums, states, jax.vmap(add_policy)(states.policy_sums, log_probs))
         judge_due = is_due(condition.judge_update_every, inner) & ~condition.freeze_judge
         pull = jax.vmap(lambda r: pull_to_pretrained(r, variant))(runs) if variant.judge_anchored else None
         states = judge_stages(states, runs, q_stars, keys, judge_due, pull, variant, sizes)

@@ -19,7 +19,8 @@ from engine.core import exact
 from engine.core.models import Policy
 from engine.core.state import RunState
 from engine.core.world import SEQ_LEN, all_sequences
-from engine.knobs import Condition, code
+from engine.knobs import Condition, Variant, code
+from engine.mechanisms.best_response import policy_log_probs
 
 
 def fresh_pairs(policy: Policy, key, batch_size: int):
@@ -28,14 +29,14 @@ def fresh_pairs(policy: Policy, key, batch_size: int):
     return tokens[:batch_size], tokens[batch_size:]
 
 
-def add_policy(policy_sums, policy: Policy):
-    """Slot 0 (this outer iteration, or every step under `accumulate`) gains π of the policy now.
+def add_policy(policy_sums, log_probs):
+    """Slot 0 (this outer iteration, or every step under `accumulate`) gains π of the policy now, from its
+    log π of all 4096 sequences (`best_response.policy_log_probs`).
 
     One pass over the prefix tree of all 4096 sequences per inner step: the policy changes at every
     step (each takes an Adam step), and the mixture weighs every inner step equally.
     """
-    probs = jnp.exp(jax.lax.stop_gradient(exact.policy_log_probs_tree(policy)))
-    return policy_sums.at[0].add(probs)
+    return policy_sums.at[0].add(jnp.exp(jax.lax.stop_gradient(log_probs)))
 
 
 def begin_iteration(policy_sums, condition: Condition):
@@ -64,12 +65,13 @@ def mixture_pairs(key, weights, batch_size: int):
     return tokens[:batch_size], tokens[batch_size:]
 
 
-def self_labelled_distribution(state: RunState, condition: Condition):
+def self_labelled_distribution(state: RunState, condition: Condition, variant: Variant):
     """The distribution (4096,) the self-labelled pairs' sequences are drawn from, each independently:
-    π where the run keeps no past policies (`fresh`), else the normalised mixture (gradient_estimator
-    `exact` sums over it instead of drawing from it)."""
+    π where the run keeps no past policies (`fresh`; the best response under policy_response
+    `best_response`), else the normalised mixture (gradient_estimator `exact` sums over it instead of
+    drawing from it)."""
     if state.policy_sums is None:
-        return jnp.exp(jax.lax.stop_gradient(exact.policy_log_probs_tree(state.policy)))
+        return jnp.exp(jax.lax.stop_gradient(policy_log_probs(state, condition, variant)))
     weights = mixture(state.policy_sums, condition)
     return weights / weights.sum()
 

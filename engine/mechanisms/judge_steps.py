@@ -159,15 +159,16 @@ def self_labelled_score_gradient(scores, probs):
     return probs * exact.antisymmetric_pair_sum(self_labelled_slope, scores, probs)
 
 
-def expected_self_labelled_update(state: RunState, condition: Condition, due, pull=None) -> RunState:
+def expected_self_labelled_update(state: RunState, condition: Condition, due, variant: Variant, pull=None) -> RunState:
     """`self_labelled_update`'s expected step: each judge labels every pair of the 4096² by its own
-    scores and trains on them weighted by q(a)·q(b), q the policy (or the mixture of past policies).
+    scores and trains on them weighted by q(a)·q(b), q the policy (its best response under
+    policy_response `best_response`) or the mixture of past policies.
 
     q is handed to each judge as its own row: a q shared by the vmapped judges (batched over the runs
     but not over the judges) makes XLA's CPU code for the tiles' products slower, twice the time for
     three judges (docs/mean_field.md)."""
     n_judges = ensemble_size(state.judges)
-    probs = jnp.broadcast_to(self_labelled_distribution(state, condition), (n_judges, N_SEQUENCES))
+    probs = jnp.broadcast_to(self_labelled_distribution(state, condition, variant), (n_judges, N_SEQUENCES))
 
     def judge_step(judge, opt_state, member_pull, probs):
         return score_gradient_step(

@@ -4,6 +4,7 @@
 - `dpo_gradient`: DPO on the judge's own preference pairs (`engine.mechanisms.preference`);
 - `entropy_terms`, `sampled_kl_term`: the terms every rule adds on its own batch;
 - `exact_regulariser_gradient`: ∇ of the exact KL(π‖π₀) and −H(π) over all 4096 outputs;
+- `exact_entropy_weight`: the weight c of −c·H(π) in the exact loss;
 - `expected_policy_gradient`: REINFORCE's and its terms' expected gradient in the large-batch limit,
   exact over all 4096 outputs (gradient_estimator `exact`; docs/mean_field.md);
 - `apply_policy_gradient`: one Adam step, and the step's dpo pairs joining the iteration's sums.
@@ -164,6 +165,12 @@ def exact_regulariser_gradient(policy: Policy, state: RunState, condition: Condi
     return eqx.filter_grad(loss_fn)(policy)
 
 
+def exact_entropy_weight(condition: Condition):
+    """c of the −c·H(π) in the exact policy loss: entropy_regulariser (the sampled regulariser's limit) +
+    entropy_exact."""
+    return condition.entropy_regulariser + condition.entropy_exact
+
+
 def expected_policy_gradient(state: RunState, condition: Condition):
     """The limit of `reinforce_gradient`'s expectation as the batch grows, every term exact over all 4096:
 
@@ -175,7 +182,7 @@ def expected_policy_gradient(state: RunState, condition: Condition):
     """
     scores = jax.lax.stop_gradient(exact.judge_scores_all(state.judges))
     forward_kl = condition.kl_estimator == code("kl_estimator", "k3")
-    entropy_weight = condition.entropy_regulariser + condition.entropy_exact
+    entropy_weight = exact_entropy_weight(condition)
 
     def loss_fn(policy):
         log_probs = exact.policy_log_probs_tree(policy)
