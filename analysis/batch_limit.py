@@ -126,7 +126,8 @@ def mode_rows(joined: xr.Dataset, condition: str) -> list[dict]:
         both = int(np.sum(split.lower & exact.lower))
         table = [[both, split.k - both], [exact.k - both, split.n - split.k - exact.k + both]]
         p_value = stats.fisher_exact(table, alternative="greater").pvalue if label != EXACT else np.nan
-        rows.append({"batch": label, "split": split, "shared": both, "p": p_value})
+        seeds = ", ".join(str(seed) for seed in joined["seed"].values[split.lower])
+        rows.append({"batch": label, "split": split, "shared": both, "p": p_value, "seeds": seeds})
     return rows
 
 
@@ -166,7 +167,8 @@ def answers_markdown(joined: xr.Dataset) -> str:
         "",
         "Mean: the difference of the means (does the distribution converge?); RMS: the root mean square of the "
         "per-seed differences (does each seed's run converge to its exact run?); slope: per seed, log |difference| "
-        "against log B over the sampled batches (−1: ∝ 1/B, −½: ∝ 1/√B).",
+        "against log B over the sampled batches (−1: ∝ 1/B, −½: ∝ 1/√B), over the n seeds whose difference is "
+        "nonzero at every batch (a seed whose run ends on the exact run's values at some batch has no slope).",
         "",
         "| condition | metric | " + " | ".join(f"B = {b}: mean; RMS" for b in sampled_batches(joined)) + " | slope |",
         "|---|---|" + "---|" * len(sampled_batches(joined)) + "---|",
@@ -180,7 +182,8 @@ def answers_markdown(joined: xr.Dataset) -> str:
                 rms = float(np.sqrt(np.nanmean(difference**2)))
                 cells.append(f"{estimate(seed_summary(difference), signed=True)}; {fixed(rms)}")
             slope = convergence_slope(joined, metric, condition)
-            lines.append(f"| {condition} | {metric} | " + " | ".join(cells) + f" | {estimate(slope, signed=True)} |")
+            slope_text = f"{estimate(slope, signed=True)} (n = {slope.n})" if slope.n else "–"
+            lines.append(f"| {condition} | {metric} | " + " | ".join(cells) + f" | {slope_text} |")
     lines += [
         "",
         "## The worse mode: the same seeds as under exact?",
@@ -190,9 +193,9 @@ def answers_markdown(joined: xr.Dataset) -> str:
         "upper mode's gain. Shared: lower-group seeds also in the exact loop's lower group; p: one-sided Fisher "
         "exact test that the two lower groups share more seeds than chance.",
         "",
-        "| condition | batch | lower group k/n | means lower; upper | Ashman's D | gives up | separate "
+        "| condition | batch | lower group k/n | its seeds | means lower; upper | Ashman's D | gives up | separate "
         "| shared with exact | p |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for condition in conditions:
         for row in mode_rows(joined, condition):
@@ -201,7 +204,7 @@ def answers_markdown(joined: xr.Dataset) -> str:
             p_text = "" if row["batch"] == EXACT else significant(row["p"])
             shared = "" if row["batch"] == EXACT else f"{row['shared']}/{split.k}"
             lines.append(
-                f"| {condition} | {row['batch']} | {split.k}/{split.n} | {fixed(split.lower_mean)}; "
+                f"| {condition} | {row['batch']} | {split.k}/{split.n} | {row['seeds']} | {fixed(split.lower_mean)}; "
                 f"{fixed(split.upper_mean)} | {ashman} | {split.given_up:.0%} | {'yes' if split.separate else 'no'} "
                 f"| {shared} | {p_text} |"
             )

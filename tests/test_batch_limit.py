@@ -97,4 +97,4 @@ def test_the_worse_mode_is_matched_seed_by_seed_against_the_exact_loop():
     assert rows["16"]["shared"] == 3 and rows["16"]["p"] < 0.01  # the same seeds
     assert rows["64"]["shared"] == 0 and rows["64"]["p"] == 1.0  # other seeds
     text = answers_markdown(planted())
-    assert "| baseline | 16 | 3/12 |" in text and "| 3/3 |" in text
+    assert "| baseline | 16 | 3/12 | 0, 1, 2 |" in text and "| 3/3 |" in text
