@@ -231,11 +231,14 @@ def convergence_figure(joined: xr.Dataset, path, *, force: bool = False) -> str:
             ax.axhspan(exact.ci_low, exact.ci_high, color=colour, alpha=0.15)
             ax.axhline(exact.mean, color=colour, linestyle="--", linewidth=1)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size B (dashed, band: gradient_estimator exact)")
+        ax.set_xlabel("batch size B")
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].legend(frameon=False)
-    fig.suptitle(f"Does the collapse survive the noise-free limit? ({joined.sizes['seed']} seeds, 95% t-intervals)")
+    fig.suptitle(
+        f"Does the collapse survive the noise-free limit? ({joined.sizes['seed']} seeds, 95% t-intervals; "
+        "dashed line and band: gradient_estimator exact)"
+    )
     return save(fig, path, force)
 
 
