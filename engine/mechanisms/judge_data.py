@@ -67,9 +67,11 @@ def mixture_pairs(key, weights, batch_size: int):
 def self_labelled_distribution(state: RunState, condition: Condition):
     """The distribution (4096,) the self-labelled pairs' sequences are drawn from, each independently:
     π where the run keeps no past policies (`fresh`), else the normalised mixture (gradient_estimator
-    `exact` sums over it instead of drawing from it)."""
+    `exact` sums over it instead of drawing from it). Held fixed by the judges' steps, which
+    differentiate in the judges only; not by `stop_gradient`, so a derivative of the whole step in
+    the policy sees it (engine.host.stability)."""
     if state.policy_sums is None:
-        return jnp.exp(jax.lax.stop_gradient(exact.policy_log_probs_tree(state.policy)))
+        return jnp.exp(exact.policy_log_probs_tree(state.policy))
     weights = mixture(state.policy_sums, condition)
     return weights / weights.sum()
 
