@@ -329,13 +329,14 @@ def command_stability(args) -> int:
 
     if args.k < 1:
         raise InputError(f"--k {args.k}: must be at least 1")
-    if args.sub_batch is not None and args.sub_batch < 1:
-        raise InputError(f"--sub-batch {args.sub_batch}: must be at least 1")
     ds = engine.load(args.path)
     runs = parse_runs(args.runs, ds)
     rerun_plan(ds, runs)  # every problem of the file or the runs, before compiling
-    print(f"{args.path}: rerunning {len(runs)} runs to their final state, then linearising the exact loop there")
-    for end in rerun_to_end(ds, runs, jax.devices(), args.sub_batch):
+    print(
+        f"{args.path}: rerunning the chunks of seeds that hold {len(runs)} runs to their final state, "
+        "then linearising the exact loop there"
+    )
+    for end in rerun_to_end(ds, runs, jax.devices()):
         print("\n".join(report_lines(linearise(end, args.k))), flush=True)
     return 0
 
@@ -433,9 +434,6 @@ def build_parser() -> argparse.ArgumentParser:
     stability.add_argument("path", help="a results file written by 'coevo run'")
     stability.add_argument("--runs", help="condition:seed,... (default: every condition at the first two seeds)")
     stability.add_argument("--k", type=int, default=DEFAULT_K, help=f"eigenvalues per run ({DEFAULT_K})")
-    stability.add_argument(
-        "--sub-batch", type=int, help="runs per sub-batch of the rerun (default: the file's, bit for bit)"
-    )
     stability.set_defaults(handler=command_stability)
 
     knobs = commands.add_parser("knobs", help="print docs/knobs.md: every knob as a markdown table")

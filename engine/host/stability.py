@@ -22,14 +22,13 @@ from jax.flatten_util import ravel_pytree
 
 from engine.core import exact
 from engine.core.world import q_star_of
-from engine.host.chunks import max_runs_per_chunk
 from engine.host.inputs import InputError, parse_seeds
 from engine.host.merge import parts_of
 from engine.host.plan import make_plan
 from engine.host.program import compile_program, make_program
 from engine.host.results import study_of
 from engine.host.study import ResolvedStudy, StudyError, resolve
-from engine.host.verify import file_layouts
+from engine.host.verify import part_run
 from engine.knobs import Sizes, Variant, records_per_iteration
 from engine.loop.batch import begin_iteration, make_batch_run
 
@@ -122,30 +121,28 @@ class EndState(NamedTuple):
     largest_difference: float  # |final record − the file's| over its compared metrics (0: bit-identical)
 
 
-def rerun_to_end(ds: xr.Dataset, runs: list[RunChoice], devices, sub_batch: int | None = None) -> list[EndState]:
-    """Every chosen run rerun to its final state, in the sub-batches of the file (a run's bits depend
-    on its sub-batch's size; `sub_batch` overrides it, cheaper for a file of many seeds), its last
-    record compared with the file's."""
-    study, resolved, exact_resolved = rerun_plan(ds, runs)
-    layouts = file_layouts(ds)
-    parts = parts_of(ds)
+def rerun_to_end(ds: xr.Dataset, runs: list[RunChoice], devices) -> list[EndState]:
+    """Every chosen run rerun to its final state as the file ran it: the whole chunk of seeds it ran in,
+    every condition, the file's device count and sub-batch size (a run's bits depend on them), its
+    last record compared with the file's."""
+    _, _, exact_resolved = rerun_plan(ds, runs)
     ends = []
-    for layout, part in zip(layouts, parts, strict=True):
-        mine = [run for run in runs if run.seed in parse_seeds(part["seeds"])]
-        if mine:
-            ends += _rerun_part(ds, resolved, exact_resolved, mine, devices, sub_batch or layout.sub_batch)
+    for part in parts_of(ds):
+        ran = part_run(ds, part)
+        resolved = resolve(study_of(ds), seeds=parse_seeds(part["seeds"]))
+        for chunk in ran.chunks:
+            mine = [run for run in runs if run.seed in chunk and run.seed in resolved.seeds]
+            if mine:  # on fewer devices than the file's, if this machine has fewer (the comparison says so)
+                n_devices = min(ran.n_devices, len(devices))
+                plan = make_plan(resolved, chunk, n_devices, ran.sub_batch)
+                ends += _rerun_chunk(ds, plan, resolved, exact_resolved, mine, devices[:n_devices])
     return sorted(ends, key=lambda end: runs.index(end.run))
 
 
-def _rerun_part(ds, resolved: ResolvedStudy, exact_resolved: ResolvedStudy, runs, devices, sub_batch) -> list[EndState]:
-    seeds = sorted({run.seed for run in runs})
-    n_runs = len(resolved.conditions) * len(seeds)
-    devices = devices[: max(1, min(len(devices), -(-n_runs // sub_batch)))]
-    max_runs = max_runs_per_chunk(devices[0].platform == "cpu", None)
-    if n_runs > max_runs:
-        raise InputError(f"--runs: {n_runs} runs to rerun, more than one chunk ({max_runs}); choose fewer")
-    plan = make_plan(resolved, seeds, len(devices), sub_batch)
-    compiled = compile_program(make_program(plan.variants, resolved.sizes, devices, sub_batch), plan.program_inputs())
+def _rerun_chunk(ds, plan, resolved: ResolvedStudy, exact_resolved: ResolvedStudy, runs, devices) -> list[EndState]:
+    compiled = compile_program(
+        make_program(plan.variants, resolved.sizes, devices, plan.sub_batch), plan.program_inputs()
+    )
     pretrain_inputs, group_inputs = plan.program_inputs()
     pretrained = compiled.pretrain(pretrain_inputs)
     started = compiled.start(tuple(table.judge for table in pretrained), group_inputs)
@@ -157,7 +154,7 @@ def _rerun_part(ds, resolved: ResolvedStudy, exact_resolved: ResolvedStudy, runs
     names = list(resolved.conditions)
     ends = []
     for run in runs:
-        c, s = names.index(run.condition), seeds.index(run.seed)
+        c, s = names.index(run.condition), plan.seeds.index(run.seed)
         g, at = next(
             (g, group.position[i])
             for g, group in enumerate(plan.groups)
@@ -176,16 +173,17 @@ def _rerun_part(ds, resolved: ResolvedStudy, exact_resolved: ResolvedStudy, runs
 
 
 def _difference(ds: xr.Dataset, record: dict, run: RunChoice, c: int, s: int) -> float:
-    """Largest |difference| between the rerun's final record and the file's, over the metrics both have."""
+    """Largest |difference| between the rerun's final record and the file's, over the numbers both hold
+    (NaN equal to NaN)."""
     time_dim = "step" if "step" in ds.dims else "iteration"
     largest = 0.0
     for name, values in record.items():
-        if name not in ds or ds[name].dims != ("condition", "seed", time_dim):
+        if name not in ds or ds[name].dims != ("condition", "seed", time_dim) or ds[name].dtype.kind not in "biuf":
             continue
-        theirs = float(ds[name].sel(condition=run.condition, seed=run.seed).isel({time_dim: -1}))
-        mine = float(values[c, s])
-        if not (np.isnan(theirs) and np.isnan(mine)):
-            largest = max(largest, abs(theirs - mine) if theirs != mine else 0.0)
+        theirs = ds[name].sel(condition=run.condition, seed=run.seed).isel({time_dim: -1}).values.astype(np.float64)
+        mine = np.float64(values[c, s])
+        if theirs != mine and not (np.isnan(theirs) and np.isnan(mine)):
+            largest = max(largest, float(abs(theirs - mine)))
     return largest
 
 
