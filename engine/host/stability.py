@@ -270,8 +270,8 @@ def _symmetries(parts, unravel, with_judges: bool) -> list[tuple[str, np.ndarray
 
 class Eigenpair(NamedTuple):
     value: complex  # an eigenvalue of J (of the map over `period` inner steps)
-    error: float  # ‖J·u − λ·u‖ for its unit eigenvector u: how far off λ may be
-    output_motion: float  # ‖Dφ·u‖, φ = (log π of all 4096, each judge's centred scores): what the outputs see of u
+    error: float  # ‖J·u − λ·u‖ for its unit eigenvector u (relative coordinates): how far off λ may be
+    output_motion: float  # ‖Dφ·D·u‖, φ = (log π of all 4096, each judge's centred scores): what the outputs see of u
     shares: tuple[float, ...]  # |u|² on each part of the state (PARTS, those present)
 
 
@@ -313,7 +313,12 @@ class Stability(NamedTuple):
 def linearise(end: EndState, k: int = DEFAULT_K) -> Stability:
     """The k eigenvalues of largest modulus of J = DF at the run's final state, by ARPACK on products
     J·v = jax.jvp(F), the head biases' eigenvalues 1 deflated first (J restricted to their
-    orthogonal complement, (I − QQᵀ)·J·(I − QQᵀ), once each is checked to satisfy J·u = u)."""
+    orthogonal complement, (I − QQᵀ)·J·(I − QQᵀ), once each is checked to satisfy J·u = u).
+
+    J is taken in relative coordinates δx_i/|x_i|, D⁻¹·J·D with D = diag(|x|): a similarity, so the
+    same eigenvalues, but without J's entries of 1e13 (a judge's head bias has a gradient of almost
+    0, so its Adam v is tiny and ∂θ/∂v = −lr·m̂/(2√v̂(√v̂ + ε)²)·… is huge), which leave ARPACK's Krylov
+    vectors nothing else to resolve. Eigenvectors, errors and shares are in these coordinates."""
     steps, with_judges = period(end.knobs), judges_move(end.knobs)
     the_map = one_step_map(end, steps, with_judges, end.sizes.n_iterations)
     x0 = the_map.x0
@@ -326,12 +331,15 @@ def linearise(end: EndState, k: int = DEFAULT_K) -> Stability:
     start = time.perf_counter()
     matvecs = 0
 
+    x0_host = np.asarray(x0, np.float64)
+    scale = np.where(x0_host == 0, 1.0, np.abs(x0_host))
+
     def product(vector: np.ndarray) -> np.ndarray:
+        """D⁻¹·J·D·vector, D = diag(|x0|): J in relative coordinates δx_i/|x_i| (the same eigenvalues)."""
         nonlocal matvecs
         matvecs += 1
-        return np.asarray(tangent(jnp.asarray(vector, jnp.float32)), np.float64)
+        return np.asarray(tangent(jnp.asarray(scale * vector, jnp.float32)), np.float64) / scale
 
-    x0_host = np.asarray(x0, np.float64)
     change = np.asarray(image(x0), np.float64) - x0_host
     n_parameters = np.zeros(len(x0_host), bool)
     offsets = np.cumsum((0,) + the_map.part_sizes)
@@ -342,6 +350,8 @@ def linearise(end: EndState, k: int = DEFAULT_K) -> Stability:
 
     deflated, not_deflated, directions = [], [], []
     for name, direction in the_map.symmetries:
+        direction = direction / scale
+        direction /= np.linalg.norm(direction)
         fixed = np.linalg.norm(product(direction) - direction) <= SYMMETRY_TOLERANCE
         (deflated if fixed else not_deflated).append(name)
         if fixed:
@@ -370,7 +380,7 @@ def linearise(end: EndState, k: int = DEFAULT_K) -> Stability:
         image_of = deflated_product(vector.real) + 1j * deflated_product(vector.imag)
         motion = np.hypot(
             *(
-                np.linalg.norm(np.asarray(output_tangent(jnp.asarray(part, jnp.float32))))
+                np.linalg.norm(np.asarray(output_tangent(jnp.asarray(scale * part, jnp.float32))))
                 for part in (vector.real, vector.imag)
             )
         )
