@@ -37,7 +37,7 @@ RUNS_PER_CONDITION = 2  # runs linearised per condition when --runs is not given
 # ARPACK's relative tolerance: the products are float32, exact to about 1e-6 of |J·v|.
 TOLERANCE = 1e-5
 MAX_RESTARTS = 300
-# A direction u the outputs cannot see is deflated only if F maps it to itself: ‖J·u − u‖ below this.
+# The policy's head bias direction u is deflated only if F maps it to itself: ‖J·u − u‖ below this.
 SYMMETRY_TOLERANCE = 1e-4
 
 
@@ -219,7 +219,8 @@ class OneStepMap(NamedTuple):
     step: object  # x -> F(x)
     outputs: object  # x -> (log π of all 4096, each judge's scores less their mean), flat
     part_sizes: tuple[int, ...]  # entries of each of PARTS present, in order
-    symmetries: list[tuple[str, np.ndarray]]  # directions the outputs cannot see, unit vectors
+    symmetry: np.ndarray  # the unit vector along the policy's head bias: π does not see it
+    unread: np.ndarray  # bool, the entries nothing else reads: the judges' head biases and their moments
 
 
 def one_step_map(end: EndState, inner_steps: int, with_judges: bool, outer: int) -> OneStepMap:
@@ -246,26 +247,28 @@ def one_step_map(end: EndState, inner_steps: int, with_judges: bool, outer: int)
         scores = eqx.filter_vmap(eqx.filter_vmap(lambda judge: judge.all_scores()))(state.judges)
         return jnp.concatenate([log_probs.ravel(), (scores - scores.mean(axis=-1, keepdims=True)).ravel()])
 
-    return OneStepMap(x0, step, outputs, sizes, _symmetries(parts, unravel, with_judges))
+    unread = _judges_head_biases(parts) if with_judges and not end.variant.judge_anchored else np.zeros(x0.size, bool)
+    return OneStepMap(x0, step, outputs, sizes, _policy_head_bias(parts), unread)
 
 
-def _symmetries(parts, unravel, with_judges: bool) -> list[tuple[str, np.ndarray]]:
-    """Unit vectors along the head biases: a constant added to the policy's logits leaves π as it is,
-    one added to a judge's scores leaves every score difference, which is all its steps and the
-    policy's gradient read (Σ_x ∇π(x) = 0)."""
-    zeros = jax.tree.map(jnp.zeros_like, parts)
-    found = []
-    policy_bias = eqx.tree_at(lambda p: p[0].head.bias, zeros, jnp.ones_like(parts[0].head.bias))
-    found.append(("policy head bias", policy_bias))
-    if with_judges:
-        for j in range(parts[3].head.bias.shape[1]):
-            bias = jnp.zeros_like(parts[3].head.bias).at[:, j].set(1.0)
-            found.append((f"judge {j} head bias", eqx.tree_at(lambda p: p[3].head.bias, zeros, bias)))
-    units = []
-    for name, tree in found:
-        vector = np.asarray(ravel_pytree(tree)[0], np.float64)
-        units.append((name, vector / np.linalg.norm(vector)))
-    return units
+def _policy_head_bias(parts) -> np.ndarray:
+    """The unit vector adding a constant to the policy's logits: π stays as it is, so F(s + εu) =
+    F(s) + εu, an eigenvalue 1 of every state that says nothing."""
+    marked = jax.tree.map(jnp.zeros_like, parts)
+    marked = eqx.tree_at(lambda p: p[0].head.bias, marked, jnp.ones_like(parts[0].head.bias))
+    vector = np.asarray(ravel_pytree(marked)[0], np.float64)
+    return vector / np.linalg.norm(vector)
+
+
+def _judges_head_biases(parts) -> np.ndarray:
+    """The entries of the judges' head biases and of their Adam moments. A constant added to a
+    judge's scores leaves every score difference, which is all the judges' steps read, and the
+    policy's gradient (Σ_x ∇π(x) = 0): nothing but the bias's own Adam state reads the bias, and
+    its gradient is 0 up to rounding, so its v is tiny and ∂θ/∂v (∝ v^(−3/2)) reaches 1e13."""
+    marked = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, bool), parts)
+    for index in (3, 4, 5):
+        marked = eqx.tree_at(lambda p, i=index: p[i].head.bias, marked, jnp.ones_like(parts[index].head.bias, bool))
+    return np.asarray(jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(marked)]))
 
 
 class Eigenpair(NamedTuple):
@@ -281,10 +284,10 @@ class Stability(NamedTuple):
     run: RunChoice
     period: int  # inner steps of the map
     part_sizes: tuple[int, ...]  # entries of each of PARTS present
+    unread: int  # entries left out: the judges' head biases and their moments (nothing else reads them)
     residual: float  # ‖F(s) − s‖ / ‖s‖ over the whole state
     parameter_residual: float  # the same over the parameters alone
-    deflated: tuple[str, ...]  # directions the outputs cannot see, checked to be eigenvectors of eigenvalue 1
-    not_deflated: tuple[str, ...]  # such directions that F does not map to themselves (a pull to pretrained, say)
+    deflated: bool  # the policy's head bias direction passed J·u = u and was deflated
     eigenpairs: tuple[Eigenpair, ...]  # converged, by decreasing |λ|
     k: int  # eigenvalues asked for
     matvecs: int
@@ -312,13 +315,18 @@ class Stability(NamedTuple):
 
 def linearise(end: EndState, k: int = DEFAULT_K) -> Stability:
     """The k eigenvalues of largest modulus of J = DF at the run's final state, by ARPACK on products
-    J·v = jax.jvp(F), the head biases' eigenvalues 1 deflated first (J restricted to their
-    orthogonal complement, (I − QQᵀ)·J·(I − QQᵀ), once each is checked to satisfy J·u = u).
+    J·v = jax.jvp(F). The judges' head biases and their moments are left out: nothing else reads
+    them, so J is block-triangular there and the rest of its spectrum is that of the other entries
+    (left in where a pull to the pretrained judge reads them). The policy's head bias direction u,
+    an eigenvalue 1 that says nothing, is deflated once J·u = u is checked: ARPACK works on
+    (I − uuᵀ)·J·(I − uuᵀ), whose nonzero spectrum is J's without it.
 
-    J is taken in relative coordinates δx_i/|x_i|, D⁻¹·J·D with D = diag(|x|): a similarity, so the
-    same eigenvalues, but without J's entries of 1e13 (a judge's head bias has a gradient of almost
-    0, so its Adam v is tiny and ∂θ/∂v = −lr·m̂/(2√v̂(√v̂ + ε)²)·… is huge), which leave ARPACK's Krylov
-    vectors nothing else to resolve. Eigenvectors, errors and shares are in these coordinates."""
+    ARPACK sees J in relative coordinates δx_i/|x_i|, D⁻¹·J·D with D = diag|x| (a similarity: the
+    same eigenvalues). In absolute ones a parameter whose gradient is near 0 has a tiny Adam v and
+    ∂θ/∂v ∝ v^(−3/2) up to 1e10: so non-normal a J that ARPACK, even in float64, misses its leading
+    eigenvalue (tests/test_stability.py's tiny run). The price: float32's rounding of J·v, divided
+    by a small |x_i|, is the floor of the reported errors. Eigenvectors, errors and shares are in
+    these coordinates."""
     steps, with_judges = period(end.knobs), judges_move(end.knobs)
     the_map = one_step_map(end, steps, with_judges, end.sizes.n_iterations)
     x0 = the_map.x0
@@ -330,33 +338,35 @@ def linearise(end: EndState, k: int = DEFAULT_K) -> Stability:
 
     start = time.perf_counter()
     matvecs = 0
+    kept = ~the_map.unread
+    part_of = np.repeat(np.arange(len(the_map.part_sizes)), the_map.part_sizes)[kept]
+
+    def embedded(vector: np.ndarray) -> jax.Array:
+        full = np.zeros(x0.size, np.float32)
+        full[kept] = vector
+        return jnp.asarray(full)
 
     x0_host = np.asarray(x0, np.float64)
-    scale = np.where(x0_host == 0, 1.0, np.abs(x0_host))
+    scale = np.where(x0_host == 0, 1.0, np.abs(x0_host))[kept]
 
-    def product(vector: np.ndarray) -> np.ndarray:
-        """D⁻¹·J·D·vector, D = diag(|x0|): J in relative coordinates δx_i/|x_i| (the same eigenvalues)."""
+    def absolute_product(vector: np.ndarray) -> np.ndarray:
         nonlocal matvecs
         matvecs += 1
-        return np.asarray(tangent(jnp.asarray(scale * vector, jnp.float32)), np.float64) / scale
+        return np.asarray(tangent(embedded(vector)), np.float64)[kept]
+
+    def product(vector: np.ndarray) -> np.ndarray:
+        """D⁻¹·J·D·vector, D = diag|x0|: J in relative coordinates δx_i/|x_i|."""
+        return absolute_product(scale * vector) / scale
 
     change = np.asarray(image(x0), np.float64) - x0_host
-    n_parameters = np.zeros(len(x0_host), bool)
-    offsets = np.cumsum((0,) + the_map.part_sizes)
-    for index in (0, 3)[: 1 + with_judges]:
-        n_parameters[offsets[index] : offsets[index + 1]] = True
+    parameters = np.isin(np.repeat(np.arange(len(the_map.part_sizes)), the_map.part_sizes), (0, 3))
     residual = np.linalg.norm(change) / np.linalg.norm(x0_host)
-    parameter_residual = np.linalg.norm(change[n_parameters]) / np.linalg.norm(x0_host[n_parameters])
+    parameter_residual = np.linalg.norm(change[parameters]) / np.linalg.norm(x0_host[parameters])
 
-    deflated, not_deflated, directions = [], [], []
-    for name, direction in the_map.symmetries:
-        direction = direction / scale
-        direction /= np.linalg.norm(direction)
-        fixed = np.linalg.norm(product(direction) - direction) <= SYMMETRY_TOLERANCE
-        (deflated if fixed else not_deflated).append(name)
-        if fixed:
-            directions.append(direction)
-    basis = np.stack(directions, axis=1) if directions else np.zeros((len(x0_host), 0))
+    symmetry = the_map.symmetry[kept]
+    fixed = np.linalg.norm(absolute_product(symmetry) - symmetry) <= SYMMETRY_TOLERANCE
+    relative_symmetry = symmetry / scale
+    basis = (relative_symmetry / np.linalg.norm(relative_symmetry))[:, None] if fixed else np.zeros((kept.sum(), 0))
 
     def project(vector):
         return vector - basis @ (basis.T @ vector)
@@ -364,7 +374,7 @@ def linearise(end: EndState, k: int = DEFAULT_K) -> Stability:
     def deflated_product(vector):
         return project(product(project(np.asarray(vector, np.float64).ravel())))
 
-    n = len(x0_host)
+    n = int(kept.sum())
     operator = scipy.sparse.linalg.LinearOperator((n, n), matvec=deflated_product, dtype=np.float64)
     v0 = project(np.random.default_rng(0).standard_normal(n))
     try:
@@ -379,22 +389,20 @@ def linearise(end: EndState, k: int = DEFAULT_K) -> Stability:
         vector = vector / np.linalg.norm(vector)
         image_of = deflated_product(vector.real) + 1j * deflated_product(vector.imag)
         motion = np.hypot(
-            *(
-                np.linalg.norm(np.asarray(output_tangent(jnp.asarray(scale * part, jnp.float32))))
-                for part in (vector.real, vector.imag)
-            )
+            *(np.linalg.norm(np.asarray(output_tangent(embedded(scale * part)))) for part in (vector.real, vector.imag))
         )
-        shares = tuple(float(np.sum(np.abs(vector[a:b]) ** 2)) for a, b in zip(offsets[:-1], offsets[1:], strict=True))
-        pairs.append(Eigenpair(complex(value), float(np.linalg.norm(image_of - value * vector)), float(motion), shares))
+        shares = np.bincount(part_of, np.abs(vector) ** 2, minlength=len(the_map.part_sizes))
+        error = float(np.linalg.norm(image_of - value * vector))
+        pairs.append(Eigenpair(complex(value), error, float(motion), tuple(float(share) for share in shares)))
     pairs.sort(key=lambda pair: -abs(pair.value))
     return Stability(
         end.run,
         steps,
         the_map.part_sizes,
+        int(the_map.unread.sum()),
         float(residual),
         float(parameter_residual),
-        tuple(deflated),
-        tuple(not_deflated),
+        bool(fixed),
         tuple(pairs),
         k,
         matvecs,
@@ -417,8 +425,9 @@ def report_lines(result: Stability) -> list[str]:
         f"state of {sum(result.part_sizes):,} ({parts})",
         f"  the rerun's final record: {rerun}",
         f"  ‖F(s) − s‖/‖s‖ = {result.residual:.3g} (parameters alone: {result.parameter_residual:.3g})",
-        f"  deflated (eigenvalue 1, unseen by the outputs): {', '.join(result.deflated) or 'none'}"
-        + (f"; not deflated, F moves them: {', '.join(result.not_deflated)}" if result.not_deflated else ""),
+        f"  left out: {result.unread} entries of the judges' head biases and their moments (nothing else reads them); "
+        + ("deflated" if result.deflated else "NOT deflated (J·u ≠ u)")
+        + ": the policy's head bias direction (eigenvalue 1, π does not see it)",
         f"  {'|λ|':>10} {'λ':>24} {'per step':>10} {'error':>9} {'outputs':>9}  |u|² on the parts",
     ]
     for pair in result.eigenpairs:
