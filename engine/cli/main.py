@@ -1,4 +1,4 @@
-"""`coevo run | merge | figures | claims | compare | verify | knobs | bench`: the lab's command line.
+"""`coevo run | merge | figures | claims | compare | verify | stability | knobs | bench`: the lab's command line.
 
 Every input is checked before JAX compiles anything: a bad input prints one line on
 stderr and exits with status 2, having written nothing. Results are written atomically
@@ -321,6 +321,26 @@ def _verify_part(ds, layout, label: str, iterations: int) -> bool:
     return False
 
 
+def command_stability(args) -> int:
+    import jax
+
+    import engine
+    from engine.host.stability import linearise, parse_runs, report_lines, rerun_plan, rerun_to_end
+
+    if args.k < 1:
+        raise InputError(f"--k {args.k}: must be at least 1")
+    ds = engine.load(args.path)
+    runs = parse_runs(args.runs, ds)
+    rerun_plan(ds, runs)  # every problem of the file or the runs, before compiling
+    print(
+        f"{args.path}: rerunning the chunks of seeds that hold {len(runs)} runs to their final state, "
+        "then linearising the exact loop there"
+    )
+    for end in rerun_to_end(ds, runs, jax.devices()):
+        print("\n".join(report_lines(linearise(end, args.k))), flush=True)
+    return 0
+
+
 def command_knobs(args) -> int:
     from engine.host.output import write_atomically
     from engine.knobs import knobs_page
@@ -405,6 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=VERIFY_ITERATIONS, help=f"outer iterations to rerun ({VERIFY_ITERATIONS})"
     )
     verify.set_defaults(handler=command_verify)
+
+    from engine.host.stability import DEFAULT_K
+
+    stability = commands.add_parser(
+        "stability", help="leading eigenvalues of the exact loop's map at runs' final states (docs/mean_field.md)"
+    )
+    stability.add_argument("path", help="a results file written by 'coevo run'")
+    stability.add_argument("--runs", help="condition:seed,... (default: every condition at the first two seeds)")
+    stability.add_argument("--k", type=int, default=DEFAULT_K, help=f"eigenvalues per run ({DEFAULT_K})")
+    stability.set_defaults(handler=command_stability)
 
     knobs = commands.add_parser("knobs", help="print docs/knobs.md: every knob as a markdown table")
     knobs.add_argument("--write", metavar="FILE", help="write that page to FILE (docs/knobs.md)")

@@ -50,7 +50,17 @@ def file_layouts(ds: xr.Dataset) -> list[Layout]:
     return [_part_layout(ds, part) for part in parts_of(ds)]
 
 
-def _part_layout(ds: xr.Dataset, part: dict) -> Layout:
+class PartRun(NamedTuple):
+    """How a part of the file (the whole file, unless it was merged) ran all its seeds."""
+
+    chunks: list[list[int]]  # its seeds' chunks, in the order it ran them, the last padded with placeholder seeds
+    n_devices: int
+    sub_batch: int
+
+
+def part_run(ds: xr.Dataset, part: dict) -> PartRun:
+    """The part's chunks, device count and sub-batch size, recorded in files that carry them, else
+    derived as the engine derives them."""
     seeds = parse_seeds(part["seeds"])  # in the order the part ran them
     resolved = resolve(study_of(ds), seeds=seeds)
     devices = part.get("devices", "cpu:cpu x1")
@@ -58,11 +68,18 @@ def _part_layout(ds: xr.Dataset, part: dict) -> Layout:
     on_cpu = devices.startswith("cpu")
     given = part.get("max_runs_per_chunk")
     max_runs = max_runs_per_chunk(on_cpu, int(given) if given is not None else None)
-    first = [s for s in seed_chunks(seeds, len(resolved.conditions), max_runs)[0] if s in resolved.seeds]
+    chunks = seed_chunks(seeds, len(resolved.conditions), max_runs)
     sub_batch = part.get("sub_batch")
     if sub_batch is None:
-        sub_batch = make_plan(resolved, first, n_devices).sub_batch
-    return Layout(first, n_devices, int(sub_batch), {**ds.attrs, **part})
+        sub_batch = make_plan(resolved, chunks[0], n_devices).sub_batch
+    return PartRun(chunks, n_devices, int(sub_batch))
+
+
+def _part_layout(ds: xr.Dataset, part: dict) -> Layout:
+    ran = part_run(ds, part)
+    seeds = set(parse_seeds(part["seeds"]))
+    first = [s for s in ran.chunks[0] if s in seeds]
+    return Layout(first, ran.n_devices, ran.sub_batch, {**ds.attrs, **part})
 
 
 def rerun(ds: xr.Dataset, layout: Layout, devices, iterations: int = ITERATIONS) -> xr.Dataset:

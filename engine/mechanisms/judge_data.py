@@ -69,9 +69,10 @@ def self_labelled_distribution(state: RunState, condition: Condition, variant: V
     """The distribution (4096,) the self-labelled pairs' sequences are drawn from, each independently:
     π where the run keeps no past policies (`fresh`; the best response under policy_response
     `best_response`), else the normalised mixture (gradient_estimator `exact` sums over it instead of
-    drawing from it)."""
+    drawing from it). Held fixed by the judges' steps, which differentiate in the judges only; not by
+    `stop_gradient`, so a derivative of the whole step in the policy sees it (engine.host.stability)."""
     if state.policy_sums is None:
-        return jnp.exp(jax.lax.stop_gradient(policy_log_probs(state, condition, variant)))
+        return jnp.exp(policy_log_probs(state, condition, variant))
     weights = mixture(state.policy_sums, condition)
     return weights / weights.sum()
 

@@ -129,14 +129,17 @@ def oracle_pair_update(
 def score_gradient_grads(judge: JudgeModel, score_gradient, pull=None):
     """∇θ of Σ_x g_x·J(x) (+ the pull), g = score_gradient(J) of the judge's scores J of all 4096
     sequences, held fixed: the gradient of a loss over pairs of the 4096 whose derivative in J is g.
-    One pass over the judge's prefix tree, forward and backward. pull: None, or (pretrained judge, c)."""
+    One pass over the judge's prefix tree, forward and backward. pull: None, or (pretrained judge, c).
 
-    def surrogate(judge):
-        scores = judge.all_scores()
-        loss = jnp.sum(jax.lax.stop_gradient(score_gradient(scores)) * scores)
+    g is held fixed by entering the surrogate as an argument it is not differentiated in, not by
+    `stop_gradient`: a derivative of the whole step (engine.host.stability) sees g's dependence on
+    the judge and the policy."""
+
+    def surrogate(judge, weights):
+        loss = jnp.sum(weights * judge.all_scores())
         return loss if pull is None else loss + pull[1] * squared_distance(judge, pull[0])
 
-    return eqx.filter_grad(surrogate)(judge)
+    return eqx.filter_grad(surrogate)(judge, score_gradient(judge.all_scores()))
 
 
 def score_gradient_step(judge: JudgeModel, opt_state, score_gradient, pull=None):

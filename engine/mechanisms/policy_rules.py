@@ -178,9 +178,11 @@ def expected_policy_gradient(state: RunState, condition: Condition):
     − c_H·∇H(π), c_H = entropy_regulariser + entropy_exact  (the sampled regulariser's limit is −∇H)
     + c_KL·∇KL(π‖π₀) for kl_estimator exact or k1, c_KL·∇KL(π₀‖π) for k3  (what k1 and k3 estimate)
 
-    and nothing of entropy_bonus, whose expected gradient E_π[∇log π] is 0.
+    and nothing of entropy_bonus, whose expected gradient E_π[∇log π] is 0. J is held fixed by
+    being outside `loss_fn`, not by `stop_gradient`: the step as a map of the whole state has the
+    judges' effect on it as a derivative (engine.host.stability linearises it).
     """
-    scores = jax.lax.stop_gradient(exact.judge_scores_all(state.judges))
+    scores = exact.judge_scores_all(state.judges)
     forward_kl = condition.kl_estimator == code("kl_estimator", "k3")
     entropy_weight = exact_entropy_weight(condition)
 

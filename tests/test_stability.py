@@ -1,0 +1,142 @@
+"""`coevo stability FILE`: a run rerun to its final state, the exact loop's map linearised there.
+
+The products J·v are forward-mode derivatives of the whole inner step: they must agree with finite
+differences of the step itself (which no `stop_gradient` can fool), and ARPACK's leading
+eigenvalue with the dense Jacobian's."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import engine
+import engine.host.stability as stability
+from engine.cli.main import main
+from engine.host.stability import judges_move, linearise, one_step_map, parse_runs, period, rerun_to_end
+
+# A tiny exact run whose dense Jacobian is affordable: a 2-unit policy and a 2-unit MLP judge.
+TINY = {"gradient_estimator": "exact", "policy_hidden": 2, "judge_hidden": 2, "judge_arch": "mlp"}
+
+
+@pytest.fixture(scope="module")
+def tiny_end(tmp_path_factory):
+    """A tiny exact study's file, and its run baseline:1 rerun to its final state."""
+    from tests.conftest import small_study
+
+    ds = engine.run_study(small_study({"baseline": TINY, "slow": {**TINY, "judge_update_every": 2}}))
+    path = tmp_path_factory.mktemp("stability") / "tiny.nc"
+    engine.save(ds, path)
+    ds = engine.load(path)
+    (end,) = rerun_to_end(ds, parse_runs("baseline:1", ds), jax.devices())
+    return end
+
+
+def test_the_rerun_reaches_the_files_final_state_bit_for_bit(tiny_end):
+    assert tiny_end.largest_difference == 0.0
+    assert tiny_end.state.policy.head.bias.shape == (1, 8)
+
+
+def test_a_product_is_the_central_finite_difference_of_the_step(tiny_end):
+    """J·v against (F(x + hv) − F(x − hv))/2h, v a relative perturbation (Adam's v entries are ~1e-8:
+    an absolute one would make them negative), block by block. The blocks that couple policy and
+    judges are what a derivative blind to the coupling (a `stop_gradient` on J in the policy's step,
+    on π or the score gradient in the judges') would miss: each must be matched. Only the judges'
+    response to themselves is not smooth: their labels sign(J(a) − J(b)) flip where a perturbation
+    reorders near-tied scores, so there the finite difference matches only to its step's order."""
+    the_map = one_step_map(tiny_end, 1, True, tiny_end.sizes.n_iterations)
+    x0 = the_map.x0
+    jvp = jax.jit(lambda v: jax.jvp(the_map.step, (x0,), (v,))[1])
+    step = jax.jit(the_map.step)
+    offsets = np.cumsum((0,) + the_map.part_sizes)
+    policy = np.arange(x0.size) < offsets[3]
+    policy_m, judges_m = (np.arange(offsets[i], offsets[i + 1]) for i in (1, 4))  # Adam's first moments
+    v = x0 * jax.random.normal(jax.random.key(0), x0.shape)
+    h = 1e-3
+
+    def relative_mismatch(direction, entries):
+        product = np.asarray(jvp(direction), np.float64)[entries]
+        plus, minus = (np.asarray(step(x0 + sign * h * direction), np.float64)[entries] for sign in (1, -1))
+        return np.linalg.norm(product - (plus - minus) / (2 * h)) / np.linalg.norm(product)
+
+    policy_part, judges_part = jnp.where(policy, v, 0.0), jnp.where(policy, 0.0, v)
+    assert relative_mismatch(policy_part, policy) < 1e-3
+    # read in Adam's m, at the gradients' scale: a parameter's response is below float32's resolution of it
+    assert relative_mismatch(policy_part, judges_m) < 1e-2  # the judges' gradient's response to the policy (q = π)
+    assert relative_mismatch(judges_part, policy_m) < 1e-2  # the policy's gradient's response to the judges (J)
+    assert relative_mismatch(v, slice(None)) < 5e-3
+
+
+def test_arpacks_leading_eigenvalue_is_the_dense_jacobians(tiny_end):
+    result = linearise(tiny_end, k=2)
+    the_map = one_step_map(tiny_end, 1, True, tiny_end.sizes.n_iterations)
+    assert result.deflated and result.unread == 3  # the judge's head bias, its m and its v
+    kept = ~the_map.unread
+    dense = np.asarray(jax.jit(jax.jacfwd(the_map.step))(the_map.x0), np.float64)
+    assert np.abs(dense[np.ix_(kept, ~kept)]).max() < 1e-8  # nothing reads the left-out entries but rounding
+    eigenvalues = list(np.linalg.eigvals(dense[np.ix_(kept, kept)]))
+    eigenvalues.pop(int(np.argmin(np.abs(np.asarray(eigenvalues) - 1))))  # the deflated head bias direction
+    leading = max(eigenvalues, key=abs)
+    found = result.eigenpairs[0]
+    off = min(abs(found.value - leading), abs(found.value - np.conj(leading)))  # a complex pair: either
+    assert off < 1e-5  # both from float32 products
+    assert result.matvecs > 0 and result.spectral_radius == abs(found.value)
+
+
+def test_the_map_is_one_judge_period_and_a_frozen_judge_is_no_part_of_it():
+    knobs = {"freeze_judge": False, "judge_update_every": 10, "meta_update_every": 0}
+    assert period(knobs) == 10 and judges_move(knobs)
+    assert period({**knobs, "meta_update_every": 4}) == 20
+    frozen = {**knobs, "freeze_judge": True}
+    assert period(frozen) == 1 and not judges_move(frozen)
+    assert judges_move({**frozen, "meta_update_every": 5})  # meta steps still move a frozen judge
+
+
+@pytest.fixture
+def no_compiling(monkeypatch):
+    """Compiling anything fails the test: bad input must be refused before."""
+    monkeypatch.setattr(engine.cli.main, "use_all_cpu_cores", lambda: None)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compiled")
+
+    monkeypatch.setattr(stability, "compile_program", refuse)
+
+
+def _file_with_study(path, results_file, **knobs):
+    import xarray as xr
+
+    from tests.conftest import small_study
+
+    results_file(path)
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+    ds.attrs["study"] = json.dumps(small_study({"baseline": {"gradient_estimator": "exact", **knobs}}))
+    path.unlink()
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("runs", "knobs", "message"),
+    [
+        ("baseline:7", {}, "seed 7 is not in the file"),
+        ("nope:0", {}, "no condition 'nope' in the file"),
+        ("baseline-0", {}, "expected condition:seed"),
+        ("baseline:0", {"judge_data": "accumulate"}, "stability needs judge_data 'fresh'"),
+        ("baseline:0", {"update_rule": "dpo"}, "dpo"),
+    ],
+)
+def test_bad_input_is_one_line_before_compiling(runs, knobs, message, tmp_path, results_file, no_compiling, capsys):
+    path = _file_with_study(tmp_path / "file.nc", results_file, **knobs)
+    assert main(["stability", str(path), "--runs", runs]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_file_without_its_study_cannot_be_rerun(tmp_path, results_file, no_compiling, capsys):
+    path = results_file(tmp_path / "bare.nc")
+    assert main(["stability", str(path), "--runs", "baseline:0"]) == 2
+    err = capsys.readouterr().err
+    assert "records no study" in err and err.count("\n") == 1
