@@ -79,16 +79,16 @@ def judges_move(knobs: dict) -> bool:
     return not knobs["freeze_judge"] or knobs["meta_update_every"] > 0
 
 
-def rerun_plan(ds: xr.Dataset, runs: list[RunChoice]) -> tuple[dict, ResolvedStudy, ResolvedStudy]:
-    """The file's study restricted to the chosen runs' conditions and seeds, resolved as it ran and
-    under gradient_estimator exact, every problem one line before anything is compiled."""
+def rerun_plan(ds: xr.Dataset, runs: list[RunChoice]) -> ResolvedStudy:
+    """The file's study restricted to the chosen runs' conditions and seeds, resolved under
+    gradient_estimator exact (and as it ran): every problem one line before anything is compiled."""
     if "study" not in ds.attrs:
         raise InputError("the file records no study (it was not written by `coevo run`): it cannot be rerun")
     study = study_of(ds)
     names = list(dict.fromkeys(run.condition for run in runs))
     study["conditions"] = {name: study["conditions"][name] for name in names}
     seeds = sorted({run.seed for run in runs})
-    resolved = resolve(study, seeds=seeds)
+    resolve(study, seeds=seeds)
     as_exact = {
         **study,
         "conditions": {n: {**k, "gradient_estimator": "exact"} for n, k in study["conditions"].items()},
@@ -111,7 +111,7 @@ def rerun_plan(ds: xr.Dataset, runs: list[RunChoice]) -> tuple[dict, ResolvedStu
                 f"condition {name!r}: one judge period ({period(knobs)} inner steps) is longer than an outer "
                 f"iteration ({exact_resolved.sizes.steps_per_iter})"
             )
-    return study, resolved, exact_resolved
+    return exact_resolved
 
 
 class EndState(NamedTuple):
@@ -130,7 +130,7 @@ def rerun_to_end(ds: xr.Dataset, runs: list[RunChoice], devices) -> list[EndStat
     """Every chosen run rerun to its final state as the file ran it: the whole chunk of seeds it ran in,
     every condition, the file's device count and sub-batch size (a run's bits depend on them), its
     last record compared with the file's."""
-    _, _, exact_resolved = rerun_plan(ds, runs)
+    exact_resolved = rerun_plan(ds, runs)
     ends = []
     for part in parts_of(ds):
         ran = part_run(ds, part)
