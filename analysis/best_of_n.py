@@ -24,7 +24,8 @@ so KL(P_n‖π) = Σ_B P_n(B)·log(P_n(B)/π(B)): a sum over blocks, exact in th
 import numpy as np
 import xarray as xr
 
-from engine.core.world import N_SEQUENCES, q_star_of
+from engine.core.world import q_star_of
+from engine.host.results import world_of_dataset
 from engine.loop.diagnostics import DISTRIBUTIONS
 
 TIE_RULE = "ties in J (exactly equal scores) go to each tied sequence in proportion to π, as argmax over the draws does"
@@ -151,7 +152,7 @@ def best_of_n_curves(ds: xr.Dataset, n=None, judge_record: int = 0) -> xr.Datase
         raise ValueError(f"judge_record {judge_record} is outside the {ds.sizes[time]} records along {time!r}")
     initial = ds["policy_probability"].isel({time: 0})
     judge = ds["judge_score"].isel({time: judge_record})
-    gold = np.asarray(q_star_of(float(ds["transition_alpha"])), dtype=float)
+    gold = np.asarray(q_star_of(world_of_dataset(ds), float(ds["transition_alpha"])), dtype=float)
     names = ("kl", "gold", "perceived")
     curves = {name: np.full((ds.sizes["seed"], n.size), np.nan) for name in names}
     start = {name: np.full(ds.sizes["seed"], np.nan) for name in ("initial_gold", "initial_perceived")}
@@ -198,8 +199,9 @@ def _one_condition(ds: xr.Dataset) -> xr.Dataset:
         raise ValueError(f"best-of-n curves need {' and '.join(DISTRIBUTIONS)}: run with save_distributions 'all'")
     if "transition_alpha" not in ds.coords:
         raise ValueError("best-of-n curves need the transition_alpha coordinate to rebuild q*")
-    if ds.sizes.get("sequence") != N_SEQUENCES:
-        raise ValueError(f"the distributions must run over the {N_SEQUENCES} sequences, got {ds.sizes.get('sequence')}")
+    n_sequences = world_of_dataset(ds).n_sequences
+    if ds.sizes.get("sequence") != n_sequences:
+        raise ValueError(f"the distributions must run over the {n_sequences} sequences, got {ds.sizes.get('sequence')}")
     return ds
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from engine.cli.main import main
 from engine.core.models import policy_parameters
-from engine.core.world import N_SEQUENCES
+from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.host.chunks import seed_chunks
 from engine.host.estimate import (
     ACTIVE_MEMORY,
@@ -40,7 +40,13 @@ from engine.host.estimate import (
     step_cost,
 )
 from engine.host.plan import MAX_SUB_BATCH, make_plan
-from engine.host.runner import FETCH_DISTRIBUTIONS_BYTES, MAX_RECORDS_PER_FETCH, DistributionStore, records_per_fetch
+from engine.host.runner import (
+    FETCH_DISTRIBUTIONS_BYTES,
+    MAX_RECORDS_PER_FETCH,
+    DistributionStore,
+    distribution_bytes,
+    records_per_fetch,
+)
 from engine.host.study import StudyError, resolve
 from studies.blog import STUDY as BLOG
 
@@ -279,7 +285,7 @@ def test_the_width_constants_follow_from_their_measurements():
     per_judge = {width: (rss[width, 32, 64, 2] - rss[width, 32, 1, 2]) / 63 / 2 for width in (8, 32, 128)}
     for width, value in ACTIVE_MEMORY.items():
         assert per_judge[width] / per_judge[32] == pytest.approx(value, abs=0.006)
-    added = policy_parameters(128) - policy_parameters(32)
+    added = policy_parameters(128, WORLD) - policy_parameters(32, WORLD)
     per_parameter = (rss[32, 128, 1, 128] - rss[32, 32, 1, 128]) * 2**20 / 128 / added
     assert per_parameter == pytest.approx(STATE_BYTES_PER_PARAMETER, abs=1)
 
@@ -322,7 +328,7 @@ def fake_record(plan, offset: int, record: int) -> list[dict]:
     groups = []
     for group in plan.groups:
         positions = len(group.inputs.seed)
-        probability = np.full((positions, N_SEQUENCES), -1.0, np.float32)
+        probability = np.full((positions, WORLD.n_sequences), -1.0, np.float32)
         for c, s, position in zip(group.condition_index, group.seed_index, group.position, strict=True):
             probability[position] = c * 1000 + (offset + s) * 10 + record
         groups.append(
@@ -348,15 +354,15 @@ def test_distributions_are_stored_in_place_and_the_others_dropped_at_once(saved)
     stored = store.arrays["policy_probability"]
     records = [0, 1, 2, 3] if saved == "all" else [3]
     expected = np.array([[[c * 1000 + s * 10 + r for r in records] for s in range(3)] for c in range(2)])
-    np.testing.assert_array_equal(stored, np.broadcast_to(expected[..., None], (2, 3, len(records), N_SEQUENCES)))
+    np.testing.assert_array_equal(stored, np.broadcast_to(expected[..., None], (2, 3, len(records), WORLD.n_sequences)))
     np.testing.assert_array_equal(store.arrays["judge_score"], -stored)
 
 
 def test_records_are_fetched_in_batches_that_bound_what_waits_on_the_device():
-    assert records_per_fetch(1, 256, distributions=True) == 1
-    assert records_per_fetch(1000, 1, distributions=False) == MAX_RECORDS_PER_FETCH
-    assert records_per_fetch(1000, 256, distributions=True) * 256 * 32 * 1024 <= FETCH_DISTRIBUTIONS_BYTES
-    assert records_per_fetch(1000, 10**6, distributions=True) == 1
+    assert records_per_fetch(1, 256, distribution_bytes(WORLD)) == 1
+    assert records_per_fetch(1000, 1, 0) == MAX_RECORDS_PER_FETCH
+    assert records_per_fetch(1000, 256, distribution_bytes(WORLD)) * 256 * 32 * 1024 <= FETCH_DISTRIBUTIONS_BYTES
+    assert records_per_fetch(1000, 10**6, distribution_bytes(WORLD)) == 1
 
 
 def test_fetching_mid_iteration_keeps_every_record_in_its_place(small, monkeypatch):
@@ -369,7 +375,7 @@ def test_fetching_mid_iteration_keeps_every_record_in_its_place(small, monkeypat
     whole = engine.run_study(study, sub_batch=1)
     monkeypatch.setattr(engine.host.runner, "MAX_RECORDS_PER_FETCH", 2)
     pieces = engine.run_study(study, sub_batch=1, max_runs_per_chunk=1)
-    assert pieces.sizes["step"] == 7 and pieces.policy_probability.shape == (1, 2, 7, N_SEQUENCES)
+    assert pieces.sizes["step"] == 7 and pieces.policy_probability.shape == (1, 2, 7, WORLD.n_sequences)
     for name in ("policy_probability", "judge_score", "policy_quality", "judge_alignment"):
         np.testing.assert_array_equal(pieces[name].values, whole[name].values)
 

@@ -20,8 +20,8 @@ import functools
 
 import numpy as np
 
-from engine.core.world import N_SEQUENCES, all_sequences, reference_q_star, transition_term
-from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS, n_holdout_pairs, n_oracle_pairs
+from engine.core.world import World, all_sequences, reference_q_star, transition_term
+from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS, n_holdout_pairs, n_oracle_pairs, world_of
 from engine.loop.diagnostics import DIVERGED_PARAMETER
 
 
@@ -49,19 +49,19 @@ def judge_score_bound(knobs: dict) -> float:
 
 
 @functools.cache
-def _world() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference q*, the transition term and the 4096 sequences, as host arrays (float64)."""
+def _world(world: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference q*, the transition term and the N sequences of `world`, as host arrays (float64)."""
     return (
-        np.asarray(reference_q_star(), np.float64),
-        np.asarray(transition_term(), np.float64),
-        all_sequences(),
+        np.asarray(reference_q_star(world), np.float64),
+        np.asarray(transition_term(world), np.float64),
+        all_sequences(world),
     )
 
 
 def pretraining_target_extent(knobs: dict) -> float:
-    """max |T(x)| over the 4096 outputs of the target T = q* + b·σ(q*)·f(x) that judge pretraining
+    """max |T(x)| over the N outputs of the target T = q* + b·σ(q*)·f(x) that judge pretraining
     regresses (engine.mechanisms.pretraining): a pretrained judge's scores lie within about ±this."""
-    reference, transition, sequences = _world()
+    reference, transition, sequences = _world(world_of(knobs))
     q_star = reference + knobs["transition_alpha"] * transition
     verbosity = np.sum(sequences == knobs["bias_token"], axis=1)
     return float(np.max(np.abs(q_star + knobs["planted_bias"] * np.std(q_star) * verbosity)))
@@ -101,10 +101,11 @@ def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
             f"divide batch_size ({knobs['batch_size']}), got {knobs['n_candidates']}"
         )
     fraction = knobs["meta_holdout_fraction"]
-    if on("holdout_meta", knobs) and int(N_SEQUENCES * fraction) == 0:
+    n_sequences = world_of(knobs).n_sequences
+    if on("holdout_meta", knobs) and int(n_sequences * fraction) == 0:
         raise StudyError(
             f"{where(study, condition, 'meta_holdout_fraction')}: meta_update_every > 0 needs at least one "
-            f"held-out pair, but int(4096 * {fraction}) = 0"
+            f"held-out pair, but int({n_sequences} * {fraction}) = 0"
         )
     grid, bound = knobs["score_grid"], judge_score_bound(knobs)
     if on("dpo", knobs) and grid > 2 * bound:

@@ -14,11 +14,11 @@ bench records in data/bench_cpu_2core.json. Every knob that scales memory or tim
   memory ≈ BASE                                        (JAX, XLA, compilation)
          + runs per chunk × (PER_RUN + PER_JUDGE_STATE · judges · p_J)  (every run's state)
          + runs per chunk × STATE_BYTES_PER_PARAMETER · (policy parameters − the reference's)
-         + runs per chunk × POLICY_SLOT_BYTES · judge_data slots      (past policies: judge_data)
+         + runs per chunk × policy_slot_bytes · judge_data slots      (past policies: judge_data)
          + live runs × (PER_JUDGE_ACTIVE · judges · a_J + PER_SEQUENCE · batch_size · (a_π + judges · a_J))
          + records in flight × runs per chunk × record bytes × 2       (device and host copies)
          + RECORD_BYTES · RECORD_COPIES · runs · records                 (the curves, on the host)
-         + DISTRIBUTION_BYTES · DISTRIBUTION_COPIES · runs · saved records   (save_distributions)
+         + distribution_bytes · DISTRIBUTION_COPIES · runs · saved records   (save_distributions)
 
 `judges` counts a run's meta-judge (meta_source `judge`) with its ensemble. `records` is every
 record of a run, n_iterations · steps_per_iter / record_interval + 1 (`record_every`); `saved
@@ -67,14 +67,21 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.models import DEFAULT_HIDDEN, judge_parameters, policy_parameters
-from engine.core.world import N_SEQUENCES
+from engine.core.world import REFERENCE_WORLD, World
 from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
 from engine.host.chunks import seeds_per_chunk
 from engine.host.plan import MAX_SUB_BATCH
-from engine.host.runner import records_per_fetch
+from engine.host.runner import distribution_bytes, records_per_fetch
 from engine.host.study import ResolvedStudy, StudyError
-from engine.knobs import MECHANISMS, judge_data_slots, n_holdout_pairs, policy_regularised, records_per_iteration
-from engine.loop.diagnostics import DISTRIBUTIONS, METRICS
+from engine.knobs import (
+    MECHANISMS,
+    judge_data_slots,
+    n_holdout_pairs,
+    policy_regularised,
+    records_per_iteration,
+    world_of,
+)
+from engine.loop.diagnostics import METRICS
 
 MIB = 2**20
 GIB = 2**30
@@ -88,7 +95,6 @@ RECORD_BYTES = 4 * (len(METRICS) + 1)  # one run's record: every metric and `hea
 # The curves are held as the records arrive, joined, scattered per chunk, then every chunk's and their
 # concatenation (engine.host.runner), and top_sequence once more as strings (engine.host.results).
 RECORD_COPIES = 5
-DISTRIBUTION_BYTES = len(DISTRIBUTIONS) * N_SEQUENCES * 4  # π and J of all 4096 sequences, float32: 32 KiB
 # Kept once, in place (DistributionStore), then written: 800 runs × 11 records with `all` (275 MiB)
 # peaked 299 MB above the same study saving none (1059 against 760 MB, warm compilation cache).
 DISTRIBUTION_COPIES = 1.1
@@ -113,7 +119,13 @@ HOLDOUT_CHECK_COST = 2.1  # one held-out check of 204 pairs (meta_10: 1.21x), pe
 # the policy's sampling of each judge step's pairs it replaces (about as much): 1.0x at judge_update_every 1,
 # 1.33x an asymmetric_10 step (docs/grounding.md), so 0.14 of a baseline step times (1 − 1/judge_update_every)
 JUDGE_DATA_COST = 0.14
-POLICY_SLOT_BYTES = N_SEQUENCES * 4  # one slot of past policies' mass (judge_data), float32: 16 KiB
+
+
+def policy_slot_bytes(world: World) -> int:
+    """One slot of past policies' mass (judge_data): π of all N sequences, float32 (16 KiB at 8⁴)."""
+    return world.n_sequences * 4
+
+
 # gradient_estimator exact, in sampled baseline run-steps: from two runs of `coevo bench --estimators`
 # (docs/mean_field.md), baseline exact = P + J and asymmetric_10 exact = P + J/10 gave P 2.3, 2.0 and J 14.5, 21.8
 EXACT_POLICY_COST = 2.1  # the policy's exact step (and the judges' 4096 scores it reads)
@@ -187,8 +199,11 @@ def active_memory(width: int) -> float:
 def state_bytes(knobs: dict, judges: int) -> float:
     """One run's state: PER_RUN (the reference's policy and the rest), its policy's parameters beyond the
     reference's, and `judges` judges as PER_JUDGE_STATE is to the reference judge."""
-    extra_policy = policy_parameters(knobs["policy_hidden"]) - policy_parameters(DEFAULT_HIDDEN)
-    judge_scale = judge_parameters(knobs["judge_arch"], knobs["judge_hidden"]) / judge_parameters("gru", DEFAULT_HIDDEN)
+    world = world_of(knobs)
+    extra_policy = policy_parameters(knobs["policy_hidden"], world) - policy_parameters(DEFAULT_HIDDEN, REFERENCE_WORLD)
+    judge_scale = judge_parameters(knobs["judge_arch"], knobs["judge_hidden"], world) / judge_parameters(
+        "gru", DEFAULT_HIDDEN, REFERENCE_WORLD
+    )
     return PER_RUN + STATE_BYTES_PER_PARAMETER * extra_policy + PER_JUDGE_STATE * judges * judge_scale
 
 
@@ -274,21 +289,24 @@ def estimate(
     saving = sizes.save_distributions != "none"
     per_iteration = records_per_iteration(sizes)
     records = sizes.n_iterations * per_iteration + 1
-    in_flight = records_per_fetch(per_iteration, runs_per_chunk, saving)
-    record = RECORD_BYTES + DISTRIBUTION_BYTES * saving
+    saved_bytes = distribution_bytes(world_of(sizes))
+    in_flight = records_per_fetch(per_iteration, runs_per_chunk, saved_bytes * saving)
+    record = RECORD_BYTES + saved_bytes * saving
     terms = {
         "runs": per_chunk * sum(state_bytes(knobs, 0) for knobs in study.conditions.values()),
         "n_judges": per_chunk * sum(state_bytes(k, judges[c]) - state_bytes(k, 0) for c, k in study.conditions.items())
         + live * judges[largest] * per_judge[largest],
         "batch_size": live * PER_SEQUENCE * batch * max(per_sequence.values()),
         "records": 2 * in_flight * runs_per_chunk * record,
-        "judge_data_window": per_chunk * POLICY_SLOT_BYTES * sum(map(judge_data_slots, study.conditions.values())),
+        "judge_data_window": per_chunk
+        * policy_slot_bytes(world_of(sizes))
+        * sum(map(judge_data_slots, study.conditions.values())),
     }
     runs = n_seeds * len(judges)
     saved = {"none": 0, "final": 1, "all": records}[sizes.save_distributions]
     results_terms = {
         "records": RECORD_BYTES * RECORD_COPIES * runs * records,
-        "save_distributions": DISTRIBUTION_BYTES * DISTRIBUTION_COPIES * runs * saved,
+        "save_distributions": saved_bytes * DISTRIBUTION_COPIES * runs * saved,
     }
     seconds = None
     if on_cpu:
@@ -367,6 +385,7 @@ def _refusal(study: ResolvedStudy, cost: Estimate, driver: str, need: str, have:
     """The refusal naming the knob that drives the largest part of what does not fit."""
     where = f"study {study.name!r}"
     sizes = study.sizes
+    world = world_of(sizes)
     if driver == "n_judges":
         condition, n_judges, per_judge = cost.largest_judges
         return StudyError(
@@ -381,15 +400,16 @@ def _refusal(study: ResolvedStudy, cost: Estimate, driver: str, need: str, have:
     if driver == "save_distributions":
         return StudyError(
             f"{where}, field 'save_distributions': {need}, {have}; {sizes.save_distributions!r} keeps π and J of "
-            f"all 4096 sequences ({DISTRIBUTION_BYTES // 1024} KiB per run and record) for {cost.runs} runs × "
+            f"all {world.n_sequences} sequences ({distribution_bytes(world) // 1024} KiB per run and record) for "
+            f"{cost.runs} runs × "
             f"{cost.records if sizes.save_distributions == 'all' else 1} records, ≈ {size(term)}: save 'final' or "
             "'none', record less often (record_every), or use fewer runs"
         )
     if driver == "judge_data_window":
         return StudyError(
-            f"{where}, field 'judge_data_window': {need}, {have}; judge_data keeps π of all 4096 sequences per "
-            f"outer iteration of its window ({POLICY_SLOT_BYTES // 1024} KiB per run and iteration): use a shorter "
-            "window, accumulate (one slot), or fewer runs"
+            f"{where}, field 'judge_data_window': {need}, {have}; judge_data keeps π of all "
+            f"{world.n_sequences} sequences per outer iteration of its window ({policy_slot_bytes(world) // 1024} KiB "
+            "per run and iteration): use a shorter window, accumulate (one slot), or fewer runs"
         )
     if driver == "records":
         field = _records_field(study)

@@ -1,4 +1,4 @@
-"""The exact diagnostics of one record: sums over all 4096 outputs, computed in JAX inside
+"""The exact diagnostics of one record: sums over all N outputs, computed in JAX inside
 the program, for ONE run; and the names and units of everything a record holds."""
 
 import jax
@@ -25,12 +25,12 @@ def exact_metrics(
 ) -> dict:
     """The per-iteration diagnostics of one run, each exact over all outputs.
 
-    initial_log_probs: log π₀ over the 4096 (for the KL); n_candidates: the N of the
+    initial_log_probs: log π₀ over the N (for the KL); n_candidates: the N of the
     best/worst-of-N gaps (order statistics of N i.i.d. draws from π, ranked by the judge).
-    With `verbosity` (f over the 4096, `engine.core.world.verbosity`), the bias records too
+    With `verbosity` (f over the N, `engine.core.world.verbosity`), the bias records too
     (`BIAS_METRICS`, `engine.mechanisms.bias.bias_metrics`), from the same π and J. With `distributions`,
-    also the (4096,) arrays they are sums over, `policy_probability` π(x) and `judge_score` J(x)
-    (ensemble mean), in `engine.core.world.all_sequences` order.
+    also the (N,) arrays they are sums over, `policy_probability` π(x) and `judge_score` J(x)
+    (ensemble mean), in `engine.core.world.all_sequences(world)` order.
     """
     log_probs = exact.policy_log_probs_tree(policy)
     probs = jnp.exp(log_probs)
@@ -50,7 +50,7 @@ def exact_metrics(
         "top_probability": top_probability,
     }
     if verbosity is not None:
-        metrics.update(bias_metrics(probs, scores, q_star, verbosity))
+        metrics.update(bias_metrics(policy.world, probs, scores, q_star, verbosity))
     if distributions:
         metrics |= {"policy_probability": probs, "judge_score": scores}
     return metrics
@@ -92,7 +92,7 @@ UNITS = {
     "pair_keep_rate": "fraction of this iteration's dpo pairs trained on (NaN: no pairs)",
     "train_pair_gap_judge": "J: mean J(chosen) - J(rejected) over this iteration's kept dpo pairs",
     "train_pair_gap_true": "q*: mean q*(chosen) - q*(rejected) over this iteration's kept dpo pairs",
-    # docs/bias.md: the least-squares fit J ≈ c + w·q* + β·σ(q*)·f over the 4096 outputs
+    # docs/bias.md: the least-squares fit J ≈ c + w·q* + β·σ(q*)·f over the N outputs
     "judge_bias": "J per filler token / sigma(q*) (the fit's f coefficient; b for a judge scoring q* + b sigma f)",
     "judge_quality_weight": "J per unit of q* (the fit's q* coefficient; 1 for a judge scoring q* + b sigma f)",
     "policy_verbosity": "filler tokens (expected under the policy; uniform policy 0.5)",
@@ -111,7 +111,7 @@ def run_metrics(state: RunState, run: RunInputs, q_star, n_candidates: int, dist
     """One record of one run: the exact diagnostics (with π(x) and J(x) when `distributions`),
     the iteration's meta and dpo-pair records, and `healthy` (every core metric finite and every
     parameter finite and within ±DIVERGED_PARAMETER)."""
-    f = verbosity(run.condition.bias_token)
+    f = verbosity(state.world, run.condition.bias_token)
     metrics = exact_metrics(state.policy, state.judges, q_star, state.initial_log_probs, n_candidates, f, distributions)
     models = (state.policy, state.judges) + (() if state.meta is None else (state.meta.judge,))
     params_bounded = jnp.all(
