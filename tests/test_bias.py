@@ -46,7 +46,7 @@ def test_verbosity_counts_the_token_and_sums_to_2048(token):
 
 def test_verbosity_accepts_a_traced_token():
     np.testing.assert_array_equal(jax.jit(lambda token: verbosity(WORLD, token))(jnp.int32(5)), verbosity(WORLD, 5))
-    assert jax.vmap(verbosity)(jnp.arange(8)).sum() == 8 * 2048
+    assert jax.vmap(lambda token: verbosity(WORLD, token))(jnp.arange(8)).sum() == 8 * 2048
     assert float(F[BEST]) == 0 and float(F[all_sequences(WORLD).tolist().index([2, 2, 2, 2])]) == 4
 
 

@@ -266,7 +266,7 @@ def test_the_inner_step_hands_the_pull_to_the_meta_step(small):
     states = jax.vmap(init_run)(runs)
     moved = jax.tree.map(lambda leaf: jnp.stack([leaf[1:2], leaf[1:2]]), table)  # not the pretrained judge
     states = eqx.tree_at(lambda s: s.judges, states, moved)
-    q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    q_stars = jax.vmap(lambda alpha: q_star_of(WORLD, alpha))(runs.condition.transition_alpha)
     after = jax.jit(make_inner_step(variant, sizes, None))(states, runs, q_stars, 0, 0)
     free, pulled = (jax.tree.map(lambda leaf, i=i: leaf[i], after.judges) for i in (0, 1))
     pretrained = jax.tree.map(lambda leaf: leaf[0], runs.pretrained)

@@ -138,7 +138,7 @@ def one_group(small, conditions: dict, **base):
     table = make_judges(jax.random.PRNGKey(3), 1)
     runs = make_run_inputs(condition, jnp.zeros(n, jnp.int32), table, jnp.zeros((n, 1), jnp.int32))
     batch = make_batch_run(variants[0], resolved.sizes)
-    return variants[0], batch, runs, jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    return variants[0], batch, runs, jax.vmap(lambda alpha: q_star_of(WORLD, alpha))(runs.condition.transition_alpha)
 
 
 LOG_PROBS = jax.jit(jax.vmap(policy_log_probs_tree))

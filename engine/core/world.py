@@ -36,6 +36,9 @@ class World(NamedTuple):
 
 
 REFERENCE_WORLD = World(vocab=8, seq_len=4)
+# The most sequences a world may have: every diagnostic is an exact sum over all of them, and 2¹⁶
+# (16⁴, 8⁵, 4⁸, 2¹⁶) runs on the lab's 2-core CPU (docs/worlds.md).
+MAX_SEQUENCES = 2**16
 
 
 @functools.cache

@@ -89,6 +89,11 @@ def refuse_without_exact_mode(study: str, condition: str, knobs: dict) -> None:
 
 def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
     """Combinations that cannot run as written, whatever the study's length."""
+    if knobs["bias_token"] >= knobs["vocab"]:
+        raise StudyError(
+            f"{where(study, condition, 'bias_token')}: the filler token must be a token of the vocabulary, "
+            f"0..{knobs['vocab'] - 1} (vocab {knobs['vocab']}), got {knobs['bias_token']}"
+        )
     refuse_without_exact_mode(study, condition, knobs)
     if on("meta_judge", knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
         raise StudyError(

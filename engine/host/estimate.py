@@ -19,6 +19,8 @@ bench records in data/bench_cpu_2core.json. Every knob that scales memory or tim
          + records in flight × runs per chunk × record bytes × 2       (device and host copies)
          + RECORD_BYTES · RECORD_COPIES · runs · records                 (the curves, on the host)
          + distribution_bytes · DISTRIBUTION_COPIES · runs · saved records   (save_distributions)
+         + (N − 4096) · (runs per chunk · WORLD_STATE_VECTORS · 4
+                         + live runs · WORLD_BYTES_PER_SEQUENCE · (a_π + judges · a_J))   (the world: seq_len)
 
 `judges` counts a run's meta-judge (meta_source `judge`) with its ensemble. `records` is every
 record of a run, n_iterations · steps_per_iter / record_interval + 1 (`record_every`); `saved
@@ -37,11 +39,16 @@ A chunk holds at least one seed of every condition and at most `max_runs_per_chu
 device's memory (uncalibrated there), the curves and distributions with the host's.
 
   time ≈ Σ over runs of inner steps · STEP_SECONDS · run_step_cost
-         + records · (judges · w_J · RECORD_SECONDS + RECORD_CALL_SECONDS / runs per chunk)
+         + records · (judges · w_J · RECORD_SECONDS · n + RECORD_CALL_SECONDS / runs per chunk)
 
-  run_step_cost = (batch_size / 64) · (w_π + n_judges · w_J) / 2 · step_cost     (gradient_estimator sampled)
-                = EXACT_POLICY_COST + n_judges · EXACT_JUDGE_STEP_COST · judge steps per inner step
+  run_step_cost = (batch_size / 64) · (L / 4) · (w_π + n_judges · w_J) / 2 · step_cost   (gradient_estimator sampled)
+                = EXACT_POLICY_COST · n + n_judges · EXACT_JUDGE_STEP_COST · n² · judge steps per inner step
                   + the held-out check's cost                                  (exact: no batch)
+
+with n = N / 4096 the world's sequences against the reference's and L its sequence length: an exact
+sum over all N costs n times the reference's (n² over all pairs), a sampled sequence L / 4 times
+(step_cost prices the exact regularisers and judge_data's π of all N by n too). These world factors
+are the work counted, extrapolated from the reference's measurements, not fitted (docs/worlds.md).
 
 scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
 it was calibrated (`machine_slowdown`: a 50 ms NumPy probe of the engine's kind of work, 32-wide
@@ -98,6 +105,13 @@ RECORD_COPIES = 5
 # Kept once, in place (DistributionStore), then written: 800 runs × 11 records with `all` (275 MiB)
 # peaked 299 MB above the same study saving none (1059 against 760 MB, warm compilation cache).
 DISTRIBUTION_COPIES = 1.1
+# A world of N sequences other than the reference's 4096 (docs/worlds.md): counted, not fitted. Each run
+# keeps WORLD_STATE_VECTORS float32 vectors over all N (log π₀, log π at the iteration's start, the exact
+# oracle-pair step's label sums), and every exact pass over the prefix tree (diagnostics, exact steps)
+# holds, per model, its last level's gates, their activations and the hidden state, 7·H float32 per
+# sequence at width H (priced at the reference's width by `active_memory`).
+WORLD_STATE_VECTORS = 3
+WORLD_BYTES_PER_SEQUENCE = 7 * DEFAULT_HIDDEN * 4
 # Fitted to `blog` at engine commit dddbccd (run 59.1 s on 2 CPU devices, 85 runs × 2000 inner steps,
 # 11 records) on a day the probe took PROBE_SECONDS; the diagnostics measured apart (3.6 ms per run
 # and record on one core) give RECORD_SECONDS, the inner steps the rest.
@@ -196,6 +210,24 @@ def active_memory(width: int) -> float:
     return measured_scale(ACTIVE_MEMORY, width, 1)
 
 
+def world_scale(knobs: dict) -> float:
+    """The world's sequences against the reference's 4096: what an exact sum over all of them costs."""
+    return world_of(knobs).n_sequences / REFERENCE_WORLD.n_sequences
+
+
+def length_scale(knobs: dict) -> float:
+    """The world's sequence length against the reference's 4: what a sampled sequence's pass costs."""
+    return world_of(knobs).seq_len / REFERENCE_WORLD.seq_len
+
+
+def world_bytes(knobs: dict, judges: int, live: int, per_chunk: int) -> float:
+    """The memory a world of N sequences adds to (or saves from) the reference's: the per-run vectors
+    over all N of `per_chunk` runs, and the prefix-tree passes of `live` runs' policy and `judges` judges."""
+    extra = world_of(knobs).n_sequences - REFERENCE_WORLD.n_sequences
+    models = active_memory(knobs["policy_hidden"]) + judges * active_memory(knobs["judge_hidden"])
+    return extra * (per_chunk * WORLD_STATE_VECTORS * 4 + live * WORLD_BYTES_PER_SEQUENCE * models)
+
+
 def state_bytes(knobs: dict, judges: int) -> float:
     """One run's state: PER_RUN (the reference's policy and the rest), its policy's parameters beyond the
     reference's, and `judges` judges as PER_JUDGE_STATE is to the reference judge."""
@@ -214,11 +246,11 @@ def judges_of(knobs: dict) -> int:
 
 def step_cost(knobs: dict) -> float:
     """A run-step's cost against the baseline's, from the mechanisms it runs (1: none)."""
-    cost = 1.0
+    cost, world = 1.0, world_scale(knobs)
     if knobs["update_rule"] == "dpo":
         cost += DPO_COST + TEMPORAL_DPO_COST * (knobs["anchored_rejection"] or knobs["future_chosen"])
     if policy_regularised(knobs):
-        cost += EXACT_REGULARISER_COST
+        cost += EXACT_REGULARISER_COST * world
     if knobs["judge_anchor"] > 0:
         cost += JUDGE_ANCHOR_COST
     if MECHANISMS["meta_judge"].on(knobs):
@@ -226,7 +258,7 @@ def step_cost(knobs: dict) -> float:
     if MECHANISMS["holdout_meta"].on(knobs):
         cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
     if judge_data_slots(knobs):
-        cost += JUDGE_DATA_COST * (1 - 1 / knobs["judge_update_every"])
+        cost += JUDGE_DATA_COST * world * (1 - 1 / knobs["judge_update_every"])
     return cost
 
 
@@ -237,7 +269,8 @@ def exact_step_cost(knobs: dict) -> float:
     judge_steps = 0.0
     if MECHANISMS["judge_steps"].on(knobs):
         judge_steps = (1 + (knobs["anchor_fraction"] > 0)) / knobs["judge_update_every"]
-    cost = EXACT_POLICY_COST + knobs["n_judges"] * EXACT_JUDGE_STEP_COST * judge_steps
+    world = world_scale(knobs)
+    cost = EXACT_POLICY_COST * world + knobs["n_judges"] * EXACT_JUDGE_STEP_COST * world**2 * judge_steps
     if MECHANISMS["holdout_meta"].on(knobs):
         cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
     return cost
@@ -248,7 +281,7 @@ def run_step_cost(knobs: dict) -> float:
     if knobs["gradient_estimator"] == "exact":
         return exact_step_cost(knobs)
     models = policy_cost(knobs) + knobs["n_judges"] * judge_cost(knobs)
-    return (knobs["batch_size"] / 64) * models / 2 * step_cost(knobs)
+    return (knobs["batch_size"] / 64) * length_scale(knobs) * models / 2 * step_cost(knobs)
 
 
 @dataclass(frozen=True)
@@ -301,6 +334,7 @@ def estimate(
         "judge_data_window": per_chunk
         * policy_slot_bytes(world_of(sizes))
         * sum(map(judge_data_slots, study.conditions.values())),
+        "seq_len": max(world_bytes(k, judges[c], live, per_chunk * len(judges)) for c, k in study.conditions.items()),
     }
     runs = n_seeds * len(judges)
     saved = {"none": 0, "final": 1, "all": records}[sizes.save_distributions]
@@ -313,7 +347,11 @@ def estimate(
         steps = sizes.steps_per_iter * sizes.n_iterations
         per_seed = sum(
             steps * STEP_SECONDS * run_step_cost(knobs)
-            + records * (judges[condition] * judge_cost(knobs) * RECORD_SECONDS + RECORD_CALL_SECONDS / runs_per_chunk)
+            + records
+            * (
+                judges[condition] * judge_cost(knobs) * RECORD_SECONDS * world_scale(knobs)
+                + RECORD_CALL_SECONDS / runs_per_chunk
+            )
             for condition, knobs in study.conditions.items()
         )
         seconds = n_seeds * per_seed * CALIBRATED_CPU_DEVICES / n_devices * slowdown
@@ -410,6 +448,12 @@ def _refusal(study: ResolvedStudy, cost: Estimate, driver: str, need: str, have:
             f"{where}, field 'judge_data_window': {need}, {have}; judge_data keeps π of all "
             f"{world.n_sequences} sequences per outer iteration of its window ({policy_slot_bytes(world) // 1024} KiB "
             "per run and iteration): use a shorter window, accumulate (one slot), or fewer runs"
+        )
+    if driver == "seq_len":
+        return StudyError(
+            f"{where}, field 'seq_len': {need}, {have}; a world of vocab^seq_len = {world.n_sequences:,} sequences "
+            f"adds ≈ {size(term)} (every exact pass runs over all of them): use a smaller world, fewer or "
+            "narrower judges, or fewer runs"
         )
     if driver == "records":
         field = _records_field(study)
