@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from engine.core.models import DEFAULT_HIDDEN, JUDGE_ARCHITECTURES
-from engine.core.world import World
+from engine.core.world import LANDSCAPES, WORLD_KEY, World
 
 RUN, GROUP, STUDY = "run", "group", "study"
 
@@ -639,6 +639,27 @@ KNOBS = {
         pretrain=True,
     ),
     # the world (docs/worlds.md)
+    "landscape": Knob(
+        LANDSCAPES,
+        "reference",
+        "the ground truth's family: the published recipe (additive over positions), or Kauffman's NK "
+        "landscape, each position's U(0, 1) contribution a random function of its token and the next nk_k",
+        pretrain=True,
+    ),
+    "nk_k": Knob(
+        int,
+        0,
+        "nk: K, the neighbours each position's contribution reads (0 additive .. seq_len − 1)",
+        low=0,
+        pretrain=True,
+    ),
+    "world_seed": Knob(
+        int,
+        WORLD_KEY,
+        "the key q* (and the transition term) is drawn from: another seed, another world of the same family",
+        low=0,
+        pretrain=True,
+    ),
     "vocab": Knob(int, 8, "tokens in the vocabulary, V: the world is all V^L sequences", low=2, scope=STUDY),
     "seq_len": Knob(int, 4, "tokens per sequence, L", low=1, scope=STUDY),
     # the loop's sizes

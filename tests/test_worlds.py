@@ -10,7 +10,18 @@ import pytest
 import engine
 from engine.core import exact
 from engine.core.models import Judge, MLPJudge, Policy
-from engine.core.world import MAX_SEQUENCES, World, all_sequences, q_star_of, render
+from engine.core.world import (
+    LANDSCAPES,
+    MAX_SEQUENCES,
+    REFERENCE_WORLD,
+    WORLD_KEY,
+    World,
+    all_sequences,
+    nk_q_star,
+    q_star_of,
+    reference_q_star,
+    render,
+)
 
 # 16⁴, 4⁸, 2¹⁶: the shapes the lab's limit admits, each with another branching and depth
 WORLDS = [World(16, 4), World(4, 8), World(2, 16)]
@@ -61,9 +72,9 @@ def test_a_two_seed_study_runs_in_each_world(small, world):
     ds = engine.run_study(study)
     assert ds.sizes["sequence"] == world.n_sequences
     assert ds["sequence"].values[1] == render([0] * (world.seq_len - 1) + [1])
-    probs = ds["policy_probability"].isel(condition=0, iteration=0).values.astype(np.float64)
+    probs = ds["policy_probability"].isel(condition=0).values.astype(np.float64)  # the final record
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
-    q_star = np.asarray(q_star_of(world, 0.0), np.float64)
+    q_star = np.asarray(reference_q_star(world), np.float64)
     quality = ds["policy_quality"].isel(condition=0, iteration=-1).values
     np.testing.assert_allclose(quality, probs @ q_star, rtol=1e-4, atol=1e-5)
     assert not bool(ds["diverged"].any())
@@ -89,3 +100,85 @@ def test_a_world_the_lab_cannot_hold_is_refused_in_one_line(base, field, message
 def test_the_largest_world_is_the_limit():
     assert MAX_SEQUENCES == 2**16 == World(2, 16).n_sequences == World(16, 4).n_sequences
     engine.resolve({"name": "w", "seeds": [0], "base": {"vocab": 256, "seq_len": 2}, "conditions": {"c": {}}})
+
+
+def additive_residual(world: World, values) -> float:
+    """max |q − its additive (main-effects) part| over all N: 0 exactly when q is additive over positions."""
+    table = np.asarray(values, np.float64).reshape((world.vocab,) * world.seq_len)
+    additive = np.full(table.shape, -(world.seq_len - 1) * table.mean())
+    for position in range(world.seq_len):
+        others = tuple(axis for axis in range(world.seq_len) if axis != position)
+        additive = additive + table.mean(axis=others, keepdims=True)
+    return float(np.abs(table - additive).max())
+
+
+@pytest.mark.parametrize("world", [REFERENCE_WORLD, World(4, 5)], ids=str)
+def test_nk_is_kauffmans_definition_and_additive_only_at_k_0(world):
+    """Each sequence's q* is the mean over positions of its window's table entry, the window
+    cyclic; K = 0 is additive, K >= 1 is not; K may be traced."""
+    seed = 7
+    table = np.asarray(
+        jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(seed), 2), (world.seq_len, world.n_sequences))
+    )
+    sequences = all_sequences(world)
+    for k in range(world.seq_len):
+        q = np.asarray(nk_q_star(world, k, seed))
+        for x in sequences[:: max(1, world.n_sequences // 50)]:
+            windows = [
+                sum(int(x[(i + j) % world.seq_len]) * world.vocab**j for j in range(k + 1))
+                for i in range(world.seq_len)
+            ]
+            expected = np.mean([table[i, w] for i, w in enumerate(windows)], dtype=np.float32)
+            np.testing.assert_allclose(q[exact.sequence_index(world, x)], expected, rtol=1e-6)
+        residual = additive_residual(world, q)
+        assert residual < 1e-6 if k == 0 else residual > 0.01, (k, residual)
+        traced = jax.jit(nk_q_star, static_argnums=0)(world, jnp.int32(k), jnp.int32(seed))
+        np.testing.assert_array_equal(traced, q)
+
+
+def test_the_default_world_seed_is_the_reference_world_and_another_seed_another_world():
+    reference = np.asarray(reference_q_star(REFERENCE_WORLD))
+    nk = LANDSCAPES.index("nk")
+    np.testing.assert_array_equal(q_star_of(REFERENCE_WORLD, 0, 0, WORLD_KEY, 0.0), reference)
+    other = np.asarray(q_star_of(REFERENCE_WORLD, 0, 0, WORLD_KEY + 1, 0.0))
+    assert np.abs(other - reference).max() > 0.1 and additive_residual(REFERENCE_WORLD, other) < 1e-5
+    landscapes = [np.asarray(q_star_of(REFERENCE_WORLD, nk, 2, seed, 0.0)) for seed in (1, 2)]
+    assert np.abs(landscapes[0] - landscapes[1]).max() > 0.1
+
+
+def test_an_nk_run_records_the_brute_force_optimum_and_the_scale_free_readings(small):
+    world = World(4, 5)
+    knobs = {"landscape": "nk", "nk_k": 2, "world_seed": 3}
+    study = small(
+        {"nk": knobs, "reference": {}},
+        name="nk",
+        vocab=world.vocab,
+        seq_len=world.seq_len,
+        n_iterations=1,
+        save_distributions="final",
+        pretrain_max_steps=100,
+    )
+    ds = engine.run_study(study)
+    for condition, q_star in (
+        ("nk", nk_q_star(world, 2, 3)),
+        ("reference", reference_q_star(world)),
+    ):
+        q_star = np.asarray(q_star, np.float64)
+        run = ds.sel(condition=condition).isel(iteration=-1)
+        np.testing.assert_allclose(run["q_star_max"], q_star.max(), rtol=1e-6)
+        probs = run["policy_probability"].values.astype(np.float64)
+        quality = probs @ q_star
+        np.testing.assert_allclose(run["policy_quality"], quality, rtol=1e-4, atol=1e-6)
+        share = (run["policy_quality"].values - q_star.mean()) / (q_star.max() - q_star.mean())
+        np.testing.assert_allclose(run["policy_quality_gap_share"], share, rtol=1e-3, atol=1e-5)
+        quantile = (q_star[None, :] <= run["policy_quality"].values[:, None]).mean(axis=1)
+        np.testing.assert_allclose(run["policy_quality_quantile"], quantile, atol=1.5 / world.n_sequences)
+    start = ds.isel(iteration=0)
+    assert (np.abs(start["policy_quality_gap_share"]) < 0.2).all()  # π₀ is near uniform: near 0
+    assert ((start["policy_quality_quantile"] > 0.2) & (start["policy_quality_quantile"] < 0.8)).all()
+
+
+def test_nk_k_beyond_the_sequence_is_refused():
+    study = {"name": "w", "seeds": [0], "conditions": {"c": {"landscape": "nk", "nk_k": 4}}}
+    with pytest.raises(engine.StudyError, match=r"field 'nk_k': .*at most seq_len - 1 = 3, got 4"):
+        engine.resolve(study)

@@ -154,7 +154,7 @@ def flops_per_inner_step(study: dict) -> float:
 
     from engine.core.models import judge_model, make_judges
     from engine.core.state import make_run_inputs
-    from engine.core.world import q_star_of
+    from engine.core.world import run_q_star
     from engine.host.plan import judge_model_of, make_plan
     from engine.host.study import resolve
     from engine.knobs import world_of
@@ -170,7 +170,7 @@ def flops_per_inner_step(study: dict) -> float:
     runs = make_run_inputs(inputs.condition, inputs.seed, table, inputs.pretrain_index, inputs.meta_pretrain_index)
     batch = make_batch_run(group.variant, resolved.sizes)
     states = batch.start(runs)
-    q_stars = jax.vmap(functools.partial(q_star_of, world))(runs.condition.transition_alpha)
+    q_stars = jax.vmap(functools.partial(run_q_star, world))(runs.condition)
     step = batch.step
     cost = jax.jit(step).lower(states, runs, q_stars, 0, 0).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost

@@ -15,8 +15,9 @@ import numpy as np
 
 ARROWS = ("↑", "↗", "→", "↘", "↓", "↙", "←", "↖")
 
-WORLD_KEY = 42
+WORLD_KEY = 42  # the published recipe's key: the default world_seed
 PAIR_ALPHA = 0.3
+LANDSCAPES = ("reference", "nk")  # the ground-truth families, the choices of the knob `landscape`
 
 
 class World(NamedTuple):
@@ -56,14 +57,15 @@ def render(sequence) -> str:
     return " ".join(ARROWS[int(t)] if int(t) < len(ARROWS) else str(int(t)) for t in sequence)
 
 
-def reference_q_star(world: World) -> jax.Array:
-    """The reference ground truth, (N,) float32, bit-identical to the published recipe at 8⁴.
+def reference_q_star(world: World, world_seed=WORLD_KEY) -> jax.Array:
+    """The reference ground truth, (N,) float32, bit-identical to the published recipe at 8⁴ and the
+    default world_seed (another seed, possibly traced, draws another q* of the family).
 
     q*(x) = sum_i w_pos[i] w_tok[x_i] + sum_i w_pair[i, x_i], with w_pos (L,), w_tok (V,) and
     w_pair (L, V) drawn as the recipe draws them. Despite its name the pair term is per
     (position, token), so this q* is additive over positions (a named quirk).
     """
-    key_pos, key_tok, key_pair = jax.random.split(jax.random.PRNGKey(WORLD_KEY), 3)
+    key_pos, key_tok, key_pair = jax.random.split(jax.random.PRNGKey(world_seed), 3)
     w_pos = jax.random.normal(key_pos, (world.seq_len,))
     w_tok = jax.random.normal(key_tok, (world.vocab,))
     w_pair = PAIR_ALPHA * jax.random.normal(key_pair, (world.seq_len, world.vocab))
@@ -72,21 +74,50 @@ def reference_q_star(world: World) -> jax.Array:
     return (w_pos * w_tok[x]).sum(axis=1) + w_pair[positions, x].sum(axis=1)
 
 
-def transition_term(world: World) -> jax.Array:
+def transition_term(world: World, world_seed=WORLD_KEY) -> jax.Array:
     """A genuine token-interaction term sum_i w_trans[x_i, x_{i+1}], (N,) float32.
 
     Drawn from a key folded off the world key, so the reference draws stay untouched.
     Added to q* with weight `transition_alpha` (0 in the reference world).
     """
-    key = jax.random.fold_in(jax.random.PRNGKey(WORLD_KEY), 3)
+    key = jax.random.fold_in(jax.random.PRNGKey(world_seed), 3)
     w_trans = jax.random.normal(key, (world.vocab, world.vocab))
     x = jnp.asarray(all_sequences(world))
     return w_trans[x[:, :-1], x[:, 1:]].sum(axis=1)
 
 
-def q_star_of(world: World, transition_alpha) -> jax.Array:
-    """The ground truth of one run: the reference q* plus `transition_alpha` times the transition term."""
-    return reference_q_star(world) + transition_alpha * transition_term(world)
+def nk_q_star(world: World, nk_k, world_seed) -> jax.Array:
+    """Kauffman's NK landscape, (N,) float32: q*(x) = (1/L) Σ_i f_i(x_i, x_{i+1}, …, x_{i+K}), the
+    neighbours cyclic (position i + j mod L) and each f_i a table of i.i.d. U(0, 1) values, one per
+    window of K + 1 tokens, drawn from `world_seed` (Kauffman 1993, The Origins of Order, ch. 2).
+
+    K = `nk_k` in 0..L−1, possibly traced: window w is the index Σ_{j ≤ K} x_{i+j}·V^j into row i of an
+    (L, V^L) table, of which a landscape of order K reads the first V^(K+1) entries. K = 0 is additive,
+    K = L − 1 a random function of the whole sequence (the roughest).
+    """
+    vocab, seq_len = world
+    x = jnp.asarray(all_sequences(world))
+    window = jnp.zeros_like(x)
+    for j in range(seq_len):
+        window = window + jnp.where(j <= nk_k, jnp.roll(x, -j, axis=1) * vocab**j, 0)
+    key = jax.random.fold_in(jax.random.PRNGKey(world_seed), len(LANDSCAPES))
+    table = jax.random.uniform(key, (seq_len, world.n_sequences))
+    return table[jnp.arange(seq_len), window].mean(axis=1)
+
+
+def q_star_of(world: World, landscape, nk_k, world_seed, transition_alpha) -> jax.Array:
+    """The ground truth of one run, (N,) float32: its `landscape` (a code of LANDSCAPES: the
+    reference recipe or an NK landscape of order `nk_k`), drawn from `world_seed`, plus
+    `transition_alpha` times the transition term. Every argument but the world may be traced."""
+    reference = reference_q_star(world, world_seed)
+    nk = nk_q_star(world, nk_k, world_seed)
+    family = jnp.where(landscape == LANDSCAPES.index("nk"), nk, reference)
+    return family + transition_alpha * transition_term(world, world_seed)
+
+
+def run_q_star(world: World, condition) -> jax.Array:
+    """`q_star_of` a run's knobs (a `Condition` of one run, or of a batch under vmap)."""
+    return q_star_of(world, condition.landscape, condition.nk_k, condition.world_seed, condition.transition_alpha)
 
 
 def verbosity(world: World, bias_token) -> jax.Array:

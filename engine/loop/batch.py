@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from engine.core import exact
 from engine.core.state import RunInputs, init_run
-from engine.core.world import q_star_of
+from engine.core.world import run_q_star
 from engine.knobs import Sizes, Variant, record_interval, records_per_iteration, world_of
 from engine.loop.diagnostics import run_metrics
 from engine.loop.step import make_inner_step
@@ -74,7 +74,7 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
     distributions = sizes.save_distributions != "none"  # the host keeps every record's or the last
 
     def q_stars_of(runs: RunInputs):
-        return jax.vmap(functools.partial(q_star_of, world))(runs.condition.transition_alpha)
+        return jax.vmap(functools.partial(run_q_star, world))(runs.condition)
 
     def start(runs: RunInputs):
         states = jax.vmap(lambda run: init_run(run, variant.judge_data_slots, variant.policy_hidden))(runs)

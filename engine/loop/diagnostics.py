@@ -38,8 +38,9 @@ def exact_metrics(
     top, top_probability = exact.policy_mode(log_probs)
     # Elementwise product then sum, not a dot: a vmapped dot may pick a different kernel
     # for a different number of runs, and the last bit would then depend on the batch.
+    quality = jnp.sum(probs * q_star)
     metrics = {
-        "policy_quality": jnp.sum(probs * q_star),
+        "policy_quality": quality,
         "judge_alignment": spearman(scores, q_star),
         "policy_entropy": -jnp.sum(probs * log_probs),
         "judge_perceived_quality": jnp.sum(probs * scores),
@@ -48,12 +49,25 @@ def exact_metrics(
         "best_worst_gap_true": exact.best_worst_gap(scores, q_star, probs, n_candidates),
         "top_sequence": top,
         "top_probability": top_probability,
+        **world_readings(quality, q_star),
     }
     if verbosity is not None:
         metrics.update(bias_metrics(policy.world, probs, scores, q_star, verbosity))
     if distributions:
         metrics |= {"policy_probability": probs, "judge_score": scores}
     return metrics
+
+
+def world_readings(quality, q_star) -> dict:
+    """The world's optimum and the policy quality read free of the world's q* scale (docs/worlds.md):
+    its quantile among the N sequences' q* (the share at or below it) and its share of the gap from
+    the uniform policy's quality (the mean q*, 0) to the optimum (1)."""
+    best, mean = jnp.max(q_star), jnp.mean(q_star)
+    return {
+        "q_star_max": best,
+        "policy_quality_quantile": jnp.mean(q_star <= quality),
+        "policy_quality_gap_share": (quality - mean) / (best - mean),
+    }
 
 
 # What every results file holds, from the first version of the lab on (what analysis needs).
@@ -76,10 +90,21 @@ SELF_REWARDING_METRICS = (
 )
 BIAS_METRICS = ("judge_bias", "judge_quality_weight", "policy_verbosity", "bias_cost")
 META_JUDGE_METRICS = ("meta_judge_alignment", "meta_agreement")
-METRICS = (*CORE_METRICS, "meta_judge_accuracy", *SELF_REWARDING_METRICS, *BIAS_METRICS, *META_JUDGE_METRICS)
+WORLD_METRICS = ("q_star_max", "policy_quality_quantile", "policy_quality_gap_share")
+METRICS = (
+    *CORE_METRICS,
+    *WORLD_METRICS,
+    "meta_judge_accuracy",
+    *SELF_REWARDING_METRICS,
+    *BIAS_METRICS,
+    *META_JUDGE_METRICS,
+)
 
 UNITS = {
     "policy_quality": "q* (expected under the policy)",
+    "q_star_max": "q*: the world's optimum, max over all N sequences",
+    "policy_quality_quantile": "fraction of the N sequences whose q* <= policy_quality (uniform policy ~0.5)",
+    "policy_quality_gap_share": "(policy_quality - mean q*) / (max q* - mean q*): 0 uniform, 1 optimal",
     "judge_alignment": "Spearman rho",
     "policy_entropy": "nats",
     "judge_perceived_quality": "J (expected under the policy)",

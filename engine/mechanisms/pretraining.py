@@ -12,7 +12,7 @@ from engine.core.keys import run_keys
 from engine.core.models import JudgeModel
 from engine.core.optim import adam_init, adam_update, params
 from engine.core.state import initial_model
-from engine.core.world import all_sequences, q_star_of, verbosity
+from engine.core.world import all_sequences, run_q_star, verbosity
 from engine.knobs import Condition, Sizes, pretrain_batch
 from engine.mechanisms.bias import biased_target
 
@@ -42,7 +42,7 @@ def pretrain_judge(job: PretrainInputs, sizes: Sizes, build) -> PretrainResult:
     data_key = jax.random.fold_in(keys["pretrain"], job.member)
     world = judge.world
     sequences = jnp.asarray(all_sequences(world))
-    q_star = q_star_of(world, job.condition.transition_alpha)
+    q_star = run_q_star(world, job.condition)
     # q* + b·σ(q*)·f(x), exactly q* (bit for bit) at planted_bias 0; the stop rule below still
     # measures Spearman against q* itself.
     target = biased_target(q_star, verbosity(world, job.condition.bias_token), job.condition.planted_bias)
