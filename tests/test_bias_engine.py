@@ -14,7 +14,7 @@ from engine.core.models import ensemble_scores, make_judges
 from engine.core.optim import params
 from engine.core.state import init_run, make_run_inputs
 from engine.core.world import REFERENCE_WORLD as WORLD
-from engine.core.world import q_star_of, verbosity
+from engine.core.world import run_q_star, verbosity
 from engine.host.plan import make_plan
 from engine.host.program import make_program
 from engine.knobs import condition_arrays, sizes_of
@@ -96,7 +96,10 @@ def test_records_equal_engine_bias_of_the_runs_own_judge_and_policy(ds, study):
         for c, s, position in zip(group.condition_index, group.seed_index, group.position, strict=True):
             name, run = resolved.condition_names[c], start.isel(condition=c, seed=s)
             knobs = resolved.conditions[name]
-            q, f = q_star_of(WORLD, knobs["transition_alpha"]), verbosity(WORLD, knobs["bias_token"])
+            q, f = (
+                run_q_star(WORLD, jax.tree.map(lambda leaf: jnp.asarray(leaf[0]), condition_arrays([knobs]))),
+                verbosity(WORLD, knobs["bias_token"]),
+            )
             row = int(group.inputs.pretrain_index[position, 0])
             judge = take_rows(pretrained.judge, row)
             assert run.pretrain_steps.item() >= int(pretrained.steps[row])  # the same pretraining
@@ -177,11 +180,11 @@ def test_a_meta_step_is_skipped_when_not_due_or_frozen(small):
 
 
 def test_the_meta_step_never_sees_q_star(small):
-    """The only way to q* from a run is its condition (q_star_of(WORLD, transition_alpha)): a different
+    """The only way to q* from a run is its condition (`run_q_star`): a different
     q* leaves the meta step unchanged bit for bit."""
     run, state, sizes = one_run(small, meta_row=1)
     other_world = eqx.tree_at(lambda r: r.condition.transition_alpha, run, jnp.float32(1.0))
-    assert not np.array_equal(q_star_of(WORLD, run.condition.transition_alpha), q_star_of(WORLD, 1.0))
+    assert not np.array_equal(run_q_star(WORLD, run.condition), run_q_star(WORLD, other_world.condition))
     assert same(meta_step(state, run, sizes), meta_step(state, other_world, sizes))
 
 
@@ -266,7 +269,7 @@ def test_the_inner_step_hands_the_pull_to_the_meta_step(small):
     states = jax.vmap(init_run)(runs)
     moved = jax.tree.map(lambda leaf: jnp.stack([leaf[1:2], leaf[1:2]]), table)  # not the pretrained judge
     states = eqx.tree_at(lambda s: s.judges, states, moved)
-    q_stars = jax.vmap(lambda alpha: q_star_of(WORLD, alpha))(runs.condition.transition_alpha)
+    q_stars = jax.vmap(lambda condition: run_q_star(WORLD, condition))(runs.condition)
     after = jax.jit(make_inner_step(variant, sizes, None))(states, runs, q_stars, 0, 0)
     free, pulled = (jax.tree.map(lambda leaf, i=i: leaf[i], after.judges) for i in (0, 1))
     pretrained = jax.tree.map(lambda leaf: leaf[0], runs.pretrained)

@@ -15,7 +15,7 @@ from engine.core.exact import policy_log_probs_tree, sample_weighted, sequence_i
 from engine.core.models import make_judges
 from engine.core.state import make_run_inputs
 from engine.core.world import REFERENCE_WORLD as WORLD
-from engine.core.world import all_sequences, q_star_of, reference_q_star, verbosity
+from engine.core.world import all_sequences, reference_q_star, run_q_star, verbosity
 from engine.host.plan import group_variants
 from engine.knobs import DEFAULTS, condition_arrays
 from engine.loop.batch import begin_iteration, make_batch_run
@@ -138,7 +138,7 @@ def one_group(small, conditions: dict, **base):
     table = make_judges(jax.random.PRNGKey(3), 1)
     runs = make_run_inputs(condition, jnp.zeros(n, jnp.int32), table, jnp.zeros((n, 1), jnp.int32))
     batch = make_batch_run(variants[0], resolved.sizes)
-    return variants[0], batch, runs, jax.vmap(lambda alpha: q_star_of(WORLD, alpha))(runs.condition.transition_alpha)
+    return variants[0], batch, runs, jax.vmap(lambda condition: run_q_star(WORLD, condition))(runs.condition)
 
 
 LOG_PROBS = jax.jit(jax.vmap(policy_log_probs_tree))
