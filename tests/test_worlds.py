@@ -188,7 +188,7 @@ MECHANISMS_IN_ANOTHER_WORLD = {
     "dpo_ipo": {"update_rule": "dpo", "dpo_loss": "ipo", "anchored_rejection": True},
     "kl_mlp": {"kl_penalty": 0.1, "judge_arch": "mlp"},
     "ensemble_reset": {"n_judges": 3, "reset_every": 1, "judge_anchor": 0.1},
-    "holdout_meta": {"meta_update_every": 1, "oracle_noise": 0.5},
+    "holdout_meta": {"meta_update_every": 1, "meta_holdout_fraction": 0.05, "oracle_noise": 0.5},
     "meta_judge": {"meta_source": "judge", "meta_update_every": 1},
     "window_anchor": {"judge_data": "window", "judge_data_window": 2, "anchor_fraction": 0.25},
     "biased_nk": {"planted_bias": 0.5, "length_control": 0.5, "landscape": "nk", "nk_k": 1},
