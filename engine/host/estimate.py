@@ -48,7 +48,8 @@ device's memory (uncalibrated there), the curves and distributions with the host
 with n = N / 4096 the world's sequences against the reference's and L its sequence length: an exact
 sum over all N costs n times the reference's (n² over all pairs), a sampled sequence L / 4 times
 (step_cost prices the exact regularisers and judge_data's π of all N by n too). These world factors
-are the work counted, extrapolated from the reference's measurements, not fitted (docs/worlds.md).
+are the work counted, extrapolated from the reference's measurements; in the one world measured they
+underprice the time (docs/worlds.md).
 
 scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
 it was calibrated (`machine_slowdown`: a 50 ms NumPy probe of the engine's kind of work, 32-wide
@@ -105,13 +106,15 @@ RECORD_COPIES = 5
 # Kept once, in place (DistributionStore), then written: 800 runs × 11 records with `all` (275 MiB)
 # peaked 299 MB above the same study saving none (1059 against 760 MB, warm compilation cache).
 DISTRIBUTION_COPIES = 1.1
-# A world of N sequences other than the reference's 4096 (docs/worlds.md): counted, not fitted. Each run
-# keeps WORLD_STATE_VECTORS float32 vectors over all N (log π₀, log π at the iteration's start, the exact
-# oracle-pair step's label sums), and every exact pass over the prefix tree (diagnostics, exact steps)
-# holds, per model, its last level's gates, their activations and the hidden state, 7·H float32 per
-# sequence at width H (priced at the reference's width by `active_memory`).
+# A world of N sequences other than the reference's 4096 (docs/worlds.md). Each run keeps
+# WORLD_STATE_VECTORS float32 vectors over all N (log π₀, log π at the iteration's start, the exact
+# oracle-pair step's label sums: counted), and every pass over all N (pretraining's checks, the
+# diagnostics, exact steps) holds working memory per sequence, model and live run: fitted to one
+# measurement, a 2-seed baseline (100 × 2 inner steps, peak RSS in the process) at 2¹⁶ = 65,536
+# sequences peaked 1810 MiB against 803 MiB at 8⁴, +1007 MiB over 61,440 more sequences × 2 live runs
+# × 2 models (policy and judge) ≈ 4.3 kB (7·H float32 at H = 32 would be 0.9 kB).
 WORLD_STATE_VECTORS = 3
-WORLD_BYTES_PER_SEQUENCE = 7 * DEFAULT_HIDDEN * 4
+WORLD_BYTES_PER_SEQUENCE = 4300
 # Fitted to `blog` at engine commit dddbccd (run 59.1 s on 2 CPU devices, 85 runs × 2000 inner steps,
 # 11 records) on a day the probe took PROBE_SECONDS; the diagnostics measured apart (3.6 ms per run
 # and record on one core) give RECORD_SECONDS, the inner steps the rest.
