@@ -122,7 +122,7 @@ def test_the_expected_self_labelled_gradient_is_the_double_loop_over_its_pairs()
     chosen = np.random.default_rng(3).choice(WORLD.n_sequences, 30, replace=False)
     twins = all_sequences(WORLD)[chosen].copy()
     twins[twins == 6] = 7  # token 7 reads as token 6: the twin's score is bit for bit the same
-    support = np.unique(np.concatenate([chosen, np.asarray(exact.sequence_index(twins))]))
+    support = np.unique(np.concatenate([chosen, np.asarray(exact.sequence_index(WORLD, twins))]))
     assert len(support) > len(chosen)  # some twins are new sequences, so some pairs tie
     weights = np.random.default_rng(4).uniform(0.2, 1.0, len(support))
     probs = np.zeros(WORLD.n_sequences)

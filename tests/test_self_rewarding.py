@@ -44,7 +44,7 @@ def test_dpo_on_ground_truth_pairs_raises_real_quality():
 
     def step(state, key):
         tokens, _ = state.policy.sample(jax.random.uniform(key, (64, 4)))
-        scores = q_star[exact.sequence_index(tokens)]
+        scores = q_star[exact.sequence_index(WORLD, tokens)]
         pairs = preference.gather_pairs(tokens, scores, preference.best_worst_pairs(scores, 4))
         grads = jax.grad(lambda p: policy_dpo_loss(p, state, condition, pairs))(state.policy)
         updates, opt = adam_update(grads, state.policy_opt)
