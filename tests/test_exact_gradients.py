@@ -13,7 +13,7 @@ import pytest
 
 import engine
 from engine.core import exact
-from engine.core.models import Judge, make_judges
+from engine.core.models import Judge, judge_model, make_judges
 from engine.core.state import init_run, make_run_inputs
 from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.core.world import all_sequences, reference_q_star
@@ -363,7 +363,8 @@ def pretrained(batch_size: int, pretrain_batch_size: int):
     knobs = {**DEFAULTS, "batch_size": batch_size, "pretrain_batch_size": pretrain_batch_size}
     knobs |= {"judge_init_alignment": 0.5, "pretrain_check_every": 10}
     job = PretrainInputs(jnp.int32(0), jnp.int32(0), first_row(condition_arrays([knobs])))
-    result = jax.jit(pretrain_judge, static_argnums=1)(job, sizes_of(knobs))
+    build = judge_model(knobs["judge_arch"], knobs["judge_hidden"])
+    result = jax.jit(pretrain_judge, static_argnums=(1, 2))(job, sizes_of(knobs), build)
     return result.steps, flat(result.judge)
 
 

@@ -193,8 +193,8 @@ def _checkpoint_to_resume(checkpoint, resume: bool):
     commit = resumed.made_by.get("git_commit", "unknown")
     if commit_is_uncertain(commit):
         print(
-            f"coevo: warning: the run began with engine {commit!r}: whether this session runs the same code is "
-            "not recorded",
+            f"coevo: warning: the checkpoint was made by engine {commit!r}, which does not pin its code: "
+            "this session's code may differ",
             file=sys.stderr,
         )
     return resumed

@@ -12,7 +12,8 @@ differ: attrs["parts"] keeps each part's (JSON: per part its path, its seeds and
 carried besides the study), and the top level the timings' totals.
 
 Every variable of a results file is per run (records, pretraining outcome, ceiling, divergence), along
-`seed`, so the merged Dataset is the parts concatenated along `seed` and sorted by seed: what one run
+`seed`, or per condition (the models' parameter counts, equal in every part and kept once), so the
+merged Dataset is the parts concatenated along `seed` and sorted by seed: what one run
 of all their seeds gives, bit for bit where each run had the same sub-batch size in its part as it
 would have there (docs/ARCHITECTURE.md, "Invariants").
 """
@@ -60,13 +61,13 @@ def parts_of(ds: xr.Dataset, path=None) -> list[dict]:
 
 def _check_is_a_run(path: Path, ds: xr.Dataset):
     """A results file written by `coevo run` (or merged): it records its study and engine, and every
-    variable is per run."""
+    variable is per run or per condition (the models' parameter counts)."""
     missing = [key for key in ("study_name", "study", *ENGINE_FACTS) if key not in ds.attrs]
     if missing:
         raise ResultsFileError(
             f"{path}: does not record {', '.join(missing)}: cannot tell which study or engine made it"
         )
-    seedless = [name for name in ds.data_vars if "seed" not in ds[name].dims]
+    seedless = [name for name in ds.data_vars if "seed" not in ds[name].dims and ds[name].dims != ("condition",)]
     if seedless:
         raise ResultsFileError(
             f"{path}: variables without a seed dimension ({', '.join(seedless)}): not a results file"
@@ -100,6 +101,10 @@ def _check_same_study(first: Path, a: xr.Dataset, path: Path, b: xr.Dataset):
     if set(a.data_vars) != set(b.data_vars):
         only = sorted(set(b.data_vars) ^ set(a.data_vars))
         raise MergeError(f"{path}: variables {', '.join(only)} are in only one of it and {first}: not one study")
+    per_condition = [name for name in a.data_vars if "seed" not in a[name].dims]
+    differing = [name for name in per_condition if not a[name].equals(b[name])]
+    if differing:
+        raise MergeError(f"{path}: {', '.join(differing)} differ from {first}'s: not one study")
 
 
 def _check_same_engine(first: Path, a: xr.Dataset, path: Path, b: xr.Dataset):
@@ -141,7 +146,7 @@ def merge(paths) -> Merged:
         _check_same_engine(paths[0], datasets[0], path, ds)
     _check_disjoint(paths, datasets)
 
-    merged = xr.concat(datasets, dim="seed", data_vars="all", coords="minimal", join="exact", combine_attrs="drop")
+    merged = xr.concat(datasets, dim="seed", data_vars="minimal", coords="minimal", join="exact", combine_attrs="drop")
     merged = merged.isel(seed=np.argsort(merged.seed.values, kind="stable")).drop_encoding()
     parts = sorted(
         (part for path, ds in zip(paths, datasets, strict=True) for part in parts_of(ds, path)),
