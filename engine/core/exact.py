@@ -224,11 +224,15 @@ PAIR_BLOCK = 128
 def antisymmetric_pair_sum(odd, x, weights):
     """v_c = Σ_b weights_b · odd(x_c − x_b) for every c, (n,), for an odd function odd(−d) = −odd(d).
 
-    x, weights: (n,), n a multiple of PAIR_BLOCK. The n² terms are visited one tile of
-    PAIR_BLOCK² pairs at a time, only the tiles on and above the diagonal of blocks: a tile
-    above it gives its rows' sums (tile · w) and, by the antisymmetry, its columns' too
-    (−tileᵀ · w), so `odd` is evaluated about n²/2 times and no n × n array is ever held.
+    x, weights: (n,). The n² terms are visited one tile of PAIR_BLOCK² pairs at a time, only the
+    tiles on and above the diagonal of blocks: a tile above it gives its rows' sums (tile · w) and,
+    by the antisymmetry, its columns' too (−tileᵀ · w), so `odd` is evaluated about n²/2 times and
+    no n × n array is ever held. A world whose n is not a multiple of PAIR_BLOCK is padded to one
+    with weight 0 (adding nothing to any sum) and the padding's own sums dropped.
     """
+    n = len(x)
+    padding = -n % PAIR_BLOCK
+    x, weights = jnp.pad(x, (0, padding)), jnp.pad(weights, (0, padding))
     n_blocks = len(x) // PAIR_BLOCK
     x_blocks = x.reshape(n_blocks, PAIR_BLOCK)
     weight_blocks = weights.reshape(n_blocks, PAIR_BLOCK)
@@ -241,4 +245,4 @@ def antisymmetric_pair_sum(odd, x, weights):
         return sums.at[j].add(jnp.where(i == j, 0.0, -(weight_blocks[i] @ tile))), None
 
     sums, _ = jax.lax.scan(add_tile, jnp.zeros_like(weight_blocks), (rows, columns))
-    return sums.reshape(-1)
+    return sums.reshape(-1)[:n]
