@@ -16,6 +16,7 @@ from engine.host.chunks import seed_chunks
 from engine.host.estimate import (
     ACTIVE_MEMORY,
     GIB,
+    ITERATION_PASS_COST,
     JUDGE_WIDTH_COSTS,
     PER_JUDGE_ACTIVE,
     PER_JUDGE_STATE,
@@ -33,7 +34,10 @@ from engine.host.estimate import (
     judge_cost,
     judges_of,
     machine_slowdown,
+    pass_scale,
     policy_cost,
+    pretraining_cost,
+    pretraining_jobs,
     run_step_cost,
     size,
     state_bytes,
@@ -217,10 +221,12 @@ def test_the_reference_widths_keep_the_calibration():
     assert estimated.terms["batch_size"] == pytest.approx(live * PER_SEQUENCE * 64 * (1 + max(judges)))
     per_seed = sum(
         2000 * STEP_SECONDS * (1 + k["n_judges"]) / 2 * step_cost(k)
+        + 10 * STEP_SECONDS * ITERATION_PASS_COST
         + records * (j * RECORD_SECONDS + RECORD_CALL_SECONDS / runs)
         for k, j in zip(conditions, judges, strict=True)
     )
-    assert estimated.seconds == pytest.approx(len(resolved.seeds) * per_seed)
+    pretraining = sum(jobs * pretraining_cost(k) for jobs, k in pretraining_jobs(resolved, per_chunk, 2).values())
+    assert estimated.seconds == pytest.approx(len(resolved.seeds) * per_seed + pretraining * STEP_SECONDS)
 
 
 def test_wider_models_cost_more_time_and_memory():
@@ -402,3 +408,35 @@ def test_an_exact_run_step_is_priced_within_what_was_measured_whatever_the_batch
         assert run_step_cost(resolved.conditions["frozen"]) < 3  # the policy's exact step alone
     sampled = resolve(one(conditions, batch_size=1024)).conditions["baseline"]
     assert run_step_cost(sampled) == 16  # a sampled step grows with its batch
+
+
+@pytest.mark.parametrize(
+    "study",
+    [
+        BLOG,
+        one({"c": {"n_judges": 3}, "meta": {"meta_source": "judge", "meta_update_every": 1}, "w": {"judge_hidden": 8}}),
+        one({"a": {"planted_bias": 0.5}, "b": {"n_judges": 2}}, seeds=range(9)),
+    ],
+    ids=["blog", "ensemble_meta_width", "pretraining_knobs"],
+)
+def test_the_judges_pretrained_are_the_plans(study):
+    """Per judge model, the pretraining jobs priced are the rows of the plan's pretraining table."""
+    resolved = resolve(study)
+    plan = make_plan(resolved, resolved.seeds, 2)
+    tables = {model: len(table.seed) for model, table in zip(plan.judge_models, plan.pretrain, strict=True)}
+    priced = pretraining_jobs(resolved, len(resolved.seeds), 2)
+    assert {model: jobs for model, (jobs, _) in priced.items()} == tables
+
+
+def test_a_world_prices_its_passes_by_its_prefix_tree_and_its_pairs_by_n_squared():
+    """1 in the reference world; 2¹⁶'s tree has 2·2¹⁶ − 1 nodes against 4681, its log N is 16/12 of 4096's; the
+    exact judge step's pair sums grow as n² = 256², its pass as the tree."""
+    knobs = resolve(one({"c": {}}, vocab=2, seq_len=16, bias_token=1)).conditions["c"]
+    assert pass_scale(resolve(one({"c": {}})).conditions["c"]) == 1.0
+    assert pass_scale(knobs) == pytest.approx((2**17 - 1) / 4681 * 16 / 12)
+    reference, large = (
+        run_step_cost(resolve(one({"c": {"gradient_estimator": "exact"}}, **world)).conditions["c"])
+        for world in ({}, {"vocab": 2, "seq_len": 16, "bias_token": 1})
+    )
+    assert reference == pytest.approx(2.1 + 18.0)
+    assert large == pytest.approx((2.1 + 4.0) * pass_scale(knobs) + 14.0 * 16**2)

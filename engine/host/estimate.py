@@ -39,19 +39,29 @@ A chunk holds at least one seed of every condition and at most `max_runs_per_chu
 device's memory (uncalibrated there), the curves and distributions with the host's.
 
   time ≈ Σ over runs of inner steps · STEP_SECONDS · run_step_cost
-         + records · (judges · w_J · RECORD_SECONDS · n + RECORD_CALL_SECONDS / runs per chunk)
+         + iterations · STEP_SECONDS · ITERATION_PASS_COST · w_π · p         (π of all N at each iteration's start)
+         + records · (judges · w_J · RECORD_SECONDS · p + RECORD_CALL_SECONDS / runs per chunk)
+         + Σ over judges pretrained · STEP_SECONDS · w_J · (PRETRAIN_STEPS · PRETRAIN_STEP_COST · (pretrain batch / 64)
+                                                            · (L / 4) + checks · PRETRAIN_CHECK_COST · p)
 
   run_step_cost = (batch_size / 64) · (L / 4) · (w_π + n_judges · w_J) / 2 · step_cost   (gradient_estimator sampled)
-                = EXACT_POLICY_COST · n + n_judges · EXACT_JUDGE_STEP_COST · n² · judge steps per inner step
-                  + the held-out check's cost                                  (exact: no batch)
+                = EXACT_POLICY_COST · p + n_judges · (EXACT_JUDGE_PASS_COST · p + EXACT_JUDGE_PAIR_COST · n²)
+                  · judge steps per inner step + the held-out check's cost      (exact: no batch)
 
-with n = N / 4096 the world's sequences against the reference's and L its sequence length: an exact
-sum over all N costs n times the reference's (n² over all pairs), a sampled sequence L / 4 times
-(step_cost prices the exact regularisers and judge_data's π of all N by n too). These world factors
-are the work counted, extrapolated from the reference's measurements; in the one world measured they
-underprice the time (docs/worlds.md).
+with L the world's sequence length (a sampled sequence costs L / 4 times the reference's), n = N / 4096
+its sequences against the reference's (a sum over all N² pairs costs n² times), and p = `pass_scale`, an
+exact pass over all N against the reference's: the prefix tree's Σ_{k ≤ L} V^k nodes times the sorts'
+log N (step_cost prices the exact regularisers and judge_data's π of all N by p too). Judges are
+pretrained once per seed, ensemble member and pretraining knobs (engine.host.plan), in sub-batches of
+PRETRAIN_SUB_BATCH per device padded to whole ones, each for PRETRAIN_STEPS steps (its target is
+reached at a step not known before it runs) and a check every pretrain_check_every.
 
-scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
+The world factors and the pretraining, iteration-pass and exact-split constants were fitted to the
+CPU seconds of each compiled function (pretrain, advance, measure) of a 2-seed baseline (2 iterations)
+at 8⁴, 4⁸ and 2¹⁶ and a 2-seed exact run (20 inner steps) at 8⁴ and 2¹⁶, back to back (docs/worlds.md):
+CPU seconds, not wall, as the machine was loaded 4× over.
+
+All of it scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
 it was calibrated (`machine_slowdown`: a 50 ms NumPy probe of the engine's kind of work, 32-wide
 float32 matmuls and tanh, timed before anything compiles; these machines differ 3-4× from day to
 day). STEP_SECONDS and RECORD_SECONDS were fitted to `blog` end to end (85 runs × 2000 inner
@@ -61,8 +71,9 @@ the sampled baseline (`coevo bench --estimators`, docs/mean_field.md; at the ref
 and w_J are the policy's and each judge's cost at their widths against the reference's 32
 (`policy_cost`, `judge_cost`; 1 at 32, so the reference's two models count 1 each), measured per
 model and judge architecture (data/width_cost_cpu_2core.json, as a_J, and the bytes per
-parameter); the diagnostics' cost, mostly the judges' pass over all 4096 sequences, is priced as a
-judge's step (not measured apart). Compilation (10-100 s) comes on top. Time is estimated on CPU
+parameter); the diagnostics' cost, mostly the judges' pass over all N sequences, is priced as a
+judge's step (not measured apart). STEP_SECONDS was refitted, with pretraining and the iteration pass
+priced apart, so that `blog`'s estimate is what it was. Compilation (10-100 s) comes on top. Time is estimated on CPU
 only; a GPU runs the published study ≈ 10× faster per run in large batches.
 """
 
@@ -78,15 +89,19 @@ from engine.core.models import DEFAULT_HIDDEN, judge_parameters, policy_paramete
 from engine.core.world import REFERENCE_WORLD, World
 from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
 from engine.host.chunks import seeds_per_chunk
-from engine.host.plan import MAX_SUB_BATCH
+from engine.host.plan import MAX_SUB_BATCH, PRETRAIN_SUB_BATCH
 from engine.host.runner import distribution_bytes, records_per_fetch
 from engine.host.study import ResolvedStudy, StudyError
 from engine.knobs import (
     MECHANISMS,
+    PRETRAIN_KNOBS,
+    has_meta_judge,
     judge_data_slots,
     n_holdout_pairs,
     policy_regularised,
+    pretrain_batch,
     records_per_iteration,
+    sizes_of,
     world_of,
 )
 from engine.loop.diagnostics import METRICS
@@ -118,8 +133,17 @@ WORLD_BYTES_PER_SEQUENCE = 4300
 # Fitted to `blog` at engine commit dddbccd (run 59.1 s on 2 CPU devices, 85 runs × 2000 inner steps,
 # 11 records) on a day the probe took PROBE_SECONDS; the diagnostics measured apart (3.6 ms per run
 # and record on one core) give RECORD_SECONDS, the inner steps the rest.
-STEP_SECONDS = 0.23e-3  # per run and inner step, baseline (batch 64, one judge), 2 CPU devices
+# STEP_SECONDS is the rest of blog's 59.2 s once its pretraining and iteration passes (3%) are priced apart.
+STEP_SECONDS = 0.223e-3  # per run and inner step, baseline (batch 64, one judge), 2 CPU devices
 RECORD_SECONDS = 0.002  # per run, record and judge: the exact diagnostics over all 4096 sequences
+# In baseline run-steps, from each compiled function's CPU seconds at 8⁴ (docs/worlds.md): π of all N at an
+# iteration's start, 3% of an iteration of 200 steps; a judge pretraining job of 300 steps and 6 checks cost
+# 64 run-steps, of which 20% the checks (the split that fits 4⁸ and 2¹⁶). A sub-batch of PRETRAIN_SUB_BATCH
+# judges runs until its slowest: blog's took 300-500 steps at judge_init_alignment 0.7, priced as PRETRAIN_STEPS.
+ITERATION_PASS_COST = 6.0
+PRETRAIN_STEP_COST = 0.17
+PRETRAIN_CHECK_COST = 2.1
+PRETRAIN_STEPS = 400
 PROBE_SECONDS = 3.4e-3  # `probe_seconds()` on the calibration machine, the day of the fit
 RECORD_CALL_SECONDS = 2e-3  # per record and chunk: the host's call of `measure`, and the fetch
 CALIBRATED_CPU_DEVICES = 2
@@ -144,9 +168,12 @@ def policy_slot_bytes(world: World) -> int:
 
 
 # gradient_estimator exact, in sampled baseline run-steps: from two runs of `coevo bench --estimators`
-# (docs/mean_field.md), baseline exact = P + J and asymmetric_10 exact = P + J/10 gave P 2.3, 2.0 and J 14.5, 21.8
-EXACT_POLICY_COST = 2.1  # the policy's exact step (and the judges' 4096 scores it reads)
-EXACT_JUDGE_STEP_COST = 18.0  # one judge's exact step over the 4096² pairs, self-labelled or oracle-pair
+# (docs/mean_field.md), baseline exact = P + J and asymmetric_10 exact = P + J/10 gave P 2.3, 2.0 and J 14.5, 21.8;
+# J = 18 split into the judge's pass over all N and the pair sums over all N², the split that fits an exact run
+# at 2¹⁶ (3816 run-steps of 8⁴'s per run-step, measured against 22 at 8⁴: docs/worlds.md)
+EXACT_POLICY_COST = 2.1  # the policy's exact step (and the judges' scores of all N it reads)
+EXACT_JUDGE_PASS_COST = 4.0  # one judge's exact step: its pass over all N, forward and backward
+EXACT_JUDGE_PAIR_COST = 14.0  # one judge's exact step: the pair sums over all N², self-labelled or oracle-pair
 # A model's cost per run-step at its width against width 32 (`width_cost`), data/width_cost_cpu_2core.json:
 # CPU seconds (the machine was shared, and its load moved wall times by 2x) per run-step of the inner loop
 # alone with one model at width H and the other at 32, as a ratio r to both at 32; a model's cost is 2r − 1,
@@ -214,8 +241,22 @@ def active_memory(width: int) -> float:
 
 
 def world_scale(knobs: dict) -> float:
-    """The world's sequences against the reference's 4096: what an exact sum over all of them costs."""
+    """The world's sequences against the reference's 4096: a sum over all N² pairs costs its square."""
     return world_of(knobs).n_sequences / REFERENCE_WORLD.n_sequences
+
+
+def prefix_tree_nodes(world: World) -> int:
+    """The prefixes of every length 0..L, Σ_k V^k: the nodes of an exact pass's prefix tree."""
+    return (world.vocab ** (world.seq_len + 1) - 1) // (world.vocab - 1)
+
+
+def pass_scale(knobs: dict) -> float:
+    """An exact pass over all N sequences (π or J of all of them by the prefix tree, and the records'
+    sorts) against the reference's: the tree's nodes times log N. Measured records cost 21× and 34×
+    the reference's at 4⁸ and 2¹⁶, this gives 25× and 37× (docs/worlds.md)."""
+    world = world_of(knobs)
+    nodes = prefix_tree_nodes(world) / prefix_tree_nodes(REFERENCE_WORLD)
+    return nodes * np.log(world.n_sequences) / np.log(REFERENCE_WORLD.n_sequences)
 
 
 def length_scale(knobs: dict) -> float:
@@ -249,7 +290,7 @@ def judges_of(knobs: dict) -> int:
 
 def step_cost(knobs: dict) -> float:
     """A run-step's cost against the baseline's, from the mechanisms it runs (1: none)."""
-    cost, world = 1.0, world_scale(knobs)
+    cost, world = 1.0, pass_scale(knobs)
     if knobs["update_rule"] == "dpo":
         cost += DPO_COST + TEMPORAL_DPO_COST * (knobs["anchored_rejection"] or knobs["future_chosen"])
     if policy_regularised(knobs):
@@ -272,8 +313,9 @@ def exact_step_cost(knobs: dict) -> float:
     judge_steps = 0.0
     if MECHANISMS["judge_steps"].on(knobs):
         judge_steps = (1 + (knobs["anchor_fraction"] > 0)) / knobs["judge_update_every"]
-    world = world_scale(knobs)
-    cost = EXACT_POLICY_COST * world + knobs["n_judges"] * EXACT_JUDGE_STEP_COST * world**2 * judge_steps
+    passes, pairs = pass_scale(knobs), world_scale(knobs) ** 2
+    judge_step = EXACT_JUDGE_PASS_COST * passes + EXACT_JUDGE_PAIR_COST * pairs
+    cost = EXACT_POLICY_COST * passes + knobs["n_judges"] * judge_step * judge_steps
     if MECHANISMS["holdout_meta"].on(knobs):
         cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
     return cost
@@ -285,6 +327,34 @@ def run_step_cost(knobs: dict) -> float:
         return exact_step_cost(knobs)
     models = policy_cost(knobs) + knobs["n_judges"] * judge_cost(knobs)
     return (knobs["batch_size"] / 64) * length_scale(knobs) * models / 2 * step_cost(knobs)
+
+
+def pretraining_cost(knobs: dict) -> float:
+    """One judge's pretraining in baseline run-steps (`PRETRAIN_STEPS`, as far as pretrain_max_steps
+    allows, and a check every pretrain_check_every) at its architecture and width."""
+    every = knobs["pretrain_check_every"]
+    checks = -(-min(PRETRAIN_STEPS, knobs["pretrain_max_steps"]) // every)
+    batch = pretrain_batch(sizes_of(knobs)) / 64
+    steps = checks * every * PRETRAIN_STEP_COST * batch * length_scale(knobs)
+    return judge_cost(knobs) * (steps + checks * PRETRAIN_CHECK_COST * pass_scale(knobs))
+
+
+def pretraining_jobs(study: ResolvedStudy, seeds: int, n_devices: int) -> dict:
+    """Judges pretrained in a chunk of `seeds` seeds, per judge model (architecture, width) -> (jobs
+    padded to whole sub-batches on every device, the knobs of one of them): as engine.host.plan
+    lists them, one per seed, ensemble member (the meta-judge one more) and pretraining knobs."""
+    members: dict = {}
+    for knobs in study.conditions.values():
+        model = (knobs["judge_arch"], knobs["judge_hidden"])
+        settings = tuple(knobs[name] for name in PRETRAIN_KNOBS)
+        n_judges, meta, _ = members.get((model, settings), (0, False, knobs))
+        members[(model, settings)] = (max(n_judges, knobs["n_judges"]), meta or has_meta_judge(knobs), knobs)
+    block = PRETRAIN_SUB_BATCH * n_devices
+    jobs: dict = {}
+    for (model, _), (n_judges, meta, knobs) in members.items():
+        count = jobs.get(model, (0, knobs))[0] + seeds * (n_judges + meta)
+        jobs[model] = (count, knobs)
+    return {model: (-(-count // block) * block, knobs) for model, (count, knobs) in jobs.items()}
 
 
 @dataclass(frozen=True)
@@ -350,14 +420,20 @@ def estimate(
         steps = sizes.steps_per_iter * sizes.n_iterations
         per_seed = sum(
             steps * STEP_SECONDS * run_step_cost(knobs)
+            + sizes.n_iterations * STEP_SECONDS * ITERATION_PASS_COST * policy_cost(knobs) * pass_scale(knobs)
             + records
             * (
-                judges[condition] * judge_cost(knobs) * RECORD_SECONDS * world_scale(knobs)
+                judges[condition] * judge_cost(knobs) * RECORD_SECONDS * pass_scale(knobs)
                 + RECORD_CALL_SECONDS / runs_per_chunk
             )
             for condition, knobs in study.conditions.items()
         )
-        seconds = n_seeds * per_seed * CALIBRATED_CPU_DEVICES / n_devices * slowdown
+        n_chunks = -(-n_seeds // per_chunk)
+        pretraining = n_chunks * sum(
+            jobs * STEP_SECONDS * pretraining_cost(knobs)
+            for jobs, knobs in pretraining_jobs(study, per_chunk, n_devices).values()
+        )
+        seconds = (n_seeds * per_seed + pretraining) * CALIBRATED_CPU_DEVICES / n_devices * slowdown
     chunk_bytes = (BASE if on_cpu else 0) + sum(terms.values())
     return Estimate(
         runs,
