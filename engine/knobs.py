@@ -295,6 +295,9 @@ MECHANISMS = {
     "meta_judge_learning": Mechanism(
         "the meta-judge's own self-labelled steps (taken with the judge's)", _meta_judge_learning_off
     ),
+    "nk": Mechanism(
+        "the NK landscape (landscape nk)", lambda k: None if k["landscape"] == "nk" else "landscape is reference"
+    ),
 }
 
 
@@ -652,6 +655,7 @@ KNOBS = {
         "nk: K, the neighbours each position's contribution reads (0 additive .. seq_len − 1)",
         low=0,
         pretrain=True,
+        mechanism="nk",
     ),
     "world_seed": Knob(
         int,
