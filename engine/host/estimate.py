@@ -72,8 +72,8 @@ and w_J are the policy's and each judge's cost at their widths against the refer
 (`policy_cost`, `judge_cost`; 1 at 32, so the reference's two models count 1 each), measured per
 model and judge architecture (data/width_cost_cpu_2core.json, as a_J, and the bytes per
 parameter); the diagnostics' cost, mostly the judges' pass over all N sequences, is priced as a
-judge's step (not measured apart). STEP_SECONDS was refitted, with pretraining and the iteration pass
-priced apart, so that `blog`'s estimate is what it was. Compilation (10-100 s) comes on top. Time is estimated on CPU
+judge's step (not measured apart). STEP_SECONDS is the rest of `blog`'s time once its pretraining and
+iteration passes are priced apart. Compilation (10-100 s) comes on top. Time is estimated on CPU
 only; a GPU runs the published study ≈ 10× faster per run in large batches.
 """
 
