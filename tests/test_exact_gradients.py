@@ -363,7 +363,7 @@ def pretrained(batch_size: int, pretrain_batch_size: int):
     knobs = {**DEFAULTS, "batch_size": batch_size, "pretrain_batch_size": pretrain_batch_size}
     knobs |= {"judge_init_alignment": 0.5, "pretrain_check_every": 10}
     job = PretrainInputs(jnp.int32(0), jnp.int32(0), first_row(condition_arrays([knobs])))
-    build = judge_model(knobs["judge_arch"], knobs["judge_hidden"])
+    build = judge_model(knobs["judge_arch"], knobs["judge_hidden"], WORLD)
     result = jax.jit(pretrain_judge, static_argnums=(1, 2))(job, sizes_of(knobs), build)
     return result.steps, flat(result.judge)
 
