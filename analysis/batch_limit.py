@@ -16,9 +16,8 @@ from analysis.data import mask_diverged
 from analysis.figures import DPI, SIZE, save
 from analysis.formatting import estimate, fixed, significant
 from analysis.stats import Summary, paired_difference, seed_summary
-from engine.core.world import UNIFORM_ENTROPY
 from engine.host.output import write_atomically
-from engine.host.results import load
+from engine.host.results import load, world_of_dataset
 
 EXACT = "exact"
 
@@ -38,7 +37,7 @@ def join_batches(datasets) -> xr.Dataset:
     `batch` dimension ordered by batch size, exact last. Knob coordinates that differ between them
     (batch_size, gradient_estimator) become (batch, condition) coordinates; attrs["studies"] maps each
     label to its study (JSON). A ValueError names the first file that does not fit: a label seen twice,
-    other conditions, seeds or records, or other pretrained judges (pretrain_steps or
+    another world, other conditions, seeds or records, or other pretrained judges (pretrain_steps or
     pretrain_alignment not bit for bit the same: pretrain_batch_size keeps them across batch sizes)."""
     by_label = {}
     for ds in datasets:
@@ -51,6 +50,8 @@ def join_batches(datasets) -> xr.Dataset:
     time = "step" if "step" in first.dims else "iteration"
     for label in labels[1:]:
         ds = by_label[label]
+        if world_of_dataset(ds) != world_of_dataset(first):
+            raise ValueError(f"batch {label!r}: its world {world_of_dataset(ds)} differs from batch {labels[0]!r}'s")
         for dim in ("condition", "seed", time):
             if dim not in ds.dims or not np.array_equal(ds[dim].values, first[dim].values):
                 raise ValueError(f"batch {label!r}: its {dim} values differ from batch {labels[0]!r}'s")
@@ -150,6 +151,7 @@ def answers_markdown(joined: xr.Dataset) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     quality, alignment, entropy = (finals(joined, m) for m in METRICS)
+    uniform_entropy = world_of_dataset(joined).uniform_entropy
     for condition in conditions:
         for label in batches:
             at = {"condition": condition, "batch": label}
@@ -159,7 +161,7 @@ def answers_markdown(joined: xr.Dataset) -> str:
                 f"| {condition} | {label} | {estimate(seed_summary(q))} "
                 f"| {estimate(paired_difference(q, q0), signed=True)} "
                 f"| {estimate(paired_difference(a, a0), signed=True)} | {estimate(seed_summary(e))} "
-                f"| {seed_summary(e).mean / UNIFORM_ENTROPY:.1%} |"
+                f"| {seed_summary(e).mean / uniform_entropy:.1%} |"
             )
     lines += [
         "",

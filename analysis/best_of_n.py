@@ -24,7 +24,8 @@ so KL(P_n‖π) = Σ_B P_n(B)·log(P_n(B)/π(B)): a sum over blocks, exact in th
 import numpy as np
 import xarray as xr
 
-from engine.core.world import N_SEQUENCES, q_star_of
+from engine.core.world import LANDSCAPES, WORLD_KEY, q_star_of
+from engine.host.results import world_of_dataset
 from engine.loop.diagnostics import DISTRIBUTIONS
 
 TIE_RULE = "ties in J (exactly equal scores) go to each tied sequence in proportion to π, as argmax over the draws does"
@@ -138,7 +139,8 @@ def best_of_n_curves(ds: xr.Dataset, n=None, judge_record: int = 0) -> xr.Datase
     ds: a results Dataset of one condition (a `condition` dimension of size 1, or none), saved
     with `save_distributions` `all`: π₀ is the policy at the first record (right after judge
     pretraining). The judge is J at record `judge_record` (a position along the time dimension:
-    0 the pretrained judge, −1 the last); q* is `q_star_of` the condition's `transition_alpha`.
+    0 the pretrained judge, −1 the last); q* is `q_star_of` the condition's landscape, nk_k,
+    world_seed and transition_alpha.
     n: the grid (default `n_grid()`). A seed whose π₀ or J is not finite (a diverged run) gets NaN.
 
     Variables: kl, d = √kl, gold and perceived over (seed, n); kl_bound over n; initial_gold
@@ -151,7 +153,16 @@ def best_of_n_curves(ds: xr.Dataset, n=None, judge_record: int = 0) -> xr.Datase
         raise ValueError(f"judge_record {judge_record} is outside the {ds.sizes[time]} records along {time!r}")
     initial = ds["policy_probability"].isel({time: 0})
     judge = ds["judge_score"].isel({time: judge_record})
-    gold = np.asarray(q_star_of(float(ds["transition_alpha"])), dtype=float)
+    gold = np.asarray(
+        q_star_of(
+            world_of_dataset(ds),
+            LANDSCAPES.index(str(ds["landscape"].values)) if "landscape" in ds.coords else 0,
+            int(ds["nk_k"]) if "nk_k" in ds.coords else 0,
+            int(ds["world_seed"]) if "world_seed" in ds.coords else WORLD_KEY,
+            float(ds["transition_alpha"]),
+        ),
+        dtype=float,
+    )
     names = ("kl", "gold", "perceived")
     curves = {name: np.full((ds.sizes["seed"], n.size), np.nan) for name in names}
     start = {name: np.full(ds.sizes["seed"], np.nan) for name in ("initial_gold", "initial_perceived")}
@@ -198,8 +209,9 @@ def _one_condition(ds: xr.Dataset) -> xr.Dataset:
         raise ValueError(f"best-of-n curves need {' and '.join(DISTRIBUTIONS)}: run with save_distributions 'all'")
     if "transition_alpha" not in ds.coords:
         raise ValueError("best-of-n curves need the transition_alpha coordinate to rebuild q*")
-    if ds.sizes.get("sequence") != N_SEQUENCES:
-        raise ValueError(f"the distributions must run over the {N_SEQUENCES} sequences, got {ds.sizes.get('sequence')}")
+    n_sequences = world_of_dataset(ds).n_sequences
+    if ds.sizes.get("sequence") != n_sequences:
+        raise ValueError(f"the distributions must run over the {n_sequences} sequences, got {ds.sizes.get('sequence')}")
     return ds
 
 

@@ -30,12 +30,11 @@ from scipy import stats
 from analysis.data import mask_diverged, n_diverged
 from analysis.formatting import estimate, fixed
 from analysis.stats import Summary, paired_difference, sd_ratio, seed_summary
-from engine.core.world import UNIFORM_ENTROPY
 from engine.host.output import write_atomically
+from engine.host.results import world_of_dataset
 
 MATERIAL = 0.1  # smallest Δ final quality (q* units; q* over all outputs has sd ≈ 1.31) called material
-COLLAPSED = 0.05  # entropy below this share of ln 4096 counts as collapsed
-COLLAPSED_ENTROPY = COLLAPSED * UNIFORM_ENTROPY  # nats
+COLLAPSED = 0.05  # entropy below this share of ln N (the uniform policy's) counts as collapsed
 ALIGNMENT_KEPT = 0.05  # an alignment change whose CI stays above −this counts as kept
 WORSE_MODE_SHARE = 0.2  # published: one of five seeds in the worse mode
 ASYMMETRIC = ["asymmetric_2", "asymmetric_5", "asymmetric_10"]
@@ -168,16 +167,23 @@ def alignment_falls(ds):
     return text, ("does not hold" if not falls else _grade([sharpest, stays]))
 
 
+def collapsed_entropy(ds) -> float:
+    """Nats: COLLAPSED of the uniform policy's entropy ln N in the Dataset's world."""
+    return COLLAPSED * world_of_dataset(ds).uniform_entropy
+
+
 def entropy_collapses(ds):
+    world = world_of_dataset(ds)
+    uniform, collapsed = world.uniform_entropy, collapsed_entropy(ds)
     e = _curve(ds, "baseline", "policy_entropy")
     e3 = seed_summary(_at(ds, "baseline", "policy_entropy", ours(3)))
     iterations = ds["iteration"].values
-    first = next((int(t) for i, t in enumerate(iterations) if seed_summary(e[:, i]).ci_high < COLLAPSED_ENTROPY), None)
+    first = next((int(t) for i, t in enumerate(iterations) if seed_summary(e[:, i]).ci_high < collapsed), None)
     text = (
-        f"entropy at our iteration {ours(3)} (published t = 3) {estimate(e3)} nats = {e3.mean / UNIFORM_ENTROPY:.1%} "
-        f"of ln 4096 = {fixed(UNIFORM_ENTROPY)}; "
+        f"entropy at our iteration {ours(3)} (published t = 3) {estimate(e3)} nats = {e3.mean / uniform:.1%} "
+        f"of ln {world.n_sequences} = {fixed(uniform)}; "
         f"final {estimate(seed_summary(e[:, -1]))}; first iteration whose CI upper bound is below "
-        f"{COLLAPSED:.0%} of ln 4096 ({fixed(COLLAPSED_ENTROPY)} nats): {first if first is not None else 'none'}"
+        f"{COLLAPSED:.0%} of ln {world.n_sequences} ({fixed(collapsed)} nats): {first if first is not None else 'none'}"
     )
     return text, ("does not hold" if first is None else "holds" if first <= ours(3) else "partly")
 
@@ -378,8 +384,8 @@ REGISTRY = [
     (
         "3. Entropy collapses by ≈3",
         "Baseline: policy entropy collapses to near zero by iteration ≈3 (published t; our iteration 4).",
-        f"Collapsed: CI upper bound of the mean entropy < {COLLAPSED:.0%} of ln 4096. First collapsed "
-        "iteration ≤ 4 (ours; the published t = 3): holds; later: partly; never: does not hold.",
+        f"Collapsed: CI upper bound of the mean entropy < {COLLAPSED:.0%} of ln N (the uniform policy's). First "
+        "collapsed iteration ≤ 4 (ours; the published t = 3): holds; later: partly; never: does not hold.",
         entropy_collapses,
     ),
     (

@@ -13,8 +13,8 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.data import diverged_note, mask_diverged, present
 from analysis.stats import t_band
-from engine.core.world import UNIFORM_ENTROPY
 from engine.host.output import write_atomically
+from engine.host.results import world_of_dataset
 
 DPI = 150
 SIZE = (1600 / DPI, 1100 / DPI)
@@ -43,7 +43,7 @@ def mean_line(ax, x, runs, color, label, linestyle="-", band_alpha=0.2):
     ax.fill_between(x, low, high, color=color, alpha=band_alpha, linewidth=0)
 
 
-def _axes_2x2(title: str):
+def _axes_2x2(title: str, uniform_entropy: float):
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
     fig.suptitle(title, fontsize=13)
@@ -53,7 +53,7 @@ def _axes_2x2(title: str):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[1]:
         ax.set_xlabel(XLABEL)
-    axes.flat[2].axhline(UNIFORM_ENTROPY, color="grey", linestyle="--", linewidth=1, label="uniform policy (ln 4096)")
+    axes.flat[2].axhline(uniform_entropy, color="grey", linestyle="--", linewidth=1, label="uniform policy (ln N)")
     return fig, axes
 
 
@@ -97,7 +97,8 @@ def headline(ds: xr.Dataset, path, condition: str = "baseline", *, force: bool =
     masked = mask_diverged(ds)
     x = ds["iteration"].values
     fig, axes = _axes_2x2(
-        f"{condition}: judge–policy co-evolution, {n_kept(ds, condition)} seeds{diverged_note(ds, [condition])}"
+        f"{condition}: judge–policy co-evolution, {n_kept(ds, condition)} seeds{diverged_note(ds, [condition])}",
+        world_of_dataset(ds).uniform_entropy,
     )
     for ax, var in zip(axes.flat, PANELS, strict=True):
         runs = seed_runs(masked[var], condition)
@@ -116,7 +117,10 @@ def comparison(ds: xr.Dataset, conditions, path, bounds=BOUNDS, *, force: bool =
         return None
     masked = mask_diverged(ds)
     x = ds["iteration"].values
-    fig, axes = _axes_2x2(f"Mitigations compared: mean over seeds{diverged_note(ds, solid + bounds)}")
+    fig, axes = _axes_2x2(
+        f"Mitigations compared: mean over seeds{diverged_note(ds, solid + bounds)}",
+        world_of_dataset(ds).uniform_entropy,
+    )
     for ax, var in zip(axes.flat, PANELS, strict=True):
         for i, condition in enumerate(solid + bounds):
             _condition_line(

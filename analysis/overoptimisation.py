@@ -4,7 +4,7 @@
 Gao, Schulman & Hilton (2022, "Scaling Laws for Reward Model Overoptimization", their
 figure 1): the proxy (here the co-evolving judge) keeps rising with distance from the
 initial policy while the gold score (here q*) flattens or falls. Both axes are exact sums
-over the 4096 outputs (`kl_to_initial`, `policy_quality`, `judge_perceived_quality`).
+over all N outputs of the file's world (`kl_to_initial`, `policy_quality`, `judge_perceived_quality`).
 
 `pair_gap`: the chosen–rejected gap over outer iterations, the quantity Temporal
 Self-Rewarding (Wang et al. 2025) reports shrinking: the gap of the pairs actually trained
@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from analysis.data import diverged_note, mask_diverged, present
 from analysis.figures import SIZE, XLABEL, bottom_legend, legend_label, n_kept, save, seed_runs
 from analysis.stats import t_band
+from engine.host.results import world_of_dataset
 
 MAX_CONDITIONS = 12  # lines beyond this are unreadable; the first 12 in the Dataset's order are drawn
 # tab10, then two more that stay distinct from it
@@ -61,6 +62,7 @@ def overoptimisation(ds: xr.Dataset, path, conditions=None, *, force: bool = Fal
     masked = mask_diverged(ds)
     # KL is ≥ 0 exactly; float32 rounding can leave −1e-8 at iteration 0, hence the clip
     distance = np.sqrt(masked["kl_to_initial"].clip(min=0.0))
+    n_sequences = world_of_dataset(ds).n_sequences
     fig = Figure(figsize=SIZE, layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
     panels = (
@@ -88,7 +90,7 @@ def overoptimisation(ds: xr.Dataset, path, conditions=None, *, force: bool = Fal
             last = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
             if last.size:
                 ax.plot(x[last[-1]], y[last[-1]], "o", markersize=9, markerfacecolor="none", color=colour)
-        ax.set_xlabel("√KL(π ‖ π₀)  [√nats], exact over the 4096 outputs")
+        ax.set_xlabel(f"√KL(π ‖ π₀)  [√nats], exact over the {n_sequences:,} outputs")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=11)
         ax.grid(alpha=0.3)
@@ -100,7 +102,8 @@ def overoptimisation(ds: xr.Dataset, path, conditions=None, *, force: bool = Fal
     caption = (
         "one point per outer iteration, joined in order from iteration 0 (√KL = 0), final iteration ringed; "
         "point = mean over seeds of √KL and of quality;\n"
-        "cross bars: 95% t-intervals of both means over seeds; both axes are exact sums over all 4096 sequences"
+        "cross bars: 95% t-intervals of both means over seeds; "
+        f"both axes are exact sums over all {n_sequences:,} sequences"
     )
     bottom_legend(fig, handles, labels, caption)
     return save(fig, path, force)

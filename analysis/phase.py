@@ -7,7 +7,7 @@ from the grid's baseline cell (same seed = same pretrained judge and initial pol
 within TOLERANCE of zero, i.e. the cell is not distinguishable from the baseline.
 
 Regimes, from the seed-means of a cell at the chosen iteration (docs/phase.md):
-- *collapsed*: mean policy entropy < COLLAPSED (5%) of ln 4096 nats and mean judge-alignment
+- *collapsed*: mean policy entropy < COLLAPSED (5%) of ln N nats and mean judge-alignment
   drop from iteration 0 to the chosen iteration > ALIGNMENT_DROP (0.15);
 - *healthy*: not collapsed, and final quality above the frozen-judge control, paired by seed,
   with the 95% t-interval's lower bound > TOLERANCE; only when the Dataset holds a frozen
@@ -37,7 +37,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from analysis.claims import COLLAPSED, COLLAPSED_ENTROPY, TOLERANCE
+from analysis.claims import COLLAPSED, TOLERANCE, collapsed_entropy
 from analysis.data import mask_diverged
 from analysis.figures import PANELS, SIZE, save
 from analysis.formatting import TRUE_MINUS, fixed, knob_value
@@ -150,7 +150,8 @@ def phase_table(
     delta_ci_high (cell − baseline cell, paired by seed, Student-t), delta_spans_zero (hatched),
     entropy_mean, alignment_drop_mean, collapsed, vs_frozen_mean / _ci_low / _ci_high (final
     quality − frozen control, paired; NaN without a frozen control), healthy, regime.
-    attrs: metric, knobs, baseline (cell), baseline_condition, frozen_condition, time, confidence.
+    attrs: metric, knobs, baseline (cell), baseline_condition, frozen_condition, time, confidence,
+    collapsed_entropy (nats).
     """
     layout = find_grid(ds, knobs)
     if layout is None:
@@ -173,7 +174,7 @@ def phase_table(
     entropy = _nanmean(final(cells["policy_entropy"]))
     alignment = cells["judge_alignment"]
     drop = _nanmean(_first(alignment).transpose(*dims).values.astype(float) - final(alignment))
-    collapsed = (entropy < COLLAPSED_ENTROPY) & (drop > ALIGNMENT_DROP)
+    collapsed = (entropy < collapsed_entropy(ds)) & (drop > ALIGNMENT_DROP)
 
     frozen = _frozen_control(ds, layout)
     vs_frozen = (np.full(mean.shape, np.nan),) * 3
@@ -212,6 +213,7 @@ def phase_table(
         "frozen_condition": frozen,
         "time": _time_text(cells[metric], iteration, step),
         "confidence": confidence,
+        "collapsed_entropy": collapsed_entropy(ds),
     }
     return table
 
@@ -271,7 +273,7 @@ def caption(table: pd.DataFrame) -> str:
         f"Cell: mean over seeds (n = {n}) at the {table.attrs['time']}, "
         f"and its paired Δ vs the baseline cell ({cell}, framed). Hatched: the {percent}% Student-t interval of that "
         f"Δ over seeds reaches within {TOLERANCE:g} of 0.\n"
-        f"collapsed: mean entropy < {COLLAPSED:.0%} of ln 4096 ({fixed(COLLAPSED_ENTROPY)} nats) and mean "
+        f"collapsed: mean entropy < {COLLAPSED:.0%} of ln N ({fixed(table.attrs['collapsed_entropy'])} nats) and mean "
         f"alignment drop from the first point > {ALIGNMENT_DROP}; red line: its boundary. "
     )
     frozen = table.attrs["frozen_condition"]

@@ -22,7 +22,7 @@ from analysis.figures import BAND, PANELS, SIZE, bottom_legend, legend_label, sa
 from analysis.formatting import fixed, interval
 from analysis.phase import CAPTION_WIDTH, half_change_order, half_change_step, t_interval
 from analysis.stats import t_band
-from engine.core.world import UNIFORM_ENTROPY
+from engine.host.results import world_of_dataset
 
 FIRST, SECOND = "judge_alignment", "policy_entropy"
 MAX_CONDITIONS = 8  # lines per panel that stay readable
@@ -97,7 +97,7 @@ def within_figure(ds: xr.Dataset, path, conditions=None, start=None, end=None, *
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             ax.set_xlim(steps[0], steps[-1])
-    axes.flat[2].axhline(UNIFORM_ENTROPY, color="grey", linestyle="--", linewidth=1)
+    axes.flat[2].axhline(world_of_dataset(ds).uniform_entropy, color="grey", linestyle="--", linewidth=1)
     for ax in axes[1]:
         ax.set_xlabel("global inner step (0 = after pretraining; dotted: ends of outer iterations)")
     if one_record:

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from engine.core.models import DEFAULT_HIDDEN, JUDGE_ARCHITECTURES
-from engine.core.world import N_SEQUENCES, VOCAB
+from engine.core.world import LANDSCAPES, WORLD_KEY, World
 
 RUN, GROUP, STUDY = "run", "group", "study"
 
@@ -89,10 +89,10 @@ def judge_anchored(knobs: dict) -> bool:
 
 
 def n_holdout_pairs(knobs: dict) -> int:
-    """Reference rule: int(4096 · meta_holdout_fraction) held-out pairs, 0 when meta is off
+    """Reference rule: int(N · meta_holdout_fraction) held-out pairs, 0 when meta is off
     (or when the meta step comes from a meta-judge, `meta_source` `judge`)."""
     on = knobs["meta_update_every"] > 0 and knobs["meta_source"] == "holdout"
-    return int(N_SEQUENCES * knobs["meta_holdout_fraction"]) if on else 0
+    return int(world_of(knobs).n_sequences * knobs["meta_holdout_fraction"]) if on else 0
 
 
 def has_meta_judge(knobs: dict) -> bool:
@@ -302,6 +302,9 @@ MECHANISMS = {
     "meta_judge_learning": Mechanism(
         "the meta-judge's own self-labelled steps (taken with the judge's)", _meta_judge_learning_off
     ),
+    "nk": Mechanism(
+        "the NK landscape (landscape nk)", lambda k: None if k["landscape"] == "nk" else "landscape is reference"
+    ),
 }
 
 
@@ -330,7 +333,7 @@ KNOBS = {
         ("sampled", "exact"),
         "sampled",
         "sampled: every step's gradient from its batch (reference); exact: its expectation, summed over all "
-        "4096 outputs (all 4096² pairs for the judges): the loop's large-batch limit, no sampling noise",
+        "N outputs (all N² pairs for the judges): the loop's large-batch limit, no sampling noise",
         scope=GROUP,
     ),
     # the policy
@@ -435,11 +438,12 @@ KNOBS = {
     "kl_estimator": Knob(
         ("exact", "k1", "k3"),
         "exact",
-        "exact: the sum over all 4096; k1: score-function of log π/π₀ on the batch; k3: (r − 1) − log r on the batch",
+        "exact: the sum over all N sequences; k1: score-function of log π/π₀ on the batch; k3: (r − 1) − log r "
+        "on the batch",
         mechanism="kl_penalty",
     ),
     "entropy_exact": Knob(
-        float, 0.0, "− c·H(π) in the policy loss, H exact over all 4096 outputs", low=0.0, high=LOSS_WEIGHT_MAX
+        float, 0.0, "− c·H(π) in the policy loss, H exact over all N outputs", low=0.0, high=LOSS_WEIGHT_MAX
     ),
     # the judge(s)
     "judge_arch": Knob(
@@ -545,8 +549,8 @@ KNOBS = {
     "meta_holdout_fraction": Knob(
         float,
         0.0,
-        "meta-correction: a fixed held-out set of int(4096·f) q*-labelled pairs",
-        unit="of 4096",
+        "meta-correction: a fixed held-out set of int(N·f) q*-labelled pairs",
+        unit="of N",
         low=0.0,
         high=1.0,
         variant=("n_holdout", n_holdout_pairs),
@@ -630,9 +634,8 @@ KNOBS = {
         int,
         2,
         "the filler token of verbosity f(x) = #positions holding it (0 ↑ 1 ↗ 2 → 3 ↘ 4 ↓ 5 ↙ 6 ← 7 ↖)",
-        unit="token id",
+        unit="token id (< vocab)",
         low=0,
-        high=VOCAB - 1,
         pretrain=True,
     ),
     "planted_bias": Knob(
@@ -653,6 +656,31 @@ KNOBS = {
         high=Q_STAR_SCALE_MAX,
         pretrain=True,
     ),
+    # the world (docs/worlds.md)
+    "landscape": Knob(
+        LANDSCAPES,
+        "reference",
+        "the ground truth's family: the published recipe (additive over positions), or Kauffman's NK "
+        "landscape, each position's U(0, 1) contribution a random function of its token and the next nk_k",
+        pretrain=True,
+    ),
+    "nk_k": Knob(
+        int,
+        0,
+        "nk: K, the neighbours each position's contribution reads (0 additive .. seq_len − 1)",
+        low=0,
+        pretrain=True,
+        mechanism="nk",
+    ),
+    "world_seed": Knob(
+        int,
+        WORLD_KEY,
+        "the key q* (and the transition term) is drawn from: another seed, another world of the same family",
+        low=0,
+        pretrain=True,
+    ),
+    "vocab": Knob(int, 8, "tokens in the vocabulary, V: the world is all V^L sequences", low=2, scope=STUDY),
+    "seq_len": Knob(int, 4, "tokens per sequence, L", low=1, scope=STUDY),
     # the loop's sizes
     "batch_size": Knob(
         int,
@@ -690,7 +718,7 @@ KNOBS = {
     "save_distributions": Knob(
         ("none", "final", "all"),
         "none",
-        "also store π(x) and the ensemble-mean J(x) of all 4096 sequences: at the last record, or at every record",
+        "also store π(x) and the ensemble-mean J(x) of all N sequences: at the last record, or at every record",
         scope=STUDY,
     ),
 }
@@ -747,6 +775,12 @@ def variant_of(knobs: dict) -> Variant:
 
 def sizes_of(knobs: dict) -> Sizes:
     return Sizes(*(knobs[name] for name in STUDY_KNOBS))
+
+
+def world_of(knobs: dict | Sizes) -> World:
+    """The world of a study, from its resolved knobs or its `Sizes`."""
+    values = knobs if isinstance(knobs, dict) else knobs._asdict()
+    return World(values["vocab"], values["seq_len"])
 
 
 def pretrain_batch(sizes: Sizes) -> int:

@@ -13,7 +13,8 @@ import engine
 from engine.core import exact
 from engine.core.models import make_judges
 from engine.core.state import make_run_inputs
-from engine.core.world import N_SEQUENCES, q_star_of
+from engine.core.world import REFERENCE_WORLD as WORLD
+from engine.core.world import run_q_star
 from engine.knobs import DEFAULTS, condition_arrays
 from engine.loop.batch import make_batch_run
 from engine.mechanisms.best_response import best_response_log_probs
@@ -35,8 +36,8 @@ def test_the_best_response_maximises_the_regularised_objective(beta, c):
     """The code's π* is the float64 formula (β log π₀ + J)/(β + c) − logsumexp, and its objective beats
     every random perturbation of it and every random distribution on the simplex."""
     rng = np.random.default_rng(0)
-    scores = rng.normal(size=N_SEQUENCES)
-    initial = np.log(rng.dirichlet(np.full(N_SEQUENCES, 0.5)))
+    scores = rng.normal(size=WORLD.n_sequences)
+    initial = np.log(rng.dirichlet(np.full(WORLD.n_sequences, 0.5)))
     condition = first_row(condition_arrays([{**DEFAULTS, "kl_penalty": beta, "entropy_exact": c}]))
     got = np.asarray(jax.jit(best_response_log_probs)(jnp.float32(scores), jnp.float32(initial), condition), np.float64)
     logits = (beta * initial + scores) / (beta + c)
@@ -47,16 +48,16 @@ def test_the_best_response_maximises_the_regularised_objective(beta, c):
     value = objective(best, scores, initial, beta, c)
     for scale in (1e-2, 1e-1, 1.0):
         for _ in range(20):
-            moved = got + scale * rng.normal(size=N_SEQUENCES)
+            moved = got + scale * rng.normal(size=WORLD.n_sequences)
             assert objective(np.exp(moved - np.logaddexp.reduce(moved)), scores, initial, beta, c) < value
     for _ in range(20):
-        other = rng.dirichlet(np.full(N_SEQUENCES, 0.5))
+        other = rng.dirichlet(np.full(WORLD.n_sequences, 0.5))
         gap = value - objective(other, scores, initial, beta, c)
         assert gap > 0
         # Gibbs: the objective falls short of its maximum by exactly (β + c)·KL(π‖π*)
         np.testing.assert_allclose(gap, (beta + c) * other @ (np.log(other) - np.log(best)), rtol=1e-6)
     assert objective(np.exp(initial), scores, initial, beta, c) < value  # π₀ itself
-    point = np.zeros(N_SEQUENCES)
+    point = np.zeros(WORLD.n_sequences)
     point[np.argmax(scores)] = 1.0
     assert objective(point, scores, initial, beta, c) < value  # the judge's favourite alone
 
@@ -115,7 +116,7 @@ def test_the_judges_take_the_exact_self_labelled_step_against_the_best_response(
     variant, sizes, runs = responding_runs(small)
     batch = make_batch_run(variant, sizes)
     start = jax.jit(batch.start)(runs)
-    q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    q_stars = jax.vmap(lambda condition: run_q_star(WORLD, condition))(runs.condition)
     after = jax.jit(batch.step)(start, runs, q_stars, 0, 0)
 
     @jax.jit
@@ -140,7 +141,7 @@ def test_judge_data_accumulates_the_best_response(small):
     assert variant.judge_data_slots == 1
     batch = make_batch_run(variant, sizes)
     start = jax.jit(batch.start)(runs)
-    q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    q_stars = jax.vmap(lambda condition: run_q_star(WORLD, condition))(runs.condition)
     after = jax.jit(batch.step)(start, runs, q_stars, 0, 0)
     response = jax.vmap(
         lambda judges, initial, condition: jnp.exp(

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.core.world import all_sequences, reference_q_star, transition_term, verbosity
 from engine.mechanisms.bias import (
     DEFAULT_BIAS_TOKEN,
@@ -18,9 +19,9 @@ from engine.mechanisms.bias import (
 )
 from engine.mechanisms.meta_judge import least_certain_pairs, meta_agreement, meta_labels, meta_pairs, meta_select
 
-Q = reference_q_star()
+Q = reference_q_star(WORLD)
 SIGMA = float(np.std(np.asarray(Q)))
-F = verbosity(DEFAULT_BIAS_TOKEN)
+F = verbosity(WORLD, DEFAULT_BIAS_TOKEN)
 BEST = int(np.argmax(np.asarray(Q)))  # ↗ ↓ ↑ ↗
 
 
@@ -36,24 +37,24 @@ UNIFORM = jnp.full(4096, 1 / 4096)
 
 @pytest.mark.parametrize("token", range(8))
 def test_verbosity_counts_the_token_and_sums_to_2048(token):
-    f = np.asarray(verbosity(token))
+    f = np.asarray(verbosity(WORLD, token))
     assert f.dtype == np.float32 and f.shape == (4096,)
-    np.testing.assert_array_equal(f, (all_sequences() == token).sum(axis=1))
+    np.testing.assert_array_equal(f, (all_sequences(WORLD) == token).sum(axis=1))
     assert f.sum() == 2048  # 4096 sequences × 4 positions × 1/8
     assert np.bincount(f.astype(int)).tolist() == [2401, 1372, 294, 28, 1]  # binomial(4, 1/8) × 4096
 
 
 def test_verbosity_accepts_a_traced_token():
-    np.testing.assert_array_equal(jax.jit(verbosity)(jnp.int32(5)), verbosity(5))
-    assert jax.vmap(verbosity)(jnp.arange(8)).sum() == 8 * 2048
-    assert float(F[BEST]) == 0 and float(F[all_sequences().tolist().index([2, 2, 2, 2])]) == 4
+    np.testing.assert_array_equal(jax.jit(lambda token: verbosity(WORLD, token))(jnp.int32(5)), verbosity(WORLD, 5))
+    assert jax.vmap(lambda token: verbosity(WORLD, token))(jnp.arange(8)).sum() == 8 * 2048
+    assert float(F[BEST]) == 0 and float(F[all_sequences(WORLD).tolist().index([2, 2, 2, 2])]) == 4
 
 
 # ---------------------------------------------------------------------- planted bias
 
 
 def test_zero_planted_bias_is_q_star_bit_for_bit():
-    for q in (Q, Q + 0.7 * transition_term()):
+    for q in (Q, Q + 0.7 * transition_term(WORLD)):
         for fn in (biased_target, jax.jit(biased_target)):
             for b in (0.0, jnp.float32(0.0), 0):
                 out = fn(q, F, b)
@@ -87,7 +88,7 @@ def test_judge_bias_of_an_exactly_biased_judge_is_k(k):
 
 def test_judge_bias_of_q_star_itself_is_zero_for_every_token():
     for token in range(8):
-        assert abs(float(judge_bias(Q, Q, verbosity(token)))) < 1e-5
+        assert abs(float(judge_bias(Q, Q, verbosity(WORLD, token)))) < 1e-5
 
 
 def test_judge_bias_equals_float64_least_squares_on_a_messy_judge():
@@ -111,8 +112,8 @@ def test_judge_bias_invariant_to_a_constant_and_proportional_to_scale():
 
 
 def test_judge_bias_under_jit_and_vmap_over_tokens():
-    scores = biased_target(Q, verbosity(6), 0.4)
-    fn = jax.jit(jax.vmap(lambda t: judge_bias(scores, Q, verbosity(t))))
+    scores = biased_target(Q, verbosity(WORLD, 6), 0.4)
+    fn = jax.jit(jax.vmap(lambda t: judge_bias(scores, Q, verbosity(WORLD, t))))
     out = np.asarray(fn(jnp.arange(8)))
     assert abs(out[6] - 0.4) < 1e-4
 
@@ -128,38 +129,38 @@ def test_policy_verbosity_uniform_and_point_masses():
 
 def test_level_ceiling_matches_brute_force():
     q, f = np.asarray(Q), np.asarray(F)
-    np.testing.assert_array_equal(level_ceiling(Q, F), [q[f == v].max() for v in range(5)])
+    np.testing.assert_array_equal(level_ceiling(WORLD, Q, F), [q[f == v].max() for v in range(5)])
 
 
 def test_bias_cost_zero_at_the_global_best_and_at_its_verbosity_level():
-    assert float(bias_cost(point_mass(BEST), Q, F)) == 0
+    assert float(bias_cost(WORLD, point_mass(BEST), Q, F)) == 0
     # Any policy at verbosity 0 (the best's level for →) costs nothing, however bad.
     zero_level = np.flatnonzero(np.asarray(F) == 0)
     worst_of_level = zero_level[np.asarray(Q)[zero_level].argmin()]
-    assert float(bias_cost(point_mass(worst_of_level), Q, F)) == 0
-    assert float(within_level_gap(point_mass(worst_of_level), Q, F)) > 5
+    assert float(bias_cost(WORLD, point_mass(worst_of_level), Q, F)) == 0
+    assert float(within_level_gap(WORLD, point_mass(worst_of_level), Q, F)) > 5
 
 
 def test_bias_cost_of_full_verbosity_and_the_regret_decomposition():
     all_filler = 2 * 512 + 2 * 64 + 2 * 8 + 2  # → → → →
     q = np.asarray(Q, np.float64)
-    assert abs(float(bias_cost(point_mass(all_filler), Q, F)) - (q.max() - q[all_filler])) < 1e-5
+    assert abs(float(bias_cost(WORLD, point_mass(all_filler), Q, F)) - (q.max() - q[all_filler])) < 1e-5
     for probs in (UNIFORM, jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(0), (4096,)) * 3)):
         regret = q.max() - float(np.asarray(probs, np.float64) @ q)
-        total = float(bias_cost(probs, Q, F) + within_level_gap(probs, Q, F))
+        total = float(bias_cost(WORLD, probs, Q, F) + within_level_gap(WORLD, probs, Q, F))
         assert abs(total - regret) < 1e-4
-        assert float(bias_cost(probs, Q, F)) > 0 and float(within_level_gap(probs, Q, F)) > 0
+        assert float(bias_cost(WORLD, probs, Q, F)) > 0 and float(within_level_gap(WORLD, probs, Q, F)) > 0
 
 
 def test_bias_cost_moves_with_verbosity_mass():
     # A point mass on the best sequence of level v costs exactly max q* − m(v); for → in the
     # reference world m is decreasing in v, so the cost grows with every filler token.
-    ceiling = np.asarray(level_ceiling(Q, F))
+    ceiling = np.asarray(level_ceiling(WORLD, Q, F))
     f = np.asarray(F)
     costs = []
     for v in range(5):
         index = int(np.flatnonzero(f == v)[np.asarray(Q)[f == v].argmax()])
-        costs.append(float(bias_cost(point_mass(index), Q, F)))
+        costs.append(float(bias_cost(WORLD, point_mass(index), Q, F)))
     np.testing.assert_allclose(costs, ceiling.max() - ceiling, atol=1e-6)
     assert costs == sorted(costs)
 
@@ -216,7 +217,7 @@ def test_meta_labels_and_agreement_with_an_independent_meta_judge():
 
 
 def test_reference_facts_quoted_in_docs():
-    facts = verbosity_facts(Q, DEFAULT_BIAS_TOKEN)
+    facts = verbosity_facts(WORLD, Q, DEFAULT_BIAS_TOKEN)
     f, q = np.asarray(F, np.float64), np.asarray(Q, np.float64)
     assert float(facts.pearson) == pytest.approx(np.corrcoef(f, q)[0, 1], abs=1e-5)
     assert float(facts.spearman) == pytest.approx(scipy.stats.spearmanr(f, q).statistic, abs=1e-5)
@@ -225,7 +226,7 @@ def test_reference_facts_quoted_in_docs():
     assert np.round(np.asarray(facts.level_ceiling, np.float64), 3).tolist() == [3.266, 3.231, 2.583, 0.567, -1.874]
     assert int(facts.best_verbosity) == 0
     # The global best contains ↑ once and ↗ twice; no other token.
-    best_verbosity = [int(verbosity_facts(Q, t).best_verbosity) for t in range(8)]
+    best_verbosity = [int(verbosity_facts(WORLD, Q, t).best_verbosity) for t in range(8)]
     assert best_verbosity == [1, 2, 0, 0, 1, 0, 0, 0]
 
 
@@ -237,13 +238,13 @@ def test_batched_over_runs_equals_one_run_at_a_time():
     planted = jnp.array([0.0, 0.2, 1.0])
 
     def one_run(probs, scores, token, b):
-        f = verbosity(token)
+        f = verbosity(WORLD, token)
         return (
             biased_target(Q, f, b),
             judge_bias(scores, Q, f),
             policy_verbosity(probs, f),
-            bias_cost(probs, Q, f),
-            within_level_gap(probs, Q, f),
+            bias_cost(WORLD, probs, Q, f),
+            within_level_gap(WORLD, probs, Q, f),
         )
 
     batched = jax.jit(jax.vmap(one_run))(probs, scores, tokens, planted)

@@ -13,7 +13,8 @@ from engine.core.exact import judge_scores_all, policy_log_probs_all, spearman
 from engine.core.models import ensemble_scores, make_judges
 from engine.core.optim import params
 from engine.core.state import init_run, make_run_inputs
-from engine.core.world import q_star_of, verbosity
+from engine.core.world import REFERENCE_WORLD as WORLD
+from engine.core.world import run_q_star, verbosity
 from engine.host.plan import make_plan
 from engine.host.program import make_program
 from engine.knobs import condition_arrays, sizes_of
@@ -95,7 +96,10 @@ def test_records_equal_engine_bias_of_the_runs_own_judge_and_policy(ds, study):
         for c, s, position in zip(group.condition_index, group.seed_index, group.position, strict=True):
             name, run = resolved.condition_names[c], start.isel(condition=c, seed=s)
             knobs = resolved.conditions[name]
-            q, f = q_star_of(knobs["transition_alpha"]), verbosity(knobs["bias_token"])
+            q, f = (
+                run_q_star(WORLD, jax.tree.map(lambda leaf: jnp.asarray(leaf[0]), condition_arrays([knobs]))),
+                verbosity(WORLD, knobs["bias_token"]),
+            )
             row = int(group.inputs.pretrain_index[position, 0])
             judge = take_rows(pretrained.judge, row)
             assert run.pretrain_steps.item() >= int(pretrained.steps[row])  # the same pretraining
@@ -106,7 +110,7 @@ def test_records_equal_engine_bias_of_the_runs_own_judge_and_policy(ds, study):
             inputs = make_run_inputs(condition, jnp.int32(resolved.seeds[s]), judge, jnp.zeros(1, jnp.int32))
             probs = jnp.exp(policy_log_probs_all(init_run(inputs).policy))
             np.testing.assert_allclose(run.policy_verbosity, policy_verbosity(probs, f), rtol=1e-5)
-            np.testing.assert_allclose(run.bias_cost, bias_cost(probs, q, f), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(run.bias_cost, bias_cost(WORLD, probs, q, f), rtol=1e-4, atol=1e-6)
             if group.variant.meta_judge:
                 meta_row = int(group.inputs.meta_pretrain_index[position])
                 assert int(table.member[meta_row]) == META_JUDGE_MEMBER
@@ -176,11 +180,11 @@ def test_a_meta_step_is_skipped_when_not_due_or_frozen(small):
 
 
 def test_the_meta_step_never_sees_q_star(small):
-    """The only way to q* from a run is its condition (q_star_of(transition_alpha)): a different
+    """The only way to q* from a run is its condition (`run_q_star`): a different
     q* leaves the meta step unchanged bit for bit."""
     run, state, sizes = one_run(small, meta_row=1)
     other_world = eqx.tree_at(lambda r: r.condition.transition_alpha, run, jnp.float32(1.0))
-    assert not np.array_equal(q_star_of(run.condition.transition_alpha), q_star_of(1.0))
+    assert not np.array_equal(run_q_star(WORLD, run.condition), run_q_star(WORLD, other_world.condition))
     assert same(meta_step(state, run, sizes), meta_step(state, other_world, sizes))
 
 
@@ -265,7 +269,7 @@ def test_the_inner_step_hands_the_pull_to_the_meta_step(small):
     states = jax.vmap(init_run)(runs)
     moved = jax.tree.map(lambda leaf: jnp.stack([leaf[1:2], leaf[1:2]]), table)  # not the pretrained judge
     states = eqx.tree_at(lambda s: s.judges, states, moved)
-    q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    q_stars = jax.vmap(lambda condition: run_q_star(WORLD, condition))(runs.condition)
     after = jax.jit(make_inner_step(variant, sizes, None))(states, runs, q_stars, 0, 0)
     free, pulled = (jax.tree.map(lambda leaf, i=i: leaf[i], after.judges) for i in (0, 1))
     pretrained = jax.tree.map(lambda leaf: leaf[0], runs.pretrained)

@@ -7,6 +7,7 @@ import scipy.stats
 from engine.core.exact import judge_scores_all, policy_log_probs_all, policy_log_probs_tree, spearman
 from engine.core.models import Policy, make_judges
 from engine.core.state import init_run, make_run_inputs
+from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.core.world import reference_q_star
 from engine.knobs import DEFAULTS, condition_arrays, variant_of
 from engine.loop.diagnostics import DIVERGED_PARAMETER, exact_metrics, run_metrics
@@ -25,9 +26,9 @@ def test_spearman_equals_scipy_including_ties():
 def test_exact_metrics_equal_brute_force_sums():
     policy = Policy(key=jax.random.PRNGKey(0))
     judges = make_judges(jax.random.PRNGKey(1), 3)
-    q = reference_q_star()
+    q = reference_q_star(WORLD)
     initial = policy_log_probs_all(Policy(key=jax.random.PRNGKey(2)))
-    metrics = exact_metrics(policy_log_probs_tree(policy), judge_scores_all(judges), q, initial, 4)
+    metrics = exact_metrics(WORLD, policy_log_probs_tree(policy), judge_scores_all(judges), q, initial, 4)
     log_p = np.asarray(policy_log_probs_all(policy), np.float64)
     p = np.exp(log_p)
     scores = np.asarray(judge_scores_all(judges), np.float64)
@@ -54,7 +55,7 @@ def test_a_run_is_unhealthy_once_a_parameter_leaves_float32_sense_finite_or_not(
     condition = jax.tree.map(lambda a: jnp.asarray(a[0]), condition_arrays([DEFAULTS]))
     run = make_run_inputs(condition, jnp.int32(0), make_judges(jax.random.PRNGKey(0), 1), jnp.zeros(1, jnp.int32))
     state = init_run(run)
-    healthy = jax.jit(lambda s: run_metrics(s, run, reference_q_star(), variant_of(DEFAULTS))["healthy"])
+    healthy = jax.jit(lambda s: run_metrics(s, run, reference_q_star(WORLD), variant_of(DEFAULTS))["healthy"])
     assert bool(healthy(state))
     for value in (10 * DIVERGED_PARAMETER, -10 * DIVERGED_PARAMETER, jnp.nan, jnp.inf):
         broken = eqx.tree_at(lambda s: s.policy, state, with_first_entries(state.policy, value))

@@ -11,11 +11,12 @@ import pytest
 
 from engine.cli.main import main
 from engine.core.models import policy_parameters
-from engine.core.world import N_SEQUENCES
+from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.host.chunks import seed_chunks
 from engine.host.estimate import (
     ACTIVE_MEMORY,
     GIB,
+    ITERATION_PASS_COST,
     JUDGE_WIDTH_COSTS,
     PER_JUDGE_ACTIVE,
     PER_JUDGE_STATE,
@@ -33,14 +34,23 @@ from engine.host.estimate import (
     judge_cost,
     judges_of,
     machine_slowdown,
+    pass_scale,
     policy_cost,
+    pretraining_cost,
+    pretraining_jobs,
     run_step_cost,
     size,
     state_bytes,
     step_cost,
 )
 from engine.host.plan import MAX_SUB_BATCH, make_plan
-from engine.host.runner import FETCH_DISTRIBUTIONS_BYTES, MAX_RECORDS_PER_FETCH, DistributionStore, records_per_fetch
+from engine.host.runner import (
+    FETCH_DISTRIBUTIONS_BYTES,
+    MAX_RECORDS_PER_FETCH,
+    DistributionStore,
+    distribution_bytes,
+    records_per_fetch,
+)
 from engine.host.study import StudyError, resolve
 from studies.blog import STUDY as BLOG
 
@@ -211,10 +221,12 @@ def test_the_reference_widths_keep_the_calibration():
     assert estimated.terms["batch_size"] == pytest.approx(live * PER_SEQUENCE * 64 * (1 + max(judges)))
     per_seed = sum(
         2000 * STEP_SECONDS * (1 + k["n_judges"]) / 2 * step_cost(k)
+        + 10 * STEP_SECONDS * ITERATION_PASS_COST
         + records * (j * RECORD_SECONDS + RECORD_CALL_SECONDS / runs)
         for k, j in zip(conditions, judges, strict=True)
     )
-    assert estimated.seconds == pytest.approx(len(resolved.seeds) * per_seed)
+    pretraining = sum(jobs * pretraining_cost(k) for jobs, k in pretraining_jobs(resolved, per_chunk, 2).values())
+    assert estimated.seconds == pytest.approx(len(resolved.seeds) * per_seed + pretraining * STEP_SECONDS)
 
 
 def test_wider_models_cost_more_time_and_memory():
@@ -279,7 +291,7 @@ def test_the_width_constants_follow_from_their_measurements():
     per_judge = {width: (rss[width, 32, 64, 2] - rss[width, 32, 1, 2]) / 63 / 2 for width in (8, 32, 128)}
     for width, value in ACTIVE_MEMORY.items():
         assert per_judge[width] / per_judge[32] == pytest.approx(value, abs=0.006)
-    added = policy_parameters(128) - policy_parameters(32)
+    added = policy_parameters(128, WORLD) - policy_parameters(32, WORLD)
     per_parameter = (rss[32, 128, 1, 128] - rss[32, 32, 1, 128]) * 2**20 / 128 / added
     assert per_parameter == pytest.approx(STATE_BYTES_PER_PARAMETER, abs=1)
 
@@ -322,7 +334,7 @@ def fake_record(plan, offset: int, record: int) -> list[dict]:
     groups = []
     for group in plan.groups:
         positions = len(group.inputs.seed)
-        probability = np.full((positions, N_SEQUENCES), -1.0, np.float32)
+        probability = np.full((positions, WORLD.n_sequences), -1.0, np.float32)
         for c, s, position in zip(group.condition_index, group.seed_index, group.position, strict=True):
             probability[position] = c * 1000 + (offset + s) * 10 + record
         groups.append(
@@ -348,15 +360,15 @@ def test_distributions_are_stored_in_place_and_the_others_dropped_at_once(saved)
     stored = store.arrays["policy_probability"]
     records = [0, 1, 2, 3] if saved == "all" else [3]
     expected = np.array([[[c * 1000 + s * 10 + r for r in records] for s in range(3)] for c in range(2)])
-    np.testing.assert_array_equal(stored, np.broadcast_to(expected[..., None], (2, 3, len(records), N_SEQUENCES)))
+    np.testing.assert_array_equal(stored, np.broadcast_to(expected[..., None], (2, 3, len(records), WORLD.n_sequences)))
     np.testing.assert_array_equal(store.arrays["judge_score"], -stored)
 
 
 def test_records_are_fetched_in_batches_that_bound_what_waits_on_the_device():
-    assert records_per_fetch(1, 256, distributions=True) == 1
-    assert records_per_fetch(1000, 1, distributions=False) == MAX_RECORDS_PER_FETCH
-    assert records_per_fetch(1000, 256, distributions=True) * 256 * 32 * 1024 <= FETCH_DISTRIBUTIONS_BYTES
-    assert records_per_fetch(1000, 10**6, distributions=True) == 1
+    assert records_per_fetch(1, 256, distribution_bytes(WORLD)) == 1
+    assert records_per_fetch(1000, 1, 0) == MAX_RECORDS_PER_FETCH
+    assert records_per_fetch(1000, 256, distribution_bytes(WORLD)) * 256 * 32 * 1024 <= FETCH_DISTRIBUTIONS_BYTES
+    assert records_per_fetch(1000, 10**6, distribution_bytes(WORLD)) == 1
 
 
 def test_fetching_mid_iteration_keeps_every_record_in_its_place(small, monkeypatch):
@@ -369,7 +381,7 @@ def test_fetching_mid_iteration_keeps_every_record_in_its_place(small, monkeypat
     whole = engine.run_study(study, sub_batch=1)
     monkeypatch.setattr(engine.host.runner, "MAX_RECORDS_PER_FETCH", 2)
     pieces = engine.run_study(study, sub_batch=1, max_runs_per_chunk=1)
-    assert pieces.sizes["step"] == 7 and pieces.policy_probability.shape == (1, 2, 7, N_SEQUENCES)
+    assert pieces.sizes["step"] == 7 and pieces.policy_probability.shape == (1, 2, 7, WORLD.n_sequences)
     for name in ("policy_probability", "judge_score", "policy_quality", "judge_alignment"):
         np.testing.assert_array_equal(pieces[name].values, whole[name].values)
 
@@ -396,3 +408,35 @@ def test_an_exact_run_step_is_priced_within_what_was_measured_whatever_the_batch
         assert run_step_cost(resolved.conditions["frozen"]) < 3  # the policy's exact step alone
     sampled = resolve(one(conditions, batch_size=1024)).conditions["baseline"]
     assert run_step_cost(sampled) == 16  # a sampled step grows with its batch
+
+
+@pytest.mark.parametrize(
+    "study",
+    [
+        BLOG,
+        one({"c": {"n_judges": 3}, "meta": {"meta_source": "judge", "meta_update_every": 1}, "w": {"judge_hidden": 8}}),
+        one({"a": {"planted_bias": 0.5}, "b": {"n_judges": 2}}, seeds=range(9)),
+    ],
+    ids=["blog", "ensemble_meta_width", "pretraining_knobs"],
+)
+def test_the_judges_pretrained_are_the_plans(study):
+    """Per judge model, the pretraining jobs priced are the rows of the plan's pretraining table."""
+    resolved = resolve(study)
+    plan = make_plan(resolved, resolved.seeds, 2)
+    tables = {model: len(table.seed) for model, table in zip(plan.judge_models, plan.pretrain, strict=True)}
+    priced = pretraining_jobs(resolved, len(resolved.seeds), 2)
+    assert {model: jobs for model, (jobs, _) in priced.items()} == tables
+
+
+def test_a_world_prices_its_passes_by_its_prefix_tree_and_its_pairs_by_n_squared():
+    """1 in the reference world; 2¹⁶'s tree has 2·2¹⁶ − 1 nodes against 4681, its log N is 16/12 of 4096's; the
+    exact judge step's pair sums grow as n² = 256², its pass as the tree."""
+    knobs = resolve(one({"c": {}}, vocab=2, seq_len=16, bias_token=1)).conditions["c"]
+    assert pass_scale(resolve(one({"c": {}})).conditions["c"]) == 1.0
+    assert pass_scale(knobs) == pytest.approx((2**17 - 1) / 4681 * 16 / 12)
+    reference, large = (
+        run_step_cost(resolve(one({"c": {"gradient_estimator": "exact"}}, **world)).conditions["c"])
+        for world in ({}, {"vocab": 2, "seq_len": 16, "bias_token": 1})
+    )
+    assert reference == pytest.approx(2.1 + 18.0)
+    assert large == pytest.approx((2.1 + 4.0) * pass_scale(knobs) + 14.0 * 16**2)

@@ -23,6 +23,7 @@ from engine.core.exact import (
     sequence_index,
 )
 from engine.core.models import DEFAULT_HIDDEN, Policy
+from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.core.world import all_sequences, reference_q_star
 
 tree_log_probs = jax.jit(policy_log_probs_tree)
@@ -65,7 +66,7 @@ def test_prefix_tree_distribution_equals_teacher_forced_and_sums_to_one(hidden):
 
 
 def test_sequence_index_is_the_lexicographic_order():
-    np.testing.assert_array_equal(sequence_index(all_sequences()), np.arange(4096))
+    np.testing.assert_array_equal(sequence_index(WORLD, all_sequences(WORLD)), np.arange(4096))
 
 
 def test_policy_mode_is_the_most_probable_sequence(policies):
@@ -196,7 +197,7 @@ def test_order_statistic_weights_equal_enumeration_on_a_small_world_with_ties():
 def test_best_worst_gap_equals_monte_carlo_of_best_and_worst_of_n(policies, tied):
     probs = np.exp(np.asarray(tree_log_probs(policies[0]), np.float64))
     probs /= probs.sum()
-    q_star = np.asarray(reference_q_star(), np.float64)
+    q_star = np.asarray(reference_q_star(WORLD), np.float64)
     scores = q_star + np.random.default_rng(0).normal(size=4096)  # an imperfect judge
     if tied:
         scores = np.round(scores)  # blocks of tied scores
@@ -214,7 +215,7 @@ def test_best_worst_gap_equals_monte_carlo_of_best_and_worst_of_n(policies, tied
 
 def test_best_worst_gap_of_one_draw_is_zero_and_weights_are_distributions(policies):
     probs = jnp.exp(tree_log_probs(policies[1]))
-    scores = jnp.asarray(reference_q_star())
+    scores = jnp.asarray(reference_q_star(WORLD))
     assert float(gap_of(scores, scores, probs, 1)) == 0.0
     best, worst = weights_of(scores, probs, 8)
     np.testing.assert_allclose([best.sum(), worst.sum()], 1.0, atol=1e-5)

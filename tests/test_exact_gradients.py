@@ -15,7 +15,8 @@ import engine
 from engine.core import exact
 from engine.core.models import Judge, judge_model, make_judges
 from engine.core.state import init_run, make_run_inputs
-from engine.core.world import N_SEQUENCES, all_sequences, reference_q_star
+from engine.core.world import REFERENCE_WORLD as WORLD
+from engine.core.world import all_sequences, reference_q_star
 from engine.host.plan import group_variants
 from engine.knobs import DEFAULTS, code, condition_arrays, sizes_of, variant_of
 from engine.loop.batch import make_batch_run
@@ -31,8 +32,8 @@ from engine.mechanisms.judge_steps import (
 from engine.mechanisms.policy_rules import expected_policy_gradient, reinforce_gradient
 from engine.mechanisms.pretraining import PretrainInputs, pretrain_judge
 
-Q_STAR = reference_q_star()
-SEQUENCES = jnp.asarray(all_sequences())
+Q_STAR = reference_q_star(WORLD)
+SEQUENCES = jnp.asarray(all_sequences(WORLD))
 
 
 def flat(tree) -> jax.Array:
@@ -100,9 +101,9 @@ def dense_pair_sum(odd, x, weights) -> np.ndarray:
 )
 def test_the_antisymmetric_pair_sum_is_the_dense_sum(name, odd, odd64):
     """Every one of the 4096² terms, in float64, with exact ties among the values."""
-    x = 3 * jax.random.normal(jax.random.PRNGKey(0), (N_SEQUENCES,))
+    x = 3 * jax.random.normal(jax.random.PRNGKey(0), (WORLD.n_sequences,))
     x = x.at[:300].set(x[300:600])  # 300 ties, in other tiles
-    weights = jax.random.dirichlet(jax.random.PRNGKey(1), jnp.full(N_SEQUENCES, 0.3))
+    weights = jax.random.dirichlet(jax.random.PRNGKey(1), jnp.full(WORLD.n_sequences, 0.3))
     got = np.asarray(jax.jit(lambda x, w: exact.antisymmetric_pair_sum(odd, x, w))(x, weights))
     want = dense_pair_sum(odd64, x, weights)
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
@@ -118,19 +119,19 @@ def test_the_expected_self_labelled_gradient_is_the_double_loop_over_its_pairs()
     judge = eqx.tree_at(
         lambda j: j.embedding.weight, judge, judge.embedding.weight.at[7].set(judge.embedding.weight[6])
     )
-    chosen = np.random.default_rng(3).choice(N_SEQUENCES, 30, replace=False)
-    twins = all_sequences()[chosen].copy()
+    chosen = np.random.default_rng(3).choice(WORLD.n_sequences, 30, replace=False)
+    twins = all_sequences(WORLD)[chosen].copy()
     twins[twins == 6] = 7  # token 7 reads as token 6: the twin's score is bit for bit the same
-    support = np.unique(np.concatenate([chosen, np.asarray(exact.sequence_index(twins))]))
+    support = np.unique(np.concatenate([chosen, np.asarray(exact.sequence_index(WORLD, twins))]))
     assert len(support) > len(chosen)  # some twins are new sequences, so some pairs tie
     weights = np.random.default_rng(4).uniform(0.2, 1.0, len(support))
-    probs = np.zeros(N_SEQUENCES)
+    probs = np.zeros(WORLD.n_sequences)
     probs[support] = weights / weights.sum()
 
     scores = np.asarray(judge.all_scores(), np.float64)
     assert len(np.unique(scores[support])) < len(support)
     slope = 1 / (1 + np.exp(-(scores[:, None] - scores[None, :]))) - (scores[:, None] > scores[None, :])  # ℓ'(d)
-    brute = np.zeros(N_SEQUENCES)
+    brute = np.zeros(WORLD.n_sequences)
     for a in support:
         for b in support:
             brute[a] += probs[a] * probs[b] * slope[a, b]
@@ -156,13 +157,13 @@ def test_the_expected_self_labelled_gradient_is_the_double_loop_over_its_pairs()
 def test_the_label_sums_are_the_expected_labels_of_every_pair():
     """ℓ(c) = (1/N) Σ_b E[y(c, b) − y(b, c)]: sign(Δq*) without noise, erf(Δv/(2s)) with it."""
     q = np.asarray(Q_STAR, np.float64)
-    perfect = jax.jit(lambda q: expected_label_sums(q, first_row(condition_arrays([DEFAULTS])), False))(Q_STAR)
+    perfect = jax.jit(lambda q: expected_label_sums(WORLD, q, first_row(condition_arrays([DEFAULTS])), False))(Q_STAR)
     np.testing.assert_allclose(perfect, np.sign(q[:, None] - q[None, :]).mean(axis=1), atol=1e-6)
     knobs = {**DEFAULTS, "oracle_noise": 0.7, "oracle_bias": 0.5}
-    noisy = jax.jit(lambda q: expected_label_sums(q, first_row(condition_arrays([knobs])), True))(Q_STAR)
+    noisy = jax.jit(lambda q: expected_label_sums(WORLD, q, first_row(condition_arrays([knobs])), True))(Q_STAR)
     import scipy.special
 
-    verbosity = (all_sequences() == knobs["bias_token"]).sum(axis=1)
+    verbosity = (all_sequences(WORLD) == knobs["bias_token"]).sum(axis=1)
     values = q + 0.5 * q.std() * verbosity
     want = scipy.special.erf((values[:, None] - values[None, :]) / (2 * 0.7 * q.std())).mean(axis=1)
     np.testing.assert_allclose(noisy, want, atol=1e-6)
@@ -211,7 +212,7 @@ def test_the_mean_sampled_self_labelled_gradient_is_the_exact():
     _, state, _ = one_run()
     judge = first_row(state.judges)
     probs = jnp.exp(exact.policy_log_probs_tree(state.policy))
-    assert float(probs.max()) > 30 / N_SEQUENCES  # far from uniform
+    assert float(probs.max()) > 30 / WORLD.n_sequences  # far from uniform
     batch_size = 4
 
     def sampled(key):
@@ -236,13 +237,13 @@ def test_the_mean_sampled_oracle_pair_gradient_is_the_exact(labeller, imperfect)
     n_pairs = 8
 
     def sampled(key):
-        index_a, index_b = jax.random.randint(key, (2, n_pairs), 0, N_SEQUENCES)
-        pairs = labelled_pairs(Q_STAR, condition, index_a, index_b, noise_key(key), imperfect)
+        index_a, index_b = jax.random.randint(key, (2, n_pairs), 0, WORLD.n_sequences)
+        pairs = labelled_pairs(WORLD, Q_STAR, condition, index_a, index_b, noise_key(key), imperfect)
         return flat(eqx.filter_grad(lambda j: pair_loss(j, *pairs)[0])(judge))
 
     @functools.partial(jax.jit, static_argnums=1)
     def exact_gradient(condition, imperfect: bool):
-        label_sums = expected_label_sums(Q_STAR, condition, imperfect)
+        label_sums = expected_label_sums(WORLD, Q_STAR, condition, imperfect)
         return flat(score_gradient_grads(judge, lambda s: oracle_score_gradient(s, label_sums)))
 
     expected = exact_gradient(condition, imperfect)
@@ -362,7 +363,7 @@ def pretrained(batch_size: int, pretrain_batch_size: int):
     knobs = {**DEFAULTS, "batch_size": batch_size, "pretrain_batch_size": pretrain_batch_size}
     knobs |= {"judge_init_alignment": 0.5, "pretrain_check_every": 10}
     job = PretrainInputs(jnp.int32(0), jnp.int32(0), first_row(condition_arrays([knobs])))
-    build = judge_model(knobs["judge_arch"], knobs["judge_hidden"])
+    build = judge_model(knobs["judge_arch"], knobs["judge_hidden"], WORLD)
     result = jax.jit(pretrain_judge, static_argnums=(1, 2))(job, sizes_of(knobs), build)
     return result.steps, flat(result.judge)
 

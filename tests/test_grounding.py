@@ -14,7 +14,8 @@ import engine
 from engine.core.exact import policy_log_probs_tree, sample_weighted, sequence_index
 from engine.core.models import make_judges
 from engine.core.state import make_run_inputs
-from engine.core.world import all_sequences, q_star_of, reference_q_star, verbosity
+from engine.core.world import REFERENCE_WORLD as WORLD
+from engine.core.world import all_sequences, reference_q_star, run_q_star, verbosity
 from engine.host.plan import group_variants
 from engine.knobs import DEFAULTS, condition_arrays
 from engine.loop.batch import begin_iteration, make_batch_run
@@ -23,7 +24,7 @@ from engine.mechanisms.grounding import labeller_values, noisy_preferences
 from engine.mechanisms.holdout_meta import holdout_labelled_pairs, holdout_pair_indices
 from engine.mechanisms.judge_steps import ensemble_pair_step, self_labelled_update
 
-Q_STAR = np.asarray(reference_q_star())
+Q_STAR = np.asarray(reference_q_star(WORLD))
 SIGMA = float(np.std(Q_STAR.astype(np.float64)))
 
 
@@ -39,7 +40,7 @@ def labeller(noise: float, bias: float, index_a, index_b, key):
     """The labeller's preferences [v(a) + s·ε_a > v(b) + s·ε_b] for a run with these knobs."""
     condition = condition_arrays([{**DEFAULTS, "oracle_noise": noise, "oracle_bias": bias}])
     condition = jax.tree.map(lambda leaf: jnp.asarray(leaf[0]), condition)
-    values = labeller_values(jnp.asarray(Q_STAR), condition)
+    values = labeller_values(WORLD, jnp.asarray(Q_STAR), condition)
     scale = condition.oracle_noise * jnp.std(jnp.asarray(Q_STAR))
     return noisy_preferences(values, index_a, index_b, scale, key)
 
@@ -82,7 +83,7 @@ def test_bias_shifts_labels_toward_the_verbose_sequence():
     """Without noise a biased labeller ranks q* + b·σ(q*)·f exactly; the share of pairs (of different
     verbosity) it labels in favour of the more verbose sequence grows with b, to all of them."""
     index_a, index_b = random_pairs(40_000)
-    f = np.asarray(verbosity(2))
+    f = np.asarray(verbosity(WORLD, 2))
     differ = f[index_a] != f[index_b]
     a_more_verbose = f[index_a] > f[index_b]
     shares = []
@@ -100,7 +101,7 @@ def test_bias_shifts_labels_toward_the_verbose_sequence():
 
 def test_the_held_out_labels_are_drawn_once_per_run(small):
     """The same labels at every measurement of a run; another seed, another draw; without noise, q*'s."""
-    holdout = holdout_pair_indices(204)
+    holdout = holdout_pair_indices(WORLD, 204)
     resolved = engine.resolve(small({"noisy": {"oracle_noise": 1.0}, "perfect": {}}, seeds=[0]))
 
     def run(name, seed):
@@ -137,7 +138,7 @@ def one_group(small, conditions: dict, **base):
     table = make_judges(jax.random.PRNGKey(3), 1)
     runs = make_run_inputs(condition, jnp.zeros(n, jnp.int32), table, jnp.zeros((n, 1), jnp.int32))
     batch = make_batch_run(variants[0], resolved.sizes)
-    return variants[0], batch, runs, jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    return variants[0], batch, runs, jax.vmap(lambda condition: run_q_star(WORLD, condition))(runs.condition)
 
 
 LOG_PROBS = jax.jit(jax.vmap(policy_log_probs_tree))
@@ -193,14 +194,14 @@ def test_the_mixture_is_every_policy_of_the_window_and_the_pairs_are_drawn_from_
     average, current = per_iteration[0] + per_iteration[1] + per_iteration[2], probabilities(states.policy)
     pairs = jax.jit(judge_data.self_labelled_pairs, static_argnums=3)
     tokens = pairs(run_at(states, 0), run_at(runs.condition, 0), jax.random.PRNGKey(0), 100_000)
-    draws = np.asarray(sequence_index(jnp.concatenate(tokens)))
+    draws = np.asarray(sequence_index(WORLD, jnp.concatenate(tokens)))
     assert chi_square_p(draws, average[0]) > 1e-3
     assert chi_square_p(draws, current[0]) < 1e-6  # the policy moved: its own draws would differ
     assert chi_square_p(draws, per_iteration[-1][0]) < 1e-6  # so would window_1's
     # the judges' step trains on pairs drawn from the sum by inverse CDF, not on fresh policy pairs
     state, condition, key, mask = run_at(states, 0), run_at(runs.condition, 0), jax.random.PRNGKey(9), jnp.array([True])
     index = sample_weighted(key, jnp.asarray(average[0], jnp.float32), 32)
-    tokens = jnp.asarray(all_sequences())[index]
+    tokens = jnp.asarray(all_sequences(WORLD))[index]
     stepped = jax.jit(self_labelled_update, static_argnums=4)(state, condition, key, jnp.bool_(True), 16)
     pair_step = jax.jit(lambda tokens_a, tokens_b: ensemble_pair_step(state, tokens_a, tokens_b, None, mask))
     expected = pair_step(tokens[:16], tokens[16:])

@@ -17,6 +17,7 @@ from engine.core.models import (
     shared_levels,
     token_gates,
 )
+from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.core.world import all_sequences
 from engine.loop.diagnostics import exact_metrics
 
@@ -54,7 +55,7 @@ def test_sampling_draws_from_the_exact_distribution():
     assert abs(probs.sum() - 1) < 1e-5
     n = 200_000
     tokens, _ = eqx.filter_jit(lambda p, u: p.sample(u))(policy, jax.random.uniform(jax.random.PRNGKey(4), (n, 4)))
-    counts = np.bincount(np.asarray(sequence_index(tokens)), minlength=4096)
+    counts = np.bincount(np.asarray(sequence_index(WORLD, tokens)), minlength=4096)
     expected = n * probs / probs.sum()
     small = expected < 5
     observed = np.append(counts[~small], counts[small].sum()) if small.any() else counts
@@ -76,20 +77,20 @@ def test_judge_batch_scores_equal_the_one_sequence_definition(hidden):
     for n in (1, 7, 64, 128, 700):
         tokens = jax.random.randint(jax.random.PRNGKey(n), (n, 4), 0, 8)
         np.testing.assert_allclose(judge.scores(tokens), jax.vmap(judge)(tokens), rtol=1e-5, atol=1e-5)
-    everything = jnp.asarray(all_sequences())
+    everything = jnp.asarray(all_sequences(WORLD))
     np.testing.assert_allclose(judge.all_scores(), jax.vmap(judge)(everything), rtol=1e-5, atol=1e-5)
     shuffled = everything[np.random.default_rng(0).permutation(4096)]
-    np.testing.assert_array_equal(judge.scores(shuffled), judge.all_scores()[sequence_index(shuffled)])
+    np.testing.assert_array_equal(judge.scores(shuffled), judge.all_scores()[sequence_index(WORLD, shuffled)])
 
 
 def test_shared_levels_follow_the_batch_size():
-    assert [shared_levels(n) for n in (1, 7, 8, 63, 64, 128, 511, 512, 4096)] == [0, 0, 1, 1, 2, 2, 2, 3, 4]
+    assert [shared_levels(WORLD, n) for n in (1, 7, 8, 63, 64, 128, 511, 512, 4096)] == [0, 0, 1, 1, 2, 2, 2, 3, 4]
 
 
 def test_ensemble_member_zero_is_the_single_judge():
     single = make_judges(jax.random.PRNGKey(5), 1)
     ensemble = make_judges(jax.random.PRNGKey(5), 3)
-    x = jnp.asarray(all_sequences()[:50])
+    x = jnp.asarray(all_sequences(WORLD)[:50])
     np.testing.assert_array_equal(ensemble_scores(single, x)[0], ensemble_scores(ensemble, x)[0])
     assert not np.allclose(ensemble_scores(ensemble, x)[0], ensemble_scores(ensemble, x)[1])
 
@@ -100,7 +101,7 @@ def test_uniform_policy_has_entropy_ln_4096_and_mean_quality():
     judges = make_judges(jax.random.PRNGKey(7), 1)
     q = jnp.asarray(np.random.default_rng(0).normal(size=4096), jnp.float32)
     uniform = jnp.full(4096, -np.log(4096), jnp.float32)
-    metrics = exact_metrics(policy_log_probs_tree(policy), judge_scores_all(judges), q, uniform, 4)
+    metrics = exact_metrics(WORLD, policy_log_probs_tree(policy), judge_scores_all(judges), q, uniform, 4)
     np.testing.assert_allclose(metrics["policy_entropy"], np.log(4096), rtol=1e-6)
     np.testing.assert_allclose(metrics["kl_to_initial"], 0.0, atol=1e-6)
     np.testing.assert_allclose(metrics["policy_quality"], np.asarray(q).mean(), atol=1e-6)

@@ -25,6 +25,7 @@ SAME = {
     "window_knob_when_fresh": ("baseline", {"judge_data_window": 2}),
     "labeller_knobs_without_labels": ("baseline", {"oracle_noise": 1.0, "oracle_bias": -0.5, "oracle_budget": 10}),
     "kl_estimator_without_kl": ("baseline", {"kl_estimator": "k1"}),
+    "nk_k_without_nk": ("baseline", {"nk_k": 2}),
     "dpo_knobs_under_reinforce": (
         "baseline",
         {"score_grid": 0.5, "dpo_beta": 0.5, "dpo_loss": "ipo", "dpo_reference": "initial", "length_control": 0.4},

@@ -9,15 +9,16 @@ from matplotlib.image import imread
 from scipy import stats
 
 import engine
+from analysis.claims import COLLAPSED
 from analysis.phase import (
     ALIGNMENT_DROP,
-    COLLAPSED_ENTROPY,
     half_change_order,
     half_change_step,
     phase_figures,
     phase_table,
     spans_zero,
 )
+from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.host.output import OutputError
 
 JUE = [1, 5, 20]  # 3 values
@@ -105,9 +106,11 @@ def test_regimes_follow_the_stated_thresholds():
     ds["judge_alignment"][:] = 0.7
     frozen_quality = ds["policy_quality"].sel(condition="frozen").isel(iteration=-1).values
     collapsed, borderline, healthy = _cell(ds, 1, 3e-3), _cell(ds, 1, 1e-3), _cell(ds, 20, 1e-4)
-    ds["policy_entropy"][collapsed, :, -1] = 0.5 * COLLAPSED_ENTROPY
+    ds["policy_entropy"][collapsed, :, -1] = 0.5 * COLLAPSED * WORLD.uniform_entropy
     ds["judge_alignment"][collapsed, :, -1] = 0.7 - 2 * ALIGNMENT_DROP
-    ds["policy_entropy"][borderline, :, -1] = 0.5 * COLLAPSED_ENTROPY  # entropy low, alignment kept: not collapsed
+    ds["policy_entropy"][borderline, :, -1] = (
+        0.5 * COLLAPSED * WORLD.uniform_entropy
+    )  # entropy low, alignment kept: not collapsed
     ds["judge_alignment"][borderline, :, -1] = 0.7 - 0.5 * ALIGNMENT_DROP
     ds["policy_quality"][healthy, :, -1] = frozen_quality + 1.0 + 0.01 * np.arange(5)
     ds["policy_quality"][collapsed, :, -1] = frozen_quality + 1.0 + 0.01 * np.arange(5)  # collapse wins

@@ -1,3 +1,5 @@
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -114,27 +116,31 @@ def test_dpo_losses_match_their_formulas():
     keep = jnp.array([True, False, True, True, False, True])
     beta = 0.1
     h = np.asarray((pc - rc) - (pr - rr), np.float64)[np.asarray(keep)]
-    np.testing.assert_allclose(dpo_loss(pc, pr, rc, rr, keep, beta), np.mean(np.log1p(np.exp(-beta * h))), rtol=1e-6)
     np.testing.assert_allclose(
-        dpo_loss(pc, pr, rc, rr, keep, beta, "ipo"), np.mean((h / 4 - 1 / (2 * beta)) ** 2), rtol=1e-6
+        dpo_loss(pc, pr, rc, rr, keep, beta, seq_len=4), np.mean(np.log1p(np.exp(-beta * h))), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        dpo_loss(pc, pr, rc, rr, keep, beta, "ipo", seq_len=4), np.mean((h / 4 - 1 / (2 * beta)) ** 2), rtol=1e-6
     )
     # Equal log-probabilities (h = 0): ln 2 for sigmoid, (1/2β)² for ipo, at any beta.
     for b in (0.01, 0.1, 10.0):
-        np.testing.assert_allclose(dpo_loss(pc, pc, rc, rc, keep, b), np.log(2), rtol=1e-6)
-        np.testing.assert_allclose(dpo_loss(pc, pc, rc, rc, keep, b, "ipo"), (1 / (2 * b)) ** 2, rtol=1e-6)
+        np.testing.assert_allclose(dpo_loss(pc, pc, rc, rc, keep, b, seq_len=4), np.log(2), rtol=1e-6)
+        np.testing.assert_allclose(dpo_loss(pc, pc, rc, rc, keep, b, "ipo", seq_len=4), (1 / (2 * b)) ** 2, rtol=1e-6)
     # Dropped pairs get no gradient.
-    grads = jax.grad(dpo_loss, argnums=(0, 1))(pc, pr, rc, rr, keep, beta)
+    grads = jax.grad(functools.partial(dpo_loss, seq_len=4), argnums=(0, 1))(pc, pr, rc, rr, keep, beta)
     for g in grads:
         np.testing.assert_array_equal(np.asarray(g)[~np.asarray(keep)], 0.0)
     with pytest.raises(ValueError):
-        dpo_loss(pc, pr, rc, rr, keep, beta, "hinge")
+        dpo_loss(pc, pr, rc, rr, keep, beta, "hinge", seq_len=4)
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
 def test_dpo_loss_without_kept_pairs_is_zero_with_zero_gradient(loss_type):
     pc = jnp.array([-1e30, 3.0])  # even absurd log-probabilities of dropped pairs do no harm
     none = jnp.zeros(2, bool)
-    loss, grads = jax.value_and_grad(dpo_loss, argnums=(0, 1))(pc, pc, pc, pc, none, 0.1, loss_type)
+    loss, grads = jax.value_and_grad(functools.partial(dpo_loss, seq_len=4), argnums=(0, 1))(
+        pc, pc, pc, pc, none, 0.1, loss_type
+    )
     assert float(loss) == 0.0
     for g in grads:
         np.testing.assert_array_equal(g, 0.0)
@@ -149,7 +155,7 @@ def test_one_dpo_step_raises_the_chosen_over_the_rejected():
     def loss(policy):
         log_prob = jax.vmap(policy.log_prob)
         ref = jax.vmap(reference.log_prob)
-        return dpo_loss(log_prob(chosen), log_prob(rejected), ref(chosen), ref(rejected), keep, 0.1)
+        return dpo_loss(log_prob(chosen), log_prob(rejected), ref(chosen), ref(rejected), keep, 0.1, seq_len=4)
 
     def margin(policy):
         return jax.vmap(policy.log_prob)(chosen) - jax.vmap(policy.log_prob)(rejected)

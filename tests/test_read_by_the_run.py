@@ -46,6 +46,11 @@ EDGES = {
     "oracle_budget": [0, 6, 3, 100, 204, 10_000],
     "oracle_noise": [0.0, 0.5, 1.0, 1e3],
     "oracle_bias": [0.0, 1.0, -1.0, 1e3],
+    # small worlds, their edges (a filler token or nk_k outside the world, more than 2^16 sequences)
+    "vocab": [8, 2, 4, 3, 16, 300],
+    "seq_len": [4, 1, 2, 3, 5, 17],
+    "nk_k": [0, 1, 3, 4],
+    "world_seed": [42, 0, 7],
 }
 
 

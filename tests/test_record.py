@@ -14,7 +14,8 @@ import xarray as xr
 import engine
 from analysis.grid import stack_grid, unstack_grid
 from analysis.report import output_paths, write_all
-from engine.core.world import N_SEQUENCES, reference_q_star, render
+from engine.core.world import REFERENCE_WORLD as WORLD
+from engine.core.world import reference_q_star, render
 from engine.host.grid import grid
 from engine.knobs import KNOBS
 
@@ -85,10 +86,10 @@ def test_iteration_boundaries_equal_the_per_iteration_records_bit_for_bit(defaul
 def test_saved_distributions_sum_to_one_and_give_back_the_metrics(fine):
     probability, score = fine["policy_probability"], fine["judge_score"]
     assert probability.dims == ("condition", "seed", "step", "sequence") == score.dims
-    assert fine.sizes["sequence"] == N_SEQUENCES and fine["sequence"].values[1] == render([0, 0, 0, 1])
+    assert fine.sizes["sequence"] == WORLD.n_sequences and fine["sequence"].values[1] == render([0, 0, 0, 1])
     p = probability.values.astype(np.float64)
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
-    q_star = np.asarray(reference_q_star(), np.float64)
+    q_star = np.asarray(reference_q_star(WORLD), np.float64)
     np.testing.assert_allclose((p * q_star).sum(-1), fine.policy_quality, atol=1e-5)
     entropy = -np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=-1)
     np.testing.assert_allclose(entropy, fine.policy_entropy, atol=1e-5)

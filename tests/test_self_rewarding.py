@@ -12,6 +12,7 @@ from engine.core import exact
 from engine.core.models import Policy
 from engine.core.optim import adam_init, adam_update, params
 from engine.core.state import PairStats, RunState
+from engine.core.world import REFERENCE_WORLD as WORLD
 from engine.core.world import reference_q_star
 from engine.knobs import DEFAULTS, condition_arrays
 from engine.mechanisms import preference
@@ -23,7 +24,7 @@ OLD_METRICS = ("policy_quality", "judge_alignment", "policy_entropy", "judge_per
 def test_dpo_on_ground_truth_pairs_raises_real_quality():
     """With the judge replaced by q* itself (and never trained), DPO's best-vs-worst pairs
     and its loss against the iteration reference must push real quality up."""
-    q_star = reference_q_star()
+    q_star = reference_q_star(WORLD)
     condition = jax.tree.map(lambda a: jnp.asarray(a[0]), condition_arrays([{**DEFAULTS, "update_rule": "dpo"}]))
     policy = Policy(key=jax.random.PRNGKey(3))
     initial = exact.policy_log_probs_tree(policy)
@@ -43,7 +44,7 @@ def test_dpo_on_ground_truth_pairs_raises_real_quality():
 
     def step(state, key):
         tokens, _ = state.policy.sample(jax.random.uniform(key, (64, 4)))
-        scores = q_star[exact.sequence_index(tokens)]
+        scores = q_star[exact.sequence_index(WORLD, tokens)]
         pairs = preference.gather_pairs(tokens, scores, preference.best_worst_pairs(scores, 4))
         grads = jax.grad(lambda p: policy_dpo_loss(p, state, condition, pairs))(state.policy)
         updates, opt = adam_update(grads, state.policy_opt)

@@ -18,10 +18,13 @@ from analysis.grid import find_grid
 from analysis.report import write_all
 from engine.cli.main import summary_lines
 from engine.core.models import EMBED, Judge, MLPJudge, Policy, judge_model, parameter_count, reference_init
-from engine.core.world import SEQ_LEN, VOCAB, all_sequences
+from engine.core.world import REFERENCE_WORLD as WORLD
+from engine.core.world import all_sequences
 from engine.host.plan import make_plan
 from engine.host.program import make_program
 from engine.loop.diagnostics import CORE_METRICS
+
+VOCAB, SEQ_LEN = WORLD
 
 # pretraining runs at most this many steps (a multiple of the default check every 50 steps)
 PRETRAIN_BUDGET = 500
@@ -121,7 +124,7 @@ def test_the_mlp_judges_batched_scores_equal_its_definition_and_brute_force(hidd
     """`scores` gathers W's columns; `__call__` multiplies the one-hot vector; brute force is the
     same network in float64 NumPy over all 4096 one-hot sequences."""
     judge = MLPJudge(key=jax.random.PRNGKey(hidden), hidden=hidden)
-    everything = all_sequences()
+    everything = all_sequences(WORLD)
     one_hot = np.eye(VOCAB)[everything].reshape(len(everything), SEQ_LEN * VOCAB)
     weight, bias = (np.asarray(a, np.float64) for a in (judge.layer.weight, judge.layer.bias))
     head, head_bias = (np.asarray(a, np.float64) for a in (judge.head.weight[0], judge.head.bias[0]))
@@ -235,7 +238,7 @@ def test_every_model_of_a_run_has_its_width(small):
 
     for variant, runs, states in zip(plan.variants, started.runs, started.states, strict=True):
         policy, judge, positions = variant.policy_hidden, variant.judge_hidden, len(runs.seed)
-        judge_class = judge_model(variant.judge_arch, judge).func
+        judge_class = judge_model(variant.judge_arch, judge, WORLD).func
         assert states.policy.cell.weight_hh.shape[1:] == (3 * policy, policy)
         assert size(states.policy) == positions * architecture_parameters(Policy, policy)
         shapes = {leaf.shape for leaf in jax.tree.leaves(states.policy)}

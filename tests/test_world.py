@@ -4,10 +4,11 @@ import jax
 import numpy as np
 
 from engine.core.world import ARROWS, all_sequences, reference_q_star, render, transition_term
+from engine.core.world import REFERENCE_WORLD as WORLD
 
 
 def test_sequences_are_lexicographic_with_position_zero_slowest():
-    x = all_sequences()
+    x = all_sequences(WORLD)
     assert x.shape == (4096, 4)
     assert x[0].tolist() == [0, 0, 0, 0] and x[1].tolist() == [0, 0, 0, 1] and x[-1].tolist() == [7, 7, 7, 7]
     assert x.tolist() == [list(t) for t in itertools.product(range(8), repeat=4)]
@@ -21,18 +22,18 @@ def test_q_star_is_the_reference_recipe_bit_for_bit():
     expected = np.array(
         [
             sum(np.float32(w_pos[i] * w_tok[t]) for i, t in enumerate(x)) + sum(w_pair[i, t] for i, t in enumerate(x))
-            for x in all_sequences()
+            for x in all_sequences(WORLD)
         ],
         np.float32,
     )
-    q = np.asarray(reference_q_star())
+    q = np.asarray(reference_q_star(WORLD))
     np.testing.assert_allclose(q, expected, rtol=0, atol=2e-6)
     assert q.dtype == np.float32
 
 
 def test_q_star_published_facts():
-    q = np.asarray(reference_q_star())
-    assert render(all_sequences()[q.argmax()]) == "↗ ↓ ↑ ↗"
+    q = np.asarray(reference_q_star(WORLD))
+    assert render(all_sequences(WORLD)[q.argmax()]) == "↗ ↓ ↑ ↗"
     assert round(float(q.max()), 3) == 3.266
     assert round(float(q.min()), 3) == -4.216
     assert round(float(q.mean()), 3) == -0.724
@@ -40,15 +41,15 @@ def test_q_star_published_facts():
 
 
 def test_reference_q_star_is_additive_and_transition_term_is_not():
-    x = all_sequences()
+    x = all_sequences(WORLD)
 
     def interaction(values):
         # additive <=> q(a,b,..) - q(a',b,..) independent of the other positions
         table = np.asarray(values).reshape(8, 8, 8, 8)
         return np.abs(table[1, :, 0, 0] - table[0, :, 0, 0] - (table[1, 0, 0, 0] - table[0, 0, 0, 0])).max()
 
-    assert interaction(reference_q_star()) < 1e-5
-    assert interaction(transition_term()) > 0.1
+    assert interaction(reference_q_star(WORLD)) < 1e-5
+    assert interaction(transition_term(WORLD)) > 0.1
     assert x.shape[0] == 4096
 
 

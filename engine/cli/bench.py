@@ -148,25 +148,29 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
 
 def flops_per_inner_step(study: dict) -> float:
     """XLA's cost analysis of one inner step of a study's first group of runs, per run."""
+    import functools
+
     import jax
 
     from engine.core.models import judge_model, make_judges
     from engine.core.state import make_run_inputs
-    from engine.core.world import q_star_of
+    from engine.core.world import run_q_star
     from engine.host.plan import judge_model_of, make_plan
     from engine.host.study import resolve
+    from engine.knobs import world_of
     from engine.loop.batch import make_batch_run
 
     resolved = resolve(study)
+    world = world_of(resolved.sizes)
     plan = make_plan(resolved, resolved.seeds, n_devices=1)
     group, inputs = plan.groups[0], plan.groups[0].inputs
     model = judge_model_of(group.variant)
     rows = len(plan.pretrain[plan.judge_models.index(model)].seed)
-    table = make_judges(jax.random.PRNGKey(0), rows, judge_model(*model))  # untrained: pretraining's stand-in
+    table = make_judges(jax.random.PRNGKey(0), rows, judge_model(*model, world))  # untrained: pretraining's stand-in
     runs = make_run_inputs(inputs.condition, inputs.seed, table, inputs.pretrain_index, inputs.meta_pretrain_index)
     batch = make_batch_run(group.variant, resolved.sizes)
     states = batch.start(runs)
-    q_stars = jax.vmap(q_star_of)(runs.condition.transition_alpha)
+    q_stars = jax.vmap(functools.partial(run_q_star, world))(runs.condition)
     step = batch.step
     cost = jax.jit(step).lower(states, runs, q_stars, 0, 0).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost

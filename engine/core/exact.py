@@ -1,21 +1,21 @@
 """The policy's whole distribution, exactly, and exact functionals of it.
 
-The world is enumerable, so π over all 4096 sequences costs one pass over the prefix
-tree: the hidden states of the 1 + 8 + 64 + 512 prefixes of length 0..3, each with its
-next-token log-softmax (585 GRU steps), instead of teacher-forcing 4096 sequences × 4
-steps. Everything here handles ONE run (one policy, one set of scores); batching over
-runs is vmap's job. Functions of log-probabilities take the (4096,) vector in the
-lexicographic order of `engine.core.world.all_sequences()` (position 0 varies slowest).
+The world is enumerable, so π over all N sequences costs one pass over the prefix
+tree: the hidden states of the prefixes of length 0..L−1, each with its next-token
+log-softmax (at 8⁴: 1 + 8 + 64 + 512 = 585 GRU steps, instead of teacher-forcing 4096
+sequences × 4 steps). Everything here handles ONE run (one policy, one set of scores); batching over
+runs is vmap's job. Functions of log-probabilities take the (N,) vector in the
+lexicographic order of `engine.core.world.all_sequences(world)` (position 0 varies slowest).
 
-- `policy_log_probs_tree`: log π of all 4096 sequences, differentiable;
+- `policy_log_probs_tree`: log π of all N sequences, differentiable;
 - `entropy`, `kl`: exact H(π) and KL(π‖π₀); their `jax.grad` is the exact gradient;
 - `k1_terms`, `k3_terms`, `kl_k1`, `kl_k3`: the sampled KL estimators (Schulman's k1, k3,
   as TRL uses them) on a batch of samples x ~ π, for comparison with the exact KL;
 - `order_statistic_weights`, `best_worst_gap`: exact best-of-N / worst-of-N expectations;
-- `sequence_index`, `policy_mode`: tokens → index into the 4096, and the policy's mode;
-- `sample_indices`, `sample_weighted`: draws from a distribution over the 4096 (or from
+- `sequence_index`, `policy_mode`: tokens → index into the N, and the policy's mode;
+- `sample_indices`, `sample_weighted`: draws from a distribution over the N (or from
   weights in proportion) by inverse CDF;
-- `judge_scores_all`, `spearman`: the judge's scores of all 4096 and their rank correlation;
+- `judge_scores_all`, `spearman`: the judge's scores of all N and their rank correlation;
 - `antisymmetric_pair_sum`: Σ_b w_b·f(x_c − x_b) over all pairs, f odd: the expected pair losses'
   gradients (docs/mean_field.md);
 - `policy_log_probs_all`: log π by teacher forcing, the slow reference the tests hold the tree to.
@@ -28,43 +28,43 @@ import jax.scipy.stats
 import numpy as np
 
 from engine.core.models import JudgeModel, Policy, prefix_index
-from engine.core.world import SEQ_LEN, all_sequences
+from engine.core.world import World, all_sequences
 
 # ----------------------------------------------------------------------------------------
 # The distribution.
 
 
 def policy_log_probs_tree(policy: Policy) -> jax.Array:
-    """log π(x) of all 4096 sequences, (4096,), by one pass over the prefix tree.
+    """log π(x) of all N = V^L sequences, (N,), by one pass over the prefix tree.
 
-    Level k holds the 8^k prefixes of length k in lexicographic order with their next-token
-    log-softmax (`Policy.prefix_levels`); child p·8 + t of prefix p reads token t. 1 + 8 + 64 +
-    512 GRU steps instead of 4096 × 4, and W_hh·h once per parent. Equal to the teacher-forced
+    Level k holds the V^k prefixes of length k in lexicographic order with their next-token
+    log-softmax (`Policy.prefix_levels`); child p·V + t of prefix p reads token t. At 8⁴, 1 + 8 +
+    64 + 512 GRU steps instead of 4096 × 4, and W_hh·h once per parent. Equal to the teacher-forced
     `policy_log_probs_all` up to float rounding (a few ulps of log π). Differentiable in the policy.
     """
-    _, level_log_probs = policy.prefix_levels(SEQ_LEN - 1)
+    _, level_log_probs = policy.prefix_levels(policy.world.seq_len - 1)
     prefix_log_probs = jnp.zeros((1,))
     for next_log_probs in level_log_probs:
-        prefix_log_probs = (prefix_log_probs[:, None] + next_log_probs).reshape(-1)  # (8^(k+1),)
+        prefix_log_probs = (prefix_log_probs[:, None] + next_log_probs).reshape(-1)  # (V^(k+1),)
     return prefix_log_probs
 
 
-def sequence_index(tokens) -> jax.Array:
-    """Index into the 4096 (lexicographic) of sequences (..., 4) int -> (...,) int32."""
-    return prefix_index(tokens, SEQ_LEN)
+def sequence_index(world: World, tokens) -> jax.Array:
+    """Index into the N (lexicographic) of sequences (..., L) int -> (...,) int32."""
+    return prefix_index(tokens, world.seq_len, world.vocab)
 
 
 def sample_indices(key, log_probs, n: int) -> jax.Array:
-    """n independent draws (indices into the 4096) from exp(log_probs), by inverse CDF.
+    """n independent draws (indices into the N) from exp(log_probs), by inverse CDF.
 
     n uniforms and a binary search in the cumulative sum: `jax.random.categorical` would draw
-    n × 4096 Gumbels (Gumbel-max), which cost a dpo run with anchored rejection 3× its step.
+    n × N Gumbels (Gumbel-max), which cost a dpo run with anchored rejection 3× its step.
     """
     return sample_weighted(key, jnp.exp(log_probs), n)
 
 
 def sample_weighted(key, weights, n: int) -> jax.Array:
-    """n independent draws (indices into the 4096) in proportion to weights ≥ 0, which need not
+    """n independent draws (indices into the N) in proportion to weights ≥ 0, which need not
     sum to 1 (a sum of several distributions, say), by inverse CDF."""
     cdf = jnp.cumsum(weights)
     u = jax.random.uniform(key, (n,), dtype=cdf.dtype) * cdf[-1]
@@ -72,7 +72,7 @@ def sample_weighted(key, weights, n: int) -> jax.Array:
 
 
 def policy_mode(log_probs):
-    """The policy's most probable sequence: (index into the 4096, its probability π)."""
+    """The policy's most probable sequence: (index into the N, its probability π)."""
     index = jnp.argmax(log_probs)
     return index, jnp.exp(log_probs[index])
 
@@ -83,7 +83,7 @@ def policy_mode(log_probs):
 
 
 def entropy(log_probs):
-    """H(π) = −Σ π log π, nats (uniform over 4096: ln 4096 ≈ 8.318)."""
+    """H(π) = −Σ π log π, nats (uniform over N: ln N, ln 4096 ≈ 8.318 at 8⁴)."""
     return -jnp.sum(jnp.exp(log_probs) * log_probs)
 
 
@@ -99,7 +99,7 @@ def kl(log_probs, reference_log_probs):
 # As *loss terms* (samples held fixed, gradient through log π only) they are not:
 #   E_π[∇k1] = E_π[∇ log π] = 0                       (k1 adds noise, no pull toward π₀);
 #   E_π[∇k3] = E_π[(1 − π₀/π) ∇ log π] = ∇ KL(π₀‖π)    (k3 pulls along the *forward* KL).
-# tests/test_exact.py checks both identities exactly over the 4096.
+# tests/test_exact.py checks both identities exactly over the N.
 
 
 def k1_terms(log_probs, reference_log_probs):
@@ -146,7 +146,7 @@ def _power_difference_quotient(a, b, n):
 
 
 def order_statistic_weights(scores, probs, n):
-    """P(best of n = x) and P(worst of n = x), each (4096,), for n i.i.d. draws x ~ probs.
+    """P(best of n = x) and P(worst of n = x), each (N,), for n i.i.d. draws x ~ probs.
 
     Best and worst are by `scores` (the judge J). In score order with CDF F:
     P(best ∈ block B) = F(B)^n − F(B⁻)^n, and P(worst ∈ B) = S(B)^n − S(B⁺)^n with S(B) =
@@ -183,7 +183,7 @@ def order_statistic_weights(scores, probs, n):
 def best_worst_gap(scores, values, probs, n):
     """E[values(best of n) − values(worst of n)], best and worst by `scores`, exact.
 
-    For n i.i.d. draws from π (`probs` over the 4096). values = scores: the judge's gap
+    For n i.i.d. draws from π (`probs` over the N). values = scores: the judge's gap
     (`best_worst_gap_judge`); values = q*: the true gap (`best_worst_gap_true`). n = 1
     gives exactly 0. Ties in score: see `order_statistic_weights`.
     """
@@ -196,14 +196,14 @@ def best_worst_gap(scores, values, probs, n):
 
 
 def judge_scores_all(judges: JudgeModel):
-    """Ensemble-mean score J(x) of every one of the 4096 sequences (by the prefix tree for a GRU judge)."""
+    """Ensemble-mean score J(x) of every one of the N sequences (by the prefix tree for a GRU judge)."""
     return eqx.filter_vmap(lambda judge: judge.all_scores())(judges).mean(axis=0)
 
 
 def policy_log_probs_all(policy: Policy):
-    """log π(x) of every one of the 4096 sequences by teacher forcing (the slow reference for
+    """log π(x) of every one of the N sequences by teacher forcing (the slow reference for
     `policy_log_probs_tree`, which the lab uses)."""
-    return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences()))
+    return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences(policy.world)))
 
 
 def spearman(x, y):
@@ -224,11 +224,15 @@ PAIR_BLOCK = 128
 def antisymmetric_pair_sum(odd, x, weights):
     """v_c = Σ_b weights_b · odd(x_c − x_b) for every c, (n,), for an odd function odd(−d) = −odd(d).
 
-    x, weights: (n,), n a multiple of PAIR_BLOCK. The n² terms are visited one tile of
-    PAIR_BLOCK² pairs at a time, only the tiles on and above the diagonal of blocks: a tile
-    above it gives its rows' sums (tile · w) and, by the antisymmetry, its columns' too
-    (−tileᵀ · w), so `odd` is evaluated about n²/2 times and no n × n array is ever held.
+    x, weights: (n,). The n² terms are visited one tile of PAIR_BLOCK² pairs at a time, only the
+    tiles on and above the diagonal of blocks: a tile above it gives its rows' sums (tile · w) and,
+    by the antisymmetry, its columns' too (−tileᵀ · w), so `odd` is evaluated about n²/2 times and
+    no n × n array is ever held. A world whose n is not a multiple of PAIR_BLOCK is padded to one
+    with weight 0 (adding nothing to any sum) and the padding's own sums dropped.
     """
+    n = len(x)
+    padding = -n % PAIR_BLOCK
+    x, weights = jnp.pad(x, (0, padding)), jnp.pad(weights, (0, padding))
     n_blocks = len(x) // PAIR_BLOCK
     x_blocks = x.reshape(n_blocks, PAIR_BLOCK)
     weight_blocks = weights.reshape(n_blocks, PAIR_BLOCK)
@@ -241,4 +245,4 @@ def antisymmetric_pair_sum(odd, x, weights):
         return sums.at[j].add(jnp.where(i == j, 0.0, -(weight_blocks[i] @ tile))), None
 
     sums, _ = jax.lax.scan(add_tile, jnp.zeros_like(weight_blocks), (rows, columns))
-    return sums.reshape(-1)
+    return sums.reshape(-1)[:n]

@@ -23,11 +23,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from engine.core.world import SEQ_LEN, VOCAB, all_sequences
+from engine.core.world import REFERENCE_WORLD, World, all_sequences
 
 EMBED = 16
 DEFAULT_HIDDEN = 32  # the reference's width, the default of the knobs policy_hidden and judge_hidden
-START_TOKEN = VOCAB
 
 
 def token_gates(embedding: eqx.nn.Embedding, cell: eqx.nn.GRUCell):
@@ -60,12 +59,12 @@ def gru_step(cell: eqx.nn.GRUCell, input_gates, hidden):
     return gru_update(cell, input_gates, cell.weight_hh @ hidden, hidden)
 
 
-def shared_levels(batch_size: int) -> int:
+def shared_levels(world: World, batch_size: int) -> int:
     """How many leading positions a batch of `batch_size` sequences evaluates once per prefix
-    rather than once per sequence: the prefixes of length k are VOCAB^k, so sharing pays while
-    VOCAB^k ≤ batch_size (64 sequences share their first two positions; 4096 all four)."""
+    rather than once per sequence: the prefixes of length k are V^k, so sharing pays while
+    V^k ≤ batch_size (at 8⁴, 64 sequences share their first two positions; 4096 all four)."""
     depth = 0
-    while depth < SEQ_LEN and VOCAB ** (depth + 1) <= batch_size:
+    while depth < world.seq_len and world.vocab ** (depth + 1) <= batch_size:
         depth += 1
     return depth
 
@@ -79,15 +78,15 @@ def child_hidden(cell: eqx.nn.GRUCell, input_gates, parent_hidden):
     return gru_update(cell, input_gates[None], (parent_hidden @ cell.weight_hh.T)[:, None], parent_hidden[:, None])
 
 
-def prefix_index(tokens, length: int):
-    """Index of each sequence's first `length` tokens among the VOCAB^length prefixes
-    (lexicographic): (..., SEQ_LEN) int -> (...,) int32."""
-    weights = VOCAB ** jnp.arange(length - 1, -1, -1)
+def prefix_index(tokens, length: int, vocab: int):
+    """Index of each sequence's first `length` tokens among the vocab^length prefixes
+    (lexicographic): (..., L) int -> (...,) int32."""
+    weights = vocab ** jnp.arange(length - 1, -1, -1)
     return (jnp.asarray(tokens)[..., :length] * weights).sum(axis=-1).astype(jnp.int32)
 
 
 def inverse_cdf_token(log_probs, uniform):
-    """One token per row drawn from exp(log_probs) (n, VOCAB) by inverse CDF with uniforms (n,).
+    """One token per row drawn from exp(log_probs) (n, V) by inverse CDF with uniforms (n,).
 
     The token is the first whose cumulative mass exceeds u·total; where rounding leaves none,
     the last token with positive mass (never a token of probability zero).
@@ -95,22 +94,24 @@ def inverse_cdf_token(log_probs, uniform):
     probs = jnp.exp(log_probs)
     cdf = jnp.cumsum(probs, axis=-1)
     below = jnp.sum(cdf <= (uniform * cdf[:, -1])[:, None], axis=-1)
-    last_positive = VOCAB - 1 - jnp.argmax(probs[:, ::-1] > 0, axis=-1)
+    last_positive = log_probs.shape[-1] - 1 - jnp.argmax(probs[:, ::-1] > 0, axis=-1)
     return jnp.minimum(below, last_positive).astype(jnp.int32)
 
 
 class Policy(eqx.Module):
     """Autoregressive sequence policy π(x)."""
 
-    embedding: eqx.nn.Embedding
+    embedding: eqx.nn.Embedding  # V tokens and the start token V
     cell: eqx.nn.GRUCell
     head: eqx.nn.Linear
+    world: World = eqx.field(static=True)
 
-    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN):
+    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN, world: World = REFERENCE_WORLD):
         key_embed, key_cell, key_head = jax.random.split(key, 3)
-        self.embedding = eqx.nn.Embedding(VOCAB + 1, EMBED, key=key_embed)
+        self.embedding = eqx.nn.Embedding(world.vocab + 1, EMBED, key=key_embed)
         self.cell = eqx.nn.GRUCell(EMBED, hidden, key=key_cell)
-        self.head = eqx.nn.Linear(hidden, VOCAB, key=key_head)
+        self.head = eqx.nn.Linear(hidden, world.vocab, key=key_head)
+        self.world = world
 
     def _next_log_probs(self, hidden):
         return jax.nn.log_softmax(hidden @ self.head.weight.T + self.head.bias, axis=-1)
@@ -118,16 +119,16 @@ class Policy(eqx.Module):
     def prefix_levels(self, depth: int):
         """Hidden states and next-token log-probabilities of every prefix of length 0..depth.
 
-        Level k: (VOCAB^k, H) hidden states after the start token and k tokens, and their
-        (VOCAB^k, VOCAB) next-token log-softmax, prefixes in lexicographic order (child
-        p·VOCAB + t of prefix p reads token t). Returns (hidden per level, log-probs per level).
+        Level k: (V^k, H) hidden states after the start token and k tokens, and their
+        (V^k, V) next-token log-softmax, prefixes in lexicographic order (child
+        p·V + t of prefix p reads token t). Returns (hidden per level, log-probs per level).
         """
         width = self.cell.hidden_size
         gates = token_gates(self.embedding, self.cell)
-        hidden = child_hidden(self.cell, gates[START_TOKEN][None], jnp.zeros((1, width))).reshape(1, width)
+        hidden = child_hidden(self.cell, gates[self.world.vocab][None], jnp.zeros((1, width))).reshape(1, width)
         hiddens, log_probs = [hidden], [self._next_log_probs(hidden)]
         for _ in range(depth):
-            hidden = child_hidden(self.cell, gates[:VOCAB], hidden).reshape(-1, width)
+            hidden = child_hidden(self.cell, gates[: self.world.vocab], hidden).reshape(-1, width)
             hiddens.append(hidden)
             log_probs.append(self._next_log_probs(hidden))
         return hiddens, log_probs
@@ -135,32 +136,33 @@ class Policy(eqx.Module):
     def _batch(self, n: int, next_token):
         """The autoregressive pass over a batch of n sequences, shared per prefix where it pays.
 
-        next_token(position, log_probs (n, VOCAB)) -> the tokens read at `position` (n,).
-        Returns (tokens (n, SEQ_LEN) int32, log π (n,)), differentiable in the policy.
+        next_token(position, log_probs (n, V)) -> the tokens read at `position` (n,).
+        Returns (tokens (n, L) int32, log π (n,)), differentiable in the policy.
         """
-        shared = min(shared_levels(n), SEQ_LEN - 1)
+        vocab, seq_len = self.world
+        shared = min(shared_levels(self.world, n), seq_len - 1)
         gates = token_gates(self.embedding, self.cell)
         hiddens, level_log_probs = self.prefix_levels(shared)
         tokens, log_prob, prefix = [], 0.0, jnp.zeros(n, jnp.int32)
         hidden = None
-        for position in range(SEQ_LEN):
+        for position in range(seq_len):
             if position <= shared:
                 log_probs = level_log_probs[position][prefix]
             else:
                 if hidden is None:
-                    hidden = hiddens[shared][prefix // VOCAB]
+                    hidden = hiddens[shared][prefix // vocab]
                 hidden = gru_step_batch(self.cell, gates[tokens[-1]], hidden)
                 log_probs = self._next_log_probs(hidden)
             token = next_token(position, log_probs)
             tokens.append(token)
             log_prob = log_prob + jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
-            prefix = prefix * VOCAB + token
+            prefix = prefix * vocab + token
         return jnp.stack(tokens, axis=-1), log_prob
 
     def sample(self, uniforms):
         """Draw a batch of sequences with their log-probabilities, by inverse CDF per position.
 
-        uniforms: (n, SEQ_LEN) in [0, 1). Returns (tokens (n, SEQ_LEN) int32, log π (n,)); the
+        uniforms: (n, L) in [0, 1). Returns (tokens (n, L) int32, log π (n,)); the
         log-probability is differentiable, so the sampling pass is the policy-gradient pass.
         """
 
@@ -170,17 +172,17 @@ class Policy(eqx.Module):
         return self._batch(len(uniforms), draw)
 
     def log_prob_batch(self, tokens):
-        """Teacher-forced log π of a batch of sequences (n, SEQ_LEN) -> (n,)."""
+        """Teacher-forced log π of a batch of sequences (n, L) -> (n,)."""
         return self._batch(len(tokens), lambda position, _: tokens[:, position])[1]
 
     def log_prob(self, tokens):
-        """Teacher-forced log π(tokens) of ONE sequence (SEQ_LEN,), step by step: the model's
+        """Teacher-forced log π(tokens) of ONE sequence (L,), step by step: the model's
         definition, which the batched and prefix-tree passes are tested against."""
         gates = token_gates(self.embedding, self.cell)
         hidden = jnp.zeros(self.cell.hidden_size)
-        previous = jnp.array(START_TOKEN)
+        previous = jnp.array(self.world.vocab)  # the start token
         log_prob = 0.0
-        for position in range(SEQ_LEN):
+        for position in range(self.world.seq_len):
             hidden = gru_step(self.cell, gates[previous], hidden)
             log_probs = jax.nn.log_softmax(self.head(hidden))
             previous = tokens[position]
@@ -199,26 +201,28 @@ class Judge(eqx.Module):
     embedding: eqx.nn.Embedding
     cell: eqx.nn.GRUCell
     head: eqx.nn.Linear
+    world: World = eqx.field(static=True)
 
-    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN):
+    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN, world: World = REFERENCE_WORLD):
         key_embed, key_cell, key_head = jax.random.split(key, 3)
-        self.embedding = eqx.nn.Embedding(VOCAB, EMBED, key=key_embed)
+        self.embedding = eqx.nn.Embedding(world.vocab, EMBED, key=key_embed)
         self.cell = eqx.nn.GRUCell(EMBED, hidden, key=key_cell)
         self.head = eqx.nn.Linear(hidden, "scalar", key=key_head)
+        self.world = world
 
     def __call__(self, tokens):
-        """J(tokens) for ONE sequence (SEQ_LEN,) int -> scalar: the model's definition, which
+        """J(tokens) for ONE sequence (L,) int -> scalar: the model's definition, which
         `scores` is tested against."""
         gates = token_gates(self.embedding, self.cell)
         hidden = jnp.zeros(self.cell.hidden_size)
-        for position in range(SEQ_LEN):
+        for position in range(self.world.seq_len):
             hidden = gru_step(self.cell, gates[tokens[position]], hidden)
         return self.head(hidden)
 
     def prefix_hidden(self, depth: int):
-        """Hidden states after every prefix of length `depth`: (VOCAB^depth, H), lexicographic."""
+        """Hidden states after every prefix of length `depth`: (V^depth, H), lexicographic."""
         width = self.cell.hidden_size
-        gates = token_gates(self.embedding, self.cell)[:VOCAB]
+        gates = token_gates(self.embedding, self.cell)
         hidden = jnp.zeros((1, width))
         for _ in range(depth):
             hidden = child_hidden(self.cell, gates, hidden).reshape(-1, width)
@@ -228,56 +232,60 @@ class Judge(eqx.Module):
         return hidden @ self.head.weight[0] + self.head.bias[0]
 
     def scores(self, tokens):
-        """J of a batch of sequences (n, SEQ_LEN) -> (n,): the leading positions once per prefix
+        """J of a batch of sequences (n, L) -> (n,): the leading positions once per prefix
         (`shared_levels`), the rest per sequence."""
-        shared = shared_levels(len(tokens))
+        shared = shared_levels(self.world, len(tokens))
         gates = token_gates(self.embedding, self.cell)
-        hidden = self.prefix_hidden(shared)[prefix_index(tokens, shared)]
-        for position in range(shared, SEQ_LEN):
+        hidden = self.prefix_hidden(shared)[prefix_index(tokens, shared, self.world.vocab)]
+        for position in range(shared, self.world.seq_len):
             hidden = gru_step_batch(self.cell, gates[tokens[:, position]], hidden)
         return self._head(hidden)
 
     def all_scores(self):
-        """J of all VOCAB^SEQ_LEN sequences, lexicographic, by one pass over the prefix tree."""
-        return self._head(self.prefix_hidden(SEQ_LEN))
+        """J of all V^L sequences, lexicographic, by one pass over the prefix tree."""
+        return self._head(self.prefix_hidden(self.world.seq_len))
 
 
 class MLPJudge(eqx.Module):
     """Scalar scorer J(x) = w·tanh(W·onehot(x) + b) + c of the whole sequence at once: W reads the
-    SEQ_LEN·VOCAB one-hot inputs, so it has one column per (position, token)."""
+    L·V one-hot inputs, so it has one column per (position, token)."""
 
     layer: eqx.nn.Linear
     head: eqx.nn.Linear
+    world: World = eqx.field(static=True)
 
-    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN):
+    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN, world: World = REFERENCE_WORLD):
         key_layer, key_head = jax.random.split(key)
-        self.layer = eqx.nn.Linear(SEQ_LEN * VOCAB, hidden, key=key_layer)
+        self.layer = eqx.nn.Linear(world.seq_len * world.vocab, hidden, key=key_layer)
         self.head = eqx.nn.Linear(hidden, "scalar", key=key_head)
+        self.world = world
 
     def __call__(self, tokens):
-        """J(tokens) for ONE sequence (SEQ_LEN,) int -> scalar, from its one-hot vector: the model's
+        """J(tokens) for ONE sequence (L,) int -> scalar, from its one-hot vector: the model's
         definition, which `scores` is tested against."""
-        return self.head(jnp.tanh(self.layer(jax.nn.one_hot(tokens, VOCAB).reshape(-1))))
+        return self.head(jnp.tanh(self.layer(jax.nn.one_hot(tokens, self.world.vocab).reshape(-1))))
 
     def scores(self, tokens):
-        """J of a batch of sequences (n, SEQ_LEN) -> (n,): W·onehot(x) is the sum of the columns
+        """J of a batch of sequences (n, L) -> (n,): W·onehot(x) is the sum of the columns
         of W that x's tokens select, one per position, so it is gathered rather than multiplied."""
-        columns = self.layer.weight.T.reshape(SEQ_LEN, VOCAB, -1)  # (position, token, H)
-        hidden = jnp.tanh(self.layer.bias + columns[jnp.arange(SEQ_LEN), tokens].sum(axis=-2))
+        vocab, seq_len = self.world
+        columns = self.layer.weight.T.reshape(seq_len, vocab, -1)  # (position, token, H)
+        hidden = jnp.tanh(self.layer.bias + columns[jnp.arange(seq_len), tokens].sum(axis=-2))
         return hidden @ self.head.weight[0] + self.head.bias[0]
 
     def all_scores(self):
-        """J of all VOCAB^SEQ_LEN sequences, lexicographic, as one batch."""
-        return self.scores(jnp.asarray(all_sequences()))
+        """J of all V^L sequences, lexicographic, as one batch."""
+        return self.scores(jnp.asarray(all_sequences(self.world)))
 
 
 JudgeModel = Judge | MLPJudge
 JUDGE_ARCHITECTURES = {"gru": Judge, "mlp": MLPJudge}  # the choices of the knob judge_arch
 
 
-def judge_model(arch: str, hidden: int):
-    """The builder `build(key=...)` of a judge of architecture `arch` (a `judge_arch` choice) and width `hidden`."""
-    return functools.partial(JUDGE_ARCHITECTURES[arch], hidden=hidden)
+def judge_model(arch: str, hidden: int, world: World):
+    """The builder `build(key=...)` of a judge of architecture `arch` (a `judge_arch` choice) and width
+    `hidden` in `world`."""
+    return functools.partial(JUDGE_ARCHITECTURES[arch], hidden=hidden, world=world)
 
 
 def _lecun_normal(key, shape, dtype):
@@ -419,17 +427,17 @@ def parameter_count(build) -> int:
 
 
 @functools.cache
-def policy_parameters(hidden: int) -> int:
-    """Parameters of a policy of width `hidden`."""
-    return parameter_count(functools.partial(Policy, hidden=hidden))
+def policy_parameters(hidden: int, world: World) -> int:
+    """Parameters of a policy of width `hidden` in `world`."""
+    return parameter_count(functools.partial(Policy, hidden=hidden, world=world))
 
 
 @functools.cache
-def judge_parameters(arch: str, hidden: int) -> int:
-    """Parameters of one judge of architecture `arch` (a `judge_arch` choice) and width `hidden`."""
-    return parameter_count(judge_model(arch, hidden))
+def judge_parameters(arch: str, hidden: int, world: World) -> int:
+    """Parameters of one judge of architecture `arch` (a `judge_arch` choice) and width `hidden` in `world`."""
+    return parameter_count(judge_model(arch, hidden, world))
 
 
 def ensemble_scores(judges: JudgeModel, tokens):
-    """Scores of every judge on a batch: (n_judges, batch) for tokens (batch, 4)."""
+    """Scores of every judge on a batch: (n_judges, batch) for tokens (batch, L)."""
     return eqx.filter_vmap(lambda judge: judge.scores(tokens))(judges)

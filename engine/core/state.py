@@ -15,7 +15,7 @@ from engine.core import exact
 from engine.core.keys import run_keys
 from engine.core.models import DEFAULT_HIDDEN, JudgeModel, Policy, select_init
 from engine.core.optim import adam_init, params
-from engine.core.world import N_SEQUENCES
+from engine.core.world import World
 from engine.knobs import Condition, code
 
 
@@ -37,6 +37,11 @@ class RunInputs(eqx.Module):
     seed: jax.Array
     pretrained: JudgeModel  # stacked (n_judges, ...)
     meta_pretrained: JudgeModel | None  # the pretrained meta-judge (Variant.meta_judge), else None
+
+    @property
+    def world(self) -> World:
+        """The run's world, a static field of its judges."""
+        return self.pretrained.world
 
 
 def make_run_inputs(
@@ -86,17 +91,22 @@ class RunState(eqx.Module):
     judges: JudgeModel  # stacked (n_judges, ...)
     judge_opt: optax.OptState  # stacked (n_judges, ...)
     meta_accuracy: jax.Array  # last held-out accuracy measured this outer iteration (NaN: none)
-    initial_log_probs: jax.Array  # (4096,) log π₀: the KL regularisers, dpo's `initial` reference, anchored rejection
-    reference_log_probs: jax.Array  # (4096,) log π at the start of this outer iteration: dpo's `iteration` reference
+    initial_log_probs: jax.Array  # (N,) log π₀: the KL regularisers, dpo's `initial` reference, anchored rejection
+    reference_log_probs: jax.Array  # (N,) log π at the start of this outer iteration: dpo's `iteration` reference
     pairs: PairStats  # this outer iteration's dpo training pairs
     meta: MetaJudgeState | None  # the meta-judge (meta_source `judge`), else None
-    # (slots, 4096) Σ π over inner steps, slot j holding outer iteration t − j (judge_data `window`) or every
+    # (slots, N) Σ π over inner steps, slot j holding outer iteration t − j (judge_data `window`) or every
     # step since the start in slot 0 (`accumulate`); None where the judge's pairs are fresh (Variant.judge_data_slots 0)
     policy_sums: jax.Array | None
     oracle_spent: jax.Array  # q*-labelled comparisons the judges trained on this outer iteration (int32; oracle_budget)
-    # (4096,) the q* labeller's expected preference of each sequence over a uniform one, a constant of the run
+    # (N,) the q* labeller's expected preference of each sequence over a uniform one, a constant of the run
     # (grounding.expected_label_sums); None unless the run's oracle-pair step is exact (gradient_estimator exact)
     oracle_label_sums: jax.Array | None = None
+
+    @property
+    def world(self) -> World:
+        """The run's world, a static field of its policy."""
+        return self.policy.world
 
 
 def fresh_judge_opt(judges: JudgeModel, lr_judge):
@@ -111,7 +121,7 @@ def fresh_meta_judge(judge: JudgeModel, lr_judge) -> MetaJudgeState:
 def init_run(run: RunInputs, judge_data_slots: int = 0, policy_hidden: int = DEFAULT_HIDDEN) -> RunState:
     """A run right after pretraining: a fresh policy (π₀) of width `policy_hidden`, the pretrained
     judges, fresh optimisers; `judge_data_slots` empty slots of past policies' mass (none: 0)."""
-    build = functools.partial(Policy, hidden=policy_hidden)
+    build = functools.partial(Policy, hidden=policy_hidden, world=run.world)
     policy = initial_model(build, run_keys(run.seed)["policy"], run.condition)
     initial_log_probs = jax.lax.stop_gradient(exact.policy_log_probs_tree(policy))
     return RunState(
@@ -124,6 +134,6 @@ def init_run(run: RunInputs, judge_data_slots: int = 0, policy_hidden: int = DEF
         reference_log_probs=initial_log_probs,
         pairs=PairStats.zero(),
         meta=None if run.meta_pretrained is None else fresh_meta_judge(run.meta_pretrained, run.condition.lr_judge),
-        policy_sums=jnp.zeros((judge_data_slots, N_SEQUENCES)) if judge_data_slots else None,
+        policy_sums=jnp.zeros((judge_data_slots, run.world.n_sequences)) if judge_data_slots else None,
         oracle_spent=jnp.int32(0),
     )

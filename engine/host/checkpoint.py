@@ -47,7 +47,7 @@ class Progress:
     seconds: dict  # compile_seconds and run_seconds spent so far, every session together
     chunks: int = 0  # finished chunks
     finished: dict = field(default_factory=dict)  # name -> (condition, their seeds[, ...]): records, pretraining
-    distributions: dict = field(default_factory=dict)  # name -> (condition, seeds begun[, record], 4096)
+    distributions: dict = field(default_factory=dict)  # name -> (condition, seeds begun[, record], N)
     iterations: int = 0  # finished outer iterations of the chunk in progress
     history: list = field(default_factory=list)  # its records so far, per group: name -> (positions, records)
     states: list = field(default_factory=list)  # every run's state after them: the leaves of the states' pytree

@@ -20,8 +20,8 @@ import functools
 
 import numpy as np
 
-from engine.core.world import N_SEQUENCES, all_sequences, reference_q_star, transition_term
-from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS, n_holdout_pairs, n_oracle_pairs
+from engine.core.world import World, all_sequences, nk_q_star, reference_q_star, transition_term
+from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS, n_holdout_pairs, n_oracle_pairs, world_of
 from engine.loop.diagnostics import DIVERGED_PARAMETER
 
 
@@ -49,19 +49,21 @@ def judge_score_bound(knobs: dict) -> float:
 
 
 @functools.cache
-def _world() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference q*, the transition term and the 4096 sequences, as host arrays (float64)."""
+def _world(world: World, landscape: str, nk_k: int, world_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The landscape's q* (before the transition term), the transition term and the N sequences of
+    `world`, as host arrays (float64)."""
+    family = reference_q_star(world, world_seed) if landscape == "reference" else nk_q_star(world, nk_k, world_seed)
     return (
-        np.asarray(reference_q_star(), np.float64),
-        np.asarray(transition_term(), np.float64),
-        all_sequences(),
+        np.asarray(family, np.float64),
+        np.asarray(transition_term(world, world_seed), np.float64),
+        all_sequences(world),
     )
 
 
 def pretraining_target_extent(knobs: dict) -> float:
-    """max |T(x)| over the 4096 outputs of the target T = q* + b·σ(q*)·f(x) that judge pretraining
+    """max |T(x)| over the N outputs of the target T = q* + b·σ(q*)·f(x) that judge pretraining
     regresses (engine.mechanisms.pretraining): a pretrained judge's scores lie within about ±this."""
-    reference, transition, sequences = _world()
+    reference, transition, sequences = _world(world_of(knobs), knobs["landscape"], knobs["nk_k"], knobs["world_seed"])
     q_star = reference + knobs["transition_alpha"] * transition
     verbosity = np.sum(sequences == knobs["bias_token"], axis=1)
     return float(np.max(np.abs(q_star + knobs["planted_bias"] * np.std(q_star) * verbosity)))
@@ -112,6 +114,16 @@ def refuse_best_response_without_closed_form(study: str, condition: str, knobs: 
 
 def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
     """Combinations that cannot run as written, whatever the study's length."""
+    if knobs["bias_token"] >= knobs["vocab"]:
+        raise StudyError(
+            f"{where(study, condition, 'bias_token')}: the filler token must be a token of the vocabulary, "
+            f"0..{knobs['vocab'] - 1} (vocab {knobs['vocab']}), got {knobs['bias_token']}"
+        )
+    if knobs["nk_k"] >= knobs["seq_len"]:
+        raise StudyError(
+            f"{where(study, condition, 'nk_k')}: each position reads its own token and the next nk_k (cyclic), so "
+            f"nk_k must be at most seq_len - 1 = {knobs['seq_len'] - 1}, got {knobs['nk_k']}"
+        )
     refuse_without_exact_mode(study, condition, knobs)
     refuse_best_response_without_closed_form(study, condition, knobs)
     if on("meta_judge", knobs) and knobs["meta_pairs"] > knobs["batch_size"]:
@@ -125,10 +137,11 @@ def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
             f"divide batch_size ({knobs['batch_size']}), got {knobs['n_candidates']}"
         )
     fraction = knobs["meta_holdout_fraction"]
-    if on("holdout_meta", knobs) and int(N_SEQUENCES * fraction) == 0:
+    n_sequences = world_of(knobs).n_sequences
+    if on("holdout_meta", knobs) and int(n_sequences * fraction) == 0:
         raise StudyError(
             f"{where(study, condition, 'meta_holdout_fraction')}: meta_update_every > 0 needs at least one "
-            f"held-out pair, but int(4096 * {fraction}) = 0"
+            f"held-out pair, but int({n_sequences} * {fraction}) = 0"
         )
     grid, bound = knobs["score_grid"], judge_score_bound(knobs)
     if on("dpo", knobs) and grid > 2 * bound:

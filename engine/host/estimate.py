@@ -14,11 +14,13 @@ bench records in data/bench_cpu_2core.json. Every knob that scales memory or tim
   memory ≈ BASE                                        (JAX, XLA, compilation)
          + runs per chunk × (PER_RUN + PER_JUDGE_STATE · judges · p_J)  (every run's state)
          + runs per chunk × STATE_BYTES_PER_PARAMETER · (policy parameters − the reference's)
-         + runs per chunk × POLICY_SLOT_BYTES · judge_data slots      (past policies: judge_data)
+         + runs per chunk × policy_slot_bytes · judge_data slots      (past policies: judge_data)
          + live runs × (PER_JUDGE_ACTIVE · judges · a_J + PER_SEQUENCE · batch_size · (a_π + judges · a_J))
          + records in flight × runs per chunk × record bytes × 2       (device and host copies)
          + RECORD_BYTES · RECORD_COPIES · runs · records                 (the curves, on the host)
-         + DISTRIBUTION_BYTES · DISTRIBUTION_COPIES · runs · saved records   (save_distributions)
+         + distribution_bytes · DISTRIBUTION_COPIES · runs · saved records   (save_distributions)
+         + (N − 4096) · (runs per chunk · WORLD_STATE_VECTORS · 4
+                         + live runs · WORLD_BYTES_PER_SEQUENCE · (a_π + judges · a_J))   (the world: seq_len)
 
 `judges` counts a run's meta-judge (meta_source `judge`) with its ensemble. `records` is every
 record of a run, n_iterations · steps_per_iter / record_interval + 1 (`record_every`); `saved
@@ -37,14 +39,30 @@ A chunk holds at least one seed of every condition and at most `max_runs_per_chu
 device's memory (uncalibrated there), the curves and distributions with the host's.
 
   time ≈ Σ over runs of inner steps · STEP_SECONDS · run_step_cost
-         + records · (judges · w_J · RECORD_SECONDS + RECORD_CALL_SECONDS / runs per chunk)
+         + iterations · STEP_SECONDS · ITERATION_PASS_COST · w_π · p         (π of all N at each iteration's start)
+         + records · (judges · w_J · RECORD_SECONDS · p + RECORD_CALL_SECONDS / runs per chunk)
+         + Σ over judges pretrained · STEP_SECONDS · w_J · (PRETRAIN_STEPS · PRETRAIN_STEP_COST · (pretrain batch / 64)
+                                                            · (L / 4) + checks · PRETRAIN_CHECK_COST · p)
 
-  run_step_cost = (batch_size / 64) · (w_π + n_judges · w_J) / 2 · step_cost     (gradient_estimator sampled)
-                = EXACT_POLICY_COST + n_judges · EXACT_JUDGE_STEP_COST · judge steps per inner step
-                  + the held-out check's cost          (exact: no batch; no EXACT_POLICY_COST under
-                                                        policy_response best_response, no policy step)
+  run_step_cost = (batch_size / 64) · (L / 4) · (w_π + n_judges · w_J) / 2 · step_cost   (gradient_estimator sampled)
+                = EXACT_POLICY_COST · p + n_judges · (EXACT_JUDGE_PASS_COST · p + EXACT_JUDGE_PAIR_COST · n²)
+                  · judge steps per inner step + the held-out check's cost      (exact: no batch; no
+                  EXACT_POLICY_COST under policy_response best_response, which has no policy step)
 
-scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
+with L the world's sequence length (a sampled sequence costs L / 4 times the reference's), n = N / 4096
+its sequences against the reference's (a sum over all N² pairs costs n² times), and p = `pass_scale`, an
+exact pass over all N against the reference's: the prefix tree's Σ_{k ≤ L} V^k nodes times the sorts'
+log N (step_cost prices the exact regularisers and judge_data's π of all N by p too). Judges are
+pretrained once per seed, ensemble member and pretraining knobs (engine.host.plan), in sub-batches of
+PRETRAIN_SUB_BATCH per device padded to whole ones, each for PRETRAIN_STEPS steps (its target is
+reached at a step not known before it runs) and a check every pretrain_check_every.
+
+The world factors and the pretraining, iteration-pass and exact-split constants were fitted to the
+CPU seconds of each compiled function (pretrain, advance, measure) of a 2-seed baseline (2 iterations)
+at 8⁴, 4⁸ and 2¹⁶ and a 2-seed exact run (20 inner steps) at 8⁴ and 2¹⁶, back to back (docs/worlds.md):
+CPU seconds, not wall, as the machine was loaded 4× over.
+
+All of it scaled by 2 / (CPU devices) and by this CPU's speed against the calibration machine's on the day
 it was calibrated (`machine_slowdown`: a 50 ms NumPy probe of the engine's kind of work, 32-wide
 float32 matmuls and tanh, timed before anything compiles; these machines differ 3-4× from day to
 day). STEP_SECONDS and RECORD_SECONDS were fitted to `blog` end to end (85 runs × 2000 inner
@@ -54,8 +72,9 @@ the sampled baseline (`coevo bench --estimators`, docs/mean_field.md; at the ref
 and w_J are the policy's and each judge's cost at their widths against the reference's 32
 (`policy_cost`, `judge_cost`; 1 at 32, so the reference's two models count 1 each), measured per
 model and judge architecture (data/width_cost_cpu_2core.json, as a_J, and the bytes per
-parameter); the diagnostics' cost, mostly the judges' pass over all 4096 sequences, is priced as a
-judge's step (not measured apart). Compilation (10-100 s) comes on top. Time is estimated on CPU
+parameter); the diagnostics' cost, mostly the judges' pass over all N sequences, is priced as a
+judge's step (not measured apart). STEP_SECONDS is the rest of `blog`'s time once its pretraining and
+iteration passes are priced apart. Compilation (10-100 s) comes on top. Time is estimated on CPU
 only; a GPU runs the published study ≈ 10× faster per run in large batches.
 """
 
@@ -68,14 +87,25 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.models import DEFAULT_HIDDEN, judge_parameters, policy_parameters
-from engine.core.world import N_SEQUENCES
+from engine.core.world import REFERENCE_WORLD, World
 from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
 from engine.host.chunks import seeds_per_chunk
-from engine.host.plan import MAX_SUB_BATCH
-from engine.host.runner import records_per_fetch
+from engine.host.plan import MAX_SUB_BATCH, PRETRAIN_SUB_BATCH
+from engine.host.runner import distribution_bytes, records_per_fetch
 from engine.host.study import ResolvedStudy, StudyError
-from engine.knobs import MECHANISMS, judge_data_slots, n_holdout_pairs, policy_regularised, records_per_iteration
-from engine.loop.diagnostics import DISTRIBUTIONS, METRICS
+from engine.knobs import (
+    MECHANISMS,
+    PRETRAIN_KNOBS,
+    has_meta_judge,
+    judge_data_slots,
+    n_holdout_pairs,
+    policy_regularised,
+    pretrain_batch,
+    records_per_iteration,
+    sizes_of,
+    world_of,
+)
+from engine.loop.diagnostics import METRICS
 
 MIB = 2**20
 GIB = 2**30
@@ -89,15 +119,32 @@ RECORD_BYTES = 4 * (len(METRICS) + 1)  # one run's record: every metric and `hea
 # The curves are held as the records arrive, joined, scattered per chunk, then every chunk's and their
 # concatenation (engine.host.runner), and top_sequence once more as strings (engine.host.results).
 RECORD_COPIES = 5
-DISTRIBUTION_BYTES = len(DISTRIBUTIONS) * N_SEQUENCES * 4  # π and J of all 4096 sequences, float32: 32 KiB
 # Kept once, in place (DistributionStore), then written: 800 runs × 11 records with `all` (275 MiB)
 # peaked 299 MB above the same study saving none (1059 against 760 MB, warm compilation cache).
 DISTRIBUTION_COPIES = 1.1
+# A world of N sequences other than the reference's 4096 (docs/worlds.md). Each run keeps
+# WORLD_STATE_VECTORS float32 vectors over all N (log π₀, log π at the iteration's start, the exact
+# oracle-pair step's label sums: counted), and every pass over all N (pretraining's checks, the
+# diagnostics, exact steps) holds working memory per sequence, model and live run: fitted to one
+# measurement, a 2-seed baseline (100 × 2 inner steps, peak RSS in the process) at 2¹⁶ = 65,536
+# sequences peaked 1810 MiB against 803 MiB at 8⁴, +1007 MiB over 61,440 more sequences × 2 live runs
+# × 2 models (policy and judge) ≈ 4.3 kB (7·H float32 at H = 32 would be 0.9 kB).
+WORLD_STATE_VECTORS = 3
+WORLD_BYTES_PER_SEQUENCE = 4300
 # Fitted to `blog` at engine commit dddbccd (run 59.1 s on 2 CPU devices, 85 runs × 2000 inner steps,
 # 11 records) on a day the probe took PROBE_SECONDS; the diagnostics measured apart (3.6 ms per run
 # and record on one core) give RECORD_SECONDS, the inner steps the rest.
-STEP_SECONDS = 0.23e-3  # per run and inner step, baseline (batch 64, one judge), 2 CPU devices
+# STEP_SECONDS is the rest of blog's 59.2 s once its pretraining and iteration passes (3%) are priced apart.
+STEP_SECONDS = 0.223e-3  # per run and inner step, baseline (batch 64, one judge), 2 CPU devices
 RECORD_SECONDS = 0.002  # per run, record and judge: the exact diagnostics over all 4096 sequences
+# In baseline run-steps, from each compiled function's CPU seconds at 8⁴ (docs/worlds.md): π of all N at an
+# iteration's start, 3% of an iteration of 200 steps; a judge pretraining job of 300 steps and 6 checks cost
+# 64 run-steps, of which 20% the checks (the split that fits 4⁸ and 2¹⁶). A sub-batch of PRETRAIN_SUB_BATCH
+# judges runs until its slowest: blog's took 300-500 steps at judge_init_alignment 0.7, priced as PRETRAIN_STEPS.
+ITERATION_PASS_COST = 6.0
+PRETRAIN_STEP_COST = 0.17
+PRETRAIN_CHECK_COST = 2.1
+PRETRAIN_STEPS = 400
 PROBE_SECONDS = 3.4e-3  # `probe_seconds()` on the calibration machine, the day of the fit
 RECORD_CALL_SECONDS = 2e-3  # per record and chunk: the host's call of `measure`, and the fetch
 CALIBRATED_CPU_DEVICES = 2
@@ -114,11 +161,20 @@ HOLDOUT_CHECK_COST = 2.1  # one held-out check of 204 pairs (meta_10: 1.21x), pe
 # the policy's sampling of each judge step's pairs it replaces (about as much): 1.0x at judge_update_every 1,
 # 1.33x an asymmetric_10 step (docs/grounding.md), so 0.14 of a baseline step times (1 − 1/judge_update_every)
 JUDGE_DATA_COST = 0.14
-POLICY_SLOT_BYTES = N_SEQUENCES * 4  # one slot of past policies' mass (judge_data), float32: 16 KiB
+
+
+def policy_slot_bytes(world: World) -> int:
+    """One slot of past policies' mass (judge_data): π of all N sequences, float32 (16 KiB at 8⁴)."""
+    return world.n_sequences * 4
+
+
 # gradient_estimator exact, in sampled baseline run-steps: from two runs of `coevo bench --estimators`
-# (docs/mean_field.md), baseline exact = P + J and asymmetric_10 exact = P + J/10 gave P 2.3, 2.0 and J 14.5, 21.8
-EXACT_POLICY_COST = 2.1  # the policy's exact step (and the judges' 4096 scores it reads)
-EXACT_JUDGE_STEP_COST = 18.0  # one judge's exact step over the 4096² pairs, self-labelled or oracle-pair
+# (docs/mean_field.md), baseline exact = P + J and asymmetric_10 exact = P + J/10 gave P 2.3, 2.0 and J 14.5, 21.8;
+# J = 18 split into the judge's pass over all N and the pair sums over all N², the split that fits an exact run
+# at 2¹⁶ (3816 run-steps of 8⁴'s per run-step, measured against 22 at 8⁴: docs/worlds.md)
+EXACT_POLICY_COST = 2.1  # the policy's exact step (and the judges' scores of all N it reads)
+EXACT_JUDGE_PASS_COST = 4.0  # one judge's exact step: its pass over all N, forward and backward
+EXACT_JUDGE_PAIR_COST = 14.0  # one judge's exact step: the pair sums over all N², self-labelled or oracle-pair
 # A model's cost per run-step at its width against width 32 (`width_cost`), data/width_cost_cpu_2core.json:
 # CPU seconds (the machine was shared, and its load moved wall times by 2x) per run-step of the inner loop
 # alone with one model at width H and the other at 32, as a ratio r to both at 32; a model's cost is 2r − 1,
@@ -185,11 +241,46 @@ def active_memory(width: int) -> float:
     return measured_scale(ACTIVE_MEMORY, width, 1)
 
 
+def world_scale(knobs: dict) -> float:
+    """The world's sequences against the reference's 4096: a sum over all N² pairs costs its square."""
+    return world_of(knobs).n_sequences / REFERENCE_WORLD.n_sequences
+
+
+def prefix_tree_nodes(world: World) -> int:
+    """The prefixes of every length 0..L, Σ_k V^k: the nodes of an exact pass's prefix tree."""
+    return (world.vocab ** (world.seq_len + 1) - 1) // (world.vocab - 1)
+
+
+def pass_scale(knobs: dict) -> float:
+    """An exact pass over all N sequences (π or J of all of them by the prefix tree, and the records'
+    sorts) against the reference's: the tree's nodes times log N. Measured records cost 21× and 34×
+    the reference's at 4⁸ and 2¹⁶, this gives 25× and 37× (docs/worlds.md)."""
+    world = world_of(knobs)
+    nodes = prefix_tree_nodes(world) / prefix_tree_nodes(REFERENCE_WORLD)
+    return nodes * np.log(world.n_sequences) / np.log(REFERENCE_WORLD.n_sequences)
+
+
+def length_scale(knobs: dict) -> float:
+    """The world's sequence length against the reference's 4: what a sampled sequence's pass costs."""
+    return world_of(knobs).seq_len / REFERENCE_WORLD.seq_len
+
+
+def world_bytes(knobs: dict, judges: int, live: int, per_chunk: int) -> float:
+    """The memory a world of N sequences adds to (or saves from) the reference's: the per-run vectors
+    over all N of `per_chunk` runs, and the prefix-tree passes of `live` runs' policy and `judges` judges."""
+    extra = world_of(knobs).n_sequences - REFERENCE_WORLD.n_sequences
+    models = active_memory(knobs["policy_hidden"]) + judges * active_memory(knobs["judge_hidden"])
+    return extra * (per_chunk * WORLD_STATE_VECTORS * 4 + live * WORLD_BYTES_PER_SEQUENCE * models)
+
+
 def state_bytes(knobs: dict, judges: int) -> float:
     """One run's state: PER_RUN (the reference's policy and the rest), its policy's parameters beyond the
     reference's, and `judges` judges as PER_JUDGE_STATE is to the reference judge."""
-    extra_policy = policy_parameters(knobs["policy_hidden"]) - policy_parameters(DEFAULT_HIDDEN)
-    judge_scale = judge_parameters(knobs["judge_arch"], knobs["judge_hidden"]) / judge_parameters("gru", DEFAULT_HIDDEN)
+    world = world_of(knobs)
+    extra_policy = policy_parameters(knobs["policy_hidden"], world) - policy_parameters(DEFAULT_HIDDEN, REFERENCE_WORLD)
+    judge_scale = judge_parameters(knobs["judge_arch"], knobs["judge_hidden"], world) / judge_parameters(
+        "gru", DEFAULT_HIDDEN, REFERENCE_WORLD
+    )
     return PER_RUN + STATE_BYTES_PER_PARAMETER * extra_policy + PER_JUDGE_STATE * judges * judge_scale
 
 
@@ -200,11 +291,11 @@ def judges_of(knobs: dict) -> int:
 
 def step_cost(knobs: dict) -> float:
     """A run-step's cost against the baseline's, from the mechanisms it runs (1: none)."""
-    cost = 1.0
+    cost, world = 1.0, pass_scale(knobs)
     if knobs["update_rule"] == "dpo":
         cost += DPO_COST + TEMPORAL_DPO_COST * (knobs["anchored_rejection"] or knobs["future_chosen"])
     if policy_regularised(knobs):
-        cost += EXACT_REGULARISER_COST
+        cost += EXACT_REGULARISER_COST * world
     if knobs["judge_anchor"] > 0:
         cost += JUDGE_ANCHOR_COST
     if MECHANISMS["meta_judge"].on(knobs):
@@ -212,21 +303,23 @@ def step_cost(knobs: dict) -> float:
     if MECHANISMS["holdout_meta"].on(knobs):
         cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
     if judge_data_slots(knobs):
-        cost += JUDGE_DATA_COST * (1 - 1 / knobs["judge_update_every"])
+        cost += JUDGE_DATA_COST * world * (1 - 1 / knobs["judge_update_every"])
     return cost
 
 
 def exact_step_cost(knobs: dict) -> float:
     """A run-step's cost under gradient_estimator exact against the sampled baseline's: the policy's
     exact step at every inner step (none under policy_response best_response: its π* is one pass of the
-    judges over the 4096 where a judge steps, priced within the judge's step, unmeasured), each judge's
+    judges over the N where a judge steps, priced within the judge's step, unmeasured), each judge's
     exact steps (self-labelled, and oracle-pair where anchor_fraction > 0) at their cadence, and the
     held-out check as in the sampled loop."""
     judge_steps = 0.0
     if MECHANISMS["judge_steps"].on(knobs):
         judge_steps = (1 + (knobs["anchor_fraction"] > 0)) / knobs["judge_update_every"]
-    policy = EXACT_POLICY_COST if MECHANISMS["policy_steps"].on(knobs) else 0.0
-    cost = policy + knobs["n_judges"] * EXACT_JUDGE_STEP_COST * judge_steps
+    passes, pairs = pass_scale(knobs), world_scale(knobs) ** 2
+    policy = EXACT_POLICY_COST * passes if MECHANISMS["policy_steps"].on(knobs) else 0.0
+    judge_step = EXACT_JUDGE_PASS_COST * passes + EXACT_JUDGE_PAIR_COST * pairs
+    cost = policy + knobs["n_judges"] * judge_step * judge_steps
     if MECHANISMS["holdout_meta"].on(knobs):
         cost += HOLDOUT_CHECK_COST * n_holdout_pairs(knobs) / 204 / knobs["meta_update_every"]
     return cost
@@ -237,7 +330,35 @@ def run_step_cost(knobs: dict) -> float:
     if knobs["gradient_estimator"] == "exact":
         return exact_step_cost(knobs)
     models = policy_cost(knobs) + knobs["n_judges"] * judge_cost(knobs)
-    return (knobs["batch_size"] / 64) * models / 2 * step_cost(knobs)
+    return (knobs["batch_size"] / 64) * length_scale(knobs) * models / 2 * step_cost(knobs)
+
+
+def pretraining_cost(knobs: dict) -> float:
+    """One judge's pretraining in baseline run-steps (`PRETRAIN_STEPS`, as far as pretrain_max_steps
+    allows, and a check every pretrain_check_every) at its architecture and width."""
+    every = knobs["pretrain_check_every"]
+    checks = -(-min(PRETRAIN_STEPS, knobs["pretrain_max_steps"]) // every)
+    batch = pretrain_batch(sizes_of(knobs)) / 64
+    steps = checks * every * PRETRAIN_STEP_COST * batch * length_scale(knobs)
+    return judge_cost(knobs) * (steps + checks * PRETRAIN_CHECK_COST * pass_scale(knobs))
+
+
+def pretraining_jobs(study: ResolvedStudy, seeds: int, n_devices: int) -> dict:
+    """Judges pretrained in a chunk of `seeds` seeds, per judge model (architecture, width) -> (jobs
+    padded to whole sub-batches on every device, the knobs of one of them): as engine.host.plan
+    lists them, one per seed, ensemble member (the meta-judge one more) and pretraining knobs."""
+    members: dict = {}
+    for knobs in study.conditions.values():
+        model = (knobs["judge_arch"], knobs["judge_hidden"])
+        settings = tuple(knobs[name] for name in PRETRAIN_KNOBS)
+        n_judges, meta, _ = members.get((model, settings), (0, False, knobs))
+        members[(model, settings)] = (max(n_judges, knobs["n_judges"]), meta or has_meta_judge(knobs), knobs)
+    block = PRETRAIN_SUB_BATCH * n_devices
+    jobs: dict = {}
+    for (model, _), (n_judges, meta, knobs) in members.items():
+        count = jobs.get(model, (0, knobs))[0] + seeds * (n_judges + meta)
+        jobs[model] = (count, knobs)
+    return {model: (-(-count // block) * block, knobs) for model, (count, knobs) in jobs.items()}
 
 
 @dataclass(frozen=True)
@@ -278,31 +399,45 @@ def estimate(
     saving = sizes.save_distributions != "none"
     per_iteration = records_per_iteration(sizes)
     records = sizes.n_iterations * per_iteration + 1
-    in_flight = records_per_fetch(per_iteration, runs_per_chunk, saving)
-    record = RECORD_BYTES + DISTRIBUTION_BYTES * saving
+    saved_bytes = distribution_bytes(world_of(sizes))
+    in_flight = records_per_fetch(per_iteration, runs_per_chunk, saved_bytes * saving)
+    record = RECORD_BYTES + saved_bytes * saving
     terms = {
         "runs": per_chunk * sum(state_bytes(knobs, 0) for knobs in study.conditions.values()),
         "n_judges": per_chunk * sum(state_bytes(k, judges[c]) - state_bytes(k, 0) for c, k in study.conditions.items())
         + live * judges[largest] * per_judge[largest],
         "batch_size": live * PER_SEQUENCE * batch * max(per_sequence.values()),
         "records": 2 * in_flight * runs_per_chunk * record,
-        "judge_data_window": per_chunk * POLICY_SLOT_BYTES * sum(map(judge_data_slots, study.conditions.values())),
+        "judge_data_window": per_chunk
+        * policy_slot_bytes(world_of(sizes))
+        * sum(map(judge_data_slots, study.conditions.values())),
+        "seq_len": max(world_bytes(k, judges[c], live, per_chunk * len(judges)) for c, k in study.conditions.items()),
     }
     runs = n_seeds * len(judges)
     saved = {"none": 0, "final": 1, "all": records}[sizes.save_distributions]
     results_terms = {
         "records": RECORD_BYTES * RECORD_COPIES * runs * records,
-        "save_distributions": DISTRIBUTION_BYTES * DISTRIBUTION_COPIES * runs * saved,
+        "save_distributions": saved_bytes * DISTRIBUTION_COPIES * runs * saved,
     }
     seconds = None
     if on_cpu:
         steps = sizes.steps_per_iter * sizes.n_iterations
         per_seed = sum(
             steps * STEP_SECONDS * run_step_cost(knobs)
-            + records * (judges[condition] * judge_cost(knobs) * RECORD_SECONDS + RECORD_CALL_SECONDS / runs_per_chunk)
+            + sizes.n_iterations * STEP_SECONDS * ITERATION_PASS_COST * policy_cost(knobs) * pass_scale(knobs)
+            + records
+            * (
+                judges[condition] * judge_cost(knobs) * RECORD_SECONDS * pass_scale(knobs)
+                + RECORD_CALL_SECONDS / runs_per_chunk
+            )
             for condition, knobs in study.conditions.items()
         )
-        seconds = n_seeds * per_seed * CALIBRATED_CPU_DEVICES / n_devices * slowdown
+        n_chunks = -(-n_seeds // per_chunk)
+        pretraining = n_chunks * sum(
+            jobs * STEP_SECONDS * pretraining_cost(knobs)
+            for jobs, knobs in pretraining_jobs(study, per_chunk, n_devices).values()
+        )
+        seconds = (n_seeds * per_seed + pretraining) * CALIBRATED_CPU_DEVICES / n_devices * slowdown
     chunk_bytes = (BASE if on_cpu else 0) + sum(terms.values())
     return Estimate(
         runs,
@@ -371,6 +506,7 @@ def _refusal(study: ResolvedStudy, cost: Estimate, driver: str, need: str, have:
     """The refusal naming the knob that drives the largest part of what does not fit."""
     where = f"study {study.name!r}"
     sizes = study.sizes
+    world = world_of(sizes)
     if driver == "n_judges":
         condition, n_judges, per_judge = cost.largest_judges
         return StudyError(
@@ -385,15 +521,22 @@ def _refusal(study: ResolvedStudy, cost: Estimate, driver: str, need: str, have:
     if driver == "save_distributions":
         return StudyError(
             f"{where}, field 'save_distributions': {need}, {have}; {sizes.save_distributions!r} keeps π and J of "
-            f"all 4096 sequences ({DISTRIBUTION_BYTES // 1024} KiB per run and record) for {cost.runs} runs × "
+            f"all {world.n_sequences} sequences ({distribution_bytes(world) // 1024} KiB per run and record) for "
+            f"{cost.runs} runs × "
             f"{cost.records if sizes.save_distributions == 'all' else 1} records, ≈ {size(term)}: save 'final' or "
             "'none', record less often (record_every), or use fewer runs"
         )
     if driver == "judge_data_window":
         return StudyError(
-            f"{where}, field 'judge_data_window': {need}, {have}; judge_data keeps π of all 4096 sequences per "
-            f"outer iteration of its window ({POLICY_SLOT_BYTES // 1024} KiB per run and iteration): use a shorter "
-            "window, accumulate (one slot), or fewer runs"
+            f"{where}, field 'judge_data_window': {need}, {have}; judge_data keeps π of all "
+            f"{world.n_sequences} sequences per outer iteration of its window ({policy_slot_bytes(world) // 1024} KiB "
+            "per run and iteration): use a shorter window, accumulate (one slot), or fewer runs"
+        )
+    if driver == "seq_len":
+        return StudyError(
+            f"{where}, field 'seq_len': {need}, {have}; a world of vocab^seq_len = {world.n_sequences:,} sequences "
+            f"adds ≈ {size(term)} (every exact pass runs over all of them): use a smaller world, fewer or "
+            "narrower judges, or fewer runs"
         )
     if driver == "records":
         field = _records_field(study)

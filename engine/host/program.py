@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec
 from engine.core.models import judge_model
 from engine.core.state import make_run_inputs
 from engine.host.plan import PRETRAIN_SUB_BATCH, judge_model_of, judge_models
-from engine.knobs import Sizes, Variant
+from engine.knobs import Sizes, Variant, world_of
 from engine.loop.batch import make_batch_run
 from engine.mechanisms.pretraining import pretrain_judge
 
@@ -85,7 +85,8 @@ def make_program(variants: tuple[Variant, ...], sizes: Sizes, devices, sub_batch
     pretrain_tables = [
         sharded(
             in_sub_batches(
-                jax.vmap(functools.partial(pretrain_judge, sizes=sizes, build=judge_model(*model))), PRETRAIN_SUB_BATCH
+                jax.vmap(functools.partial(pretrain_judge, sizes=sizes, build=judge_model(*model, world_of(sizes)))),
+                PRETRAIN_SUB_BATCH,
             )
         )
         for model in models

@@ -16,6 +16,7 @@ timings are attrs, so a file carries what is needed to rerun it. Files are writt
 temporary name and renamed into place, so a result file is never half-written.
 """
 
+import functools
 import json
 from pathlib import Path
 
@@ -24,14 +25,26 @@ import numpy as np
 import xarray as xr
 
 from engine.core.models import judge_parameters, policy_parameters
-from engine.core.world import all_sequences, render
+from engine.core.world import REFERENCE_WORLD, World, all_sequences, render
 from engine.host.output import write_atomically
 from engine.host.provenance import provenance
 from engine.host.study import ResolvedStudy
-from engine.knobs import KNOBS, record_interval, records_per_iteration
+from engine.knobs import KNOBS, record_interval, records_per_iteration, world_of
 from engine.loop.diagnostics import CORE_METRICS, DISTRIBUTIONS, METRICS, UNITS
 
-SEQUENCE_NAMES = [render(x) for x in all_sequences()]
+
+@functools.cache
+def sequence_names(world: World) -> np.ndarray:
+    """Every sequence of `world` as its arrows (`render`), the labels of the `sequence` dimension."""
+    return np.asarray([render(x) for x in all_sequences(world)], dtype=object)
+
+
+def world_of_dataset(ds: xr.Dataset) -> World:
+    """The world a results file's runs ran in (its `vocab` and `seq_len` coordinates, equal in every
+    condition); a file without them ran in the reference world."""
+    if "vocab" not in ds.coords:
+        return REFERENCE_WORLD
+    return World(int(np.ravel(ds["vocab"].values)[0]), int(np.ravel(ds["seq_len"].values)[0]))
 
 
 def ceiling_summary(quality: np.ndarray) -> dict:
@@ -70,12 +83,15 @@ def parameter_counts(study: ResolvedStudy) -> dict:
     return {
         "policy_parameters": (
             ("condition",),
-            np.array([policy_parameters(knobs["policy_hidden"]) for knobs in conditions], np.int64),
+            np.array([policy_parameters(knobs["policy_hidden"], world_of(knobs)) for knobs in conditions], np.int64),
             {"units": "parameters", "long_name": "parameters of the policy"},
         ),
         "judge_parameters": (
             ("condition",),
-            np.array([judge_parameters(knobs["judge_arch"], knobs["judge_hidden"]) for knobs in conditions], np.int64),
+            np.array(
+                [judge_parameters(knobs["judge_arch"], knobs["judge_hidden"], world_of(knobs)) for knobs in conditions],
+                np.int64,
+            ),
             {"units": "parameters", "long_name": "parameters of one judge (each ensemble member, the meta-judge)"},
         ),
     }
@@ -100,7 +116,7 @@ def time_coordinates(sizes) -> tuple[str, dict]:
 def make_dataset(
     study: ResolvedStudy, arrays: dict, timings: dict, layout: dict | None = None, devices=None, made_by=None
 ) -> xr.Dataset:
-    """Assemble the program's (condition, seed[, record][, 4096]) arrays into the Dataset.
+    """Assemble the program's (condition, seed[, record][, N]) arrays into the Dataset.
 
     layout: how the runs were placed (n_devices, max_runs_per_chunk, sub_batch), which a rerun
     needs to reproduce their bits; devices: those that ran them (default: every device JAX sees);
@@ -119,15 +135,19 @@ def make_dataset(
     data = {}
     for metric in METRICS:
         values = arrays[metric]
-        if metric == "top_sequence":  # an index into the 4096, stored as its arrows
-            values = np.asarray(SEQUENCE_NAMES, dtype=object)[values]
+        if metric == "top_sequence":  # an index into the N, stored as its arrows
+            values = sequence_names(world_of(study.sizes))[values]
         data[metric] = (
             ("condition", "seed", time),
             values,
             {"units": UNITS[metric], "long_name": metric.replace("_", " ")},
         )
     if study.sizes.save_distributions != "none":
-        coords["sequence"] = ("sequence", SEQUENCE_NAMES, {"long_name": "tokens as arrows"})
+        coords["sequence"] = (
+            "sequence",
+            sequence_names(world_of(study.sizes)).tolist(),
+            {"long_name": "tokens as arrows"},
+        )
         final = study.sizes.save_distributions == "final"
         when = {"recorded": "at the final record only"} if final else {}
         for name in DISTRIBUTIONS:

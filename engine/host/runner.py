@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from engine.core.world import N_SEQUENCES
+from engine.core.world import World
 from engine.host.checkpoint import Checkpoint, Progress, check_resumable
 from engine.host.chunks import max_runs_per_chunk as chunk_size_rule
 from engine.host.chunks import seed_chunks
@@ -19,7 +19,7 @@ from engine.host.program import compile_program, make_program
 from engine.host.provenance import provenance
 from engine.host.results import make_dataset
 from engine.host.study import ResolvedStudy, resolve
-from engine.knobs import records_per_iteration
+from engine.knobs import records_per_iteration, world_of
 from engine.loop.diagnostics import DISTRIBUTIONS
 
 # Runs per chunk by default: bounds host memory on CPU; accelerators take much larger chunks.
@@ -48,21 +48,27 @@ def drop_distributions(record: dict) -> dict:
 
 # Records are fetched from the device once per outer iteration, or once MAX_RECORDS_PER_FETCH are
 # waiting (each is a score of small device arrays), or, where they carry distributions (π and J of
-# all 4096 sequences, 32 KiB per run), once those reach FETCH_DISTRIBUTIONS_BYTES.
+# all N sequences, 32 KiB per run at 8⁴), once those reach FETCH_DISTRIBUTIONS_BYTES.
 MAX_RECORDS_PER_FETCH = 100
 FETCH_DISTRIBUTIONS_BYTES = 64 * 2**20
 
 
-def records_per_fetch(n_records: int, n_runs: int, distributions: bool) -> int:
-    """Records measured before one fetch: an outer iteration's, fewer where they would pile up."""
+def distribution_bytes(world: World) -> int:
+    """The saved distributions of one run and record: π and J of all N sequences, float32."""
+    return len(DISTRIBUTIONS) * world.n_sequences * 4
+
+
+def records_per_fetch(n_records: int, n_runs: int, distribution_bytes: int) -> int:
+    """Records measured before one fetch: an outer iteration's, fewer where they would pile up.
+    distribution_bytes: the distributions one run's record carries (0: none saved)."""
     most = MAX_RECORDS_PER_FETCH
-    if distributions:
-        most = min(most, FETCH_DISTRIBUTIONS_BYTES // (n_runs * len(DISTRIBUTIONS) * N_SEQUENCES * 4))
+    if distribution_bytes:
+        most = min(most, FETCH_DISTRIBUTIONS_BYTES // (n_runs * distribution_bytes))
     return max(1, min(n_records, most))
 
 
 class DistributionStore:
-    """The saved distributions of the whole study, kept as they arrive: each record's (runs, 4096)
+    """The saved distributions of the whole study, kept as they arrive: each record's (runs, N)
     arrays are put at their (condition, seed, record) place at once, and a record that is not saved
     (all but the last with `save_distributions` `final`) is dropped at once. So the host holds the
     saved distributions once, never a chunk's every record, whatever is saved."""
@@ -70,7 +76,12 @@ class DistributionStore:
     def __init__(self, resolved: ResolvedStudy, total_records: int):
         self.final = resolved.sizes.save_distributions == "final"
         self.total_records = total_records
-        self.shape = (len(resolved.conditions), len(resolved.seeds), 1 if self.final else total_records, N_SEQUENCES)
+        self.shape = (
+            len(resolved.conditions),
+            len(resolved.seeds),
+            1 if self.final else total_records,
+            world_of(resolved.sizes).n_sequences,
+        )
         self.arrays: dict = {}
 
     def keep(self, plan, seed_offset: int, record: int, groups: list[dict]) -> list[dict]:
@@ -95,7 +106,7 @@ class DistributionStore:
 
 
 def join_records(records: list[dict]) -> dict:
-    """One group's records, in time order, each a dict of (runs[, 4096]) arrays, stacked along
+    """One group's records, in time order, each a dict of (runs[, N]) arrays, stacked along
     axis 1. A variable missing from the earlier records (distributions saved at the final
     record only) keeps just its last record."""
     names = records[-1]
@@ -166,7 +177,7 @@ def run_study(
     store = DistributionStore(resolved, n_iterations * n_records + 1) if saves_distributions else None
     if store:
         store.restore(done.distributions)
-    per_fetch = records_per_fetch(n_records, n_runs, saves_distributions)
+    per_fetch = records_per_fetch(n_records, n_runs, saves_distributions * distribution_bytes(world_of(resolved.sizes)))
     offsets = np.cumsum([0] + [len(plan.seeds) for plan in plans])  # each chunk's first seed in the study
     compile_start = time.perf_counter()
     compiled = compile_program(program, plans[0].program_inputs())

@@ -8,6 +8,7 @@ product J·v is one `jax.jvp` of F. The map, the method and what the numbers mea
 docs/mean_field.md §11.
 """
 
+import functools
 import math
 import time
 from typing import NamedTuple
@@ -21,7 +22,7 @@ import xarray as xr
 from jax.flatten_util import ravel_pytree
 
 from engine.core import exact
-from engine.core.world import q_star_of
+from engine.core.world import run_q_star
 from engine.host.inputs import InputError, parse_seeds
 from engine.host.merge import parts_of
 from engine.host.plan import make_plan
@@ -222,7 +223,7 @@ class OneStepMap(NamedTuple):
 
     x0: jax.Array
     step: object  # x -> F(x)
-    outputs: object  # x -> (log π of all 4096, each judge's scores less their mean), flat
+    outputs: object  # x -> (log π of all N, each judge's scores less their mean), flat
     part_sizes: tuple[int, ...]  # entries of each of PARTS present, in order
     symmetry: np.ndarray  # the unit vector along the policy's head bias: π does not see it
     unread: np.ndarray  # bool, the entries nothing else reads: the judges' head biases and their moments
@@ -237,7 +238,7 @@ def one_step_map(end: EndState, inner_steps: int, with_judges: bool, outer: int)
     x0, unravel = ravel_pytree(parts)
     sizes = tuple(ravel_pytree(part)[0].size for part in parts)
     inner_step = make_batch_run(end.variant, end.sizes).step
-    q_stars = jax.vmap(q_star_of)(end.inputs.condition.transition_alpha)
+    q_stars = jax.vmap(functools.partial(run_q_star, end.state.world))(end.inputs.condition)
 
     def step(x):
         def body(state, inner):
@@ -279,7 +280,7 @@ def _judges_head_biases(parts) -> np.ndarray:
 class Eigenpair(NamedTuple):
     value: complex  # an eigenvalue of J (of the map over `period` inner steps)
     error: float  # ‖J·u − λ·u‖ for its unit eigenvector u (relative coordinates): how far off λ may be
-    output_motion: float  # ‖Dφ·D·u‖, φ = (log π of all 4096, each judge's centred scores): what the outputs see of u
+    output_motion: float  # ‖Dφ·D·u‖, φ = (log π of all N, each judge's centred scores): what the outputs see of u
     shares: tuple[float, ...]  # |u|² on each part of the state (PARTS, those present)
 
 

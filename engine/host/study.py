@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.core.world import MAX_SEQUENCES
 from engine.host.combinations import StudyError, check_combination, where
-from engine.knobs import DEFAULTS, KNOBS, RUN, STUDY_KNOBS, Sizes, Variant, sizes_of, variant_of
+from engine.knobs import DEFAULTS, KNOBS, RUN, STUDY_KNOBS, Sizes, Variant, sizes_of, variant_of, world_of
 
 TOP_LEVEL_KEYS = ("name", "seeds", "base", "conditions", "description")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.+\-]+")  # used with fullmatch
@@ -240,6 +241,14 @@ def _check_study_wide(study: str, conditions: dict) -> list[str]:
                 f"(set it in 'base'); got {values}"
             )
     sizes = sizes_of(conditions[first])
+    vocab, seq_len = world_of(sizes)
+    # vocab >= 2, so a seq_len beyond log2 of the limit is refused before vocab^seq_len is computed
+    if seq_len > MAX_SEQUENCES.bit_length() - 1 or vocab**seq_len > MAX_SEQUENCES:
+        raise StudyError(
+            f"{where(study, None, 'seq_len')}: vocab^seq_len = {vocab}^{seq_len} sequences, more than the "
+            f"{MAX_SEQUENCES:,} the lab enumerates (every diagnostic is an exact sum over all of them): "
+            "16^4, 8^5, 4^8 and 2^16 fit"
+        )
     every, length = sizes.record_every, sizes.steps_per_iter
     if every and length % every:
         raise StudyError(

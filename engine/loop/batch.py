@@ -2,6 +2,7 @@
 `start`, `advance` (a `lax.scan` of the inner step over one record interval), `measure`.
 `engine.host.program` stitches the groups into one jitted, sharded program."""
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -11,8 +12,8 @@ import jax.numpy as jnp
 
 from engine.core import exact
 from engine.core.state import RunInputs, init_run
-from engine.core.world import q_star_of
-from engine.knobs import Sizes, Variant, record_interval, records_per_iteration
+from engine.core.world import run_q_star
+from engine.knobs import Sizes, Variant, record_interval, records_per_iteration, world_of
 from engine.loop.diagnostics import run_metrics
 from engine.loop.step import make_inner_step
 from engine.mechanisms import judge_data
@@ -28,10 +29,10 @@ class BatchRun(NamedTuple):
     step(states, runs, q_stars, outer, inner) -> states after one inner step
     advance(states, runs, outer, interval) -> states after the `interval`-th run of
         `record_every` inner steps of outer iteration `outer` (the whole iteration by default)
-    measure(states, runs) -> one record: dicts of (runs,) arrays, plus (runs, 4096) arrays
+    measure(states, runs) -> one record: dicts of (runs,) arrays, plus (runs, N) arrays
         π(x) and J(x) when the study saves distributions
     The host measures after start and after every advance, so the diagnostics (an exact pass
-    over the 4096 outputs) are one piece of code that both share, compiled once.
+    over the N outputs) are one piece of code that both share, compiled once.
     """
 
     start: Callable
@@ -66,13 +67,14 @@ def begin_iteration(states, runs: RunInputs):
 
 def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
     """Vmapped start, step, advance and measure for a group of runs sharing `variant`."""
-    holdout = holdout_pair_indices(variant.n_holdout) if variant.n_holdout else None
+    world = world_of(sizes)
+    holdout = holdout_pair_indices(world, variant.n_holdout) if variant.n_holdout else None
     inner_step = make_inner_step(variant, sizes, holdout)
     every, n_records = record_interval(sizes), records_per_iteration(sizes)
     distributions = sizes.save_distributions != "none"  # the host keeps every record's or the last
 
     def q_stars_of(runs: RunInputs):
-        return jax.vmap(q_star_of)(runs.condition.transition_alpha)
+        return jax.vmap(functools.partial(run_q_star, world))(runs.condition)
 
     def start(runs: RunInputs):
         states = jax.vmap(lambda run: init_run(run, variant.judge_data_slots, variant.policy_hidden))(runs)
@@ -83,7 +85,7 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
             accuracy = jnp.where(runs.condition.meta_update_every > 0, accuracy, states.meta_accuracy)
             states = eqx.tree_at(lambda s: s.meta_accuracy, states, accuracy)
         if variant.gradient_estimator == "exact" and variant.n_oracle_pairs:
-            label_sums = jax.vmap(lambda q, c: expected_label_sums(q, c, variant.imperfect_labeller))(
+            label_sums = jax.vmap(lambda q, c: expected_label_sums(world, q, c, variant.imperfect_labeller))(
                 q_stars_of(runs), runs.condition
             )
             states = eqx.tree_at(lambda s: s.oracle_label_sums, states, label_sums, is_leaf=lambda x: x is None)

@@ -1,4 +1,4 @@
-"""The exact diagnostics of one record: sums over all 4096 outputs, computed in JAX inside
+"""The exact diagnostics of one record: sums over all N outputs, computed in JAX inside
 the program, for ONE run; and the names and units of everything a record holds."""
 
 import jax
@@ -8,7 +8,7 @@ from engine.core import exact
 from engine.core.exact import judge_scores_all, spearman
 from engine.core.optim import params
 from engine.core.state import RunInputs, RunState
-from engine.core.world import verbosity
+from engine.core.world import World, verbosity
 from engine.knobs import Condition, Variant
 from engine.mechanisms.best_response import best_response_kl, best_response_log_probs
 from engine.mechanisms.bias import bias_metrics
@@ -16,6 +16,7 @@ from engine.mechanisms.meta_judge import meta_judge_metrics
 
 
 def exact_metrics(
+    world: World,
     log_probs,
     scores,
     q_star,
@@ -26,20 +27,21 @@ def exact_metrics(
 ) -> dict:
     """The per-iteration diagnostics of one run, each exact over all outputs.
 
-    log_probs: log π over the 4096 (`exact.policy_log_probs_tree`); scores: the judges' ensemble-mean
-    J over the 4096 (`exact.judge_scores_all`); initial_log_probs: log π₀ over the 4096 (for the KL);
-    n_candidates: the N of the best/worst-of-N gaps (order statistics of N i.i.d. draws from π, ranked
-    by the judge). With `verbosity` (f over the 4096, `engine.core.world.verbosity`), the bias records too
+    log_probs: log π over the N of `world` (`exact.policy_log_probs_tree`); scores: the judges'
+    ensemble-mean J over the N (`exact.judge_scores_all`); initial_log_probs: log π₀ over the N (for the
+    KL); n_candidates: the N of the best/worst-of-N gaps (order statistics of N i.i.d. draws from π,
+    ranked by the judge). With `verbosity` (f over the N, `engine.core.world.verbosity`), the bias records too
     (`BIAS_METRICS`, `engine.mechanisms.bias.bias_metrics`), from the same π and J. With `distributions`,
-    also the (4096,) arrays they are sums over, `policy_probability` π(x) and `judge_score` J(x)
-    (ensemble mean), in `engine.core.world.all_sequences` order.
+    also the (N,) arrays they are sums over, `policy_probability` π(x) and `judge_score` J(x)
+    (ensemble mean), in `engine.core.world.all_sequences(world)` order.
     """
     probs = jnp.exp(log_probs)
     top, top_probability = exact.policy_mode(log_probs)
     # Elementwise product then sum, not a dot: a vmapped dot may pick a different kernel
     # for a different number of runs, and the last bit would then depend on the batch.
+    quality = jnp.sum(probs * q_star)
     metrics = {
-        "policy_quality": jnp.sum(probs * q_star),
+        "policy_quality": quality,
         "judge_alignment": spearman(scores, q_star),
         "policy_entropy": -jnp.sum(probs * log_probs),
         "judge_perceived_quality": jnp.sum(probs * scores),
@@ -48,12 +50,25 @@ def exact_metrics(
         "best_worst_gap_true": exact.best_worst_gap(scores, q_star, probs, n_candidates),
         "top_sequence": top,
         "top_probability": top_probability,
+        **world_readings(quality, q_star),
     }
     if verbosity is not None:
-        metrics.update(bias_metrics(probs, scores, q_star, verbosity))
+        metrics.update(bias_metrics(world, probs, scores, q_star, verbosity))
     if distributions:
         metrics |= {"policy_probability": probs, "judge_score": scores}
     return metrics
+
+
+def world_readings(quality, q_star) -> dict:
+    """The world's optimum and the policy quality read free of the world's q* scale (docs/worlds.md):
+    its quantile among the N sequences' q* (the share at or below it) and its share of the gap from
+    the uniform policy's quality (the mean q*, 0) to the optimum (1)."""
+    best, mean = jnp.max(q_star), jnp.mean(q_star)
+    return {
+        "q_star_max": best,
+        "policy_quality_quantile": jnp.mean(q_star <= quality),
+        "policy_quality_gap_share": (quality - mean) / (best - mean),
+    }
 
 
 # What every results file holds, from the first version of the lab on (what analysis needs).
@@ -76,8 +91,10 @@ SELF_REWARDING_METRICS = (
 )
 BIAS_METRICS = ("judge_bias", "judge_quality_weight", "policy_verbosity", "bias_cost")
 META_JUDGE_METRICS = ("meta_judge_alignment", "meta_agreement")
+WORLD_METRICS = ("q_star_max", "policy_quality_quantile", "policy_quality_gap_share")
 METRICS = (
     *CORE_METRICS,
+    *WORLD_METRICS,
     "meta_judge_accuracy",
     *SELF_REWARDING_METRICS,
     *BIAS_METRICS,
@@ -87,6 +104,9 @@ METRICS = (
 
 UNITS = {
     "policy_quality": "q* (expected under the policy)",
+    "q_star_max": "q*: the world's optimum, max over all N sequences",
+    "policy_quality_quantile": "fraction of the N sequences whose q* <= policy_quality (uniform policy ~0.5)",
+    "policy_quality_gap_share": "(policy_quality - mean q*) / (max q* - mean q*): 0 uniform, 1 optimal",
     "judge_alignment": "Spearman rho",
     "policy_entropy": "nats",
     "judge_perceived_quality": "J (expected under the policy)",
@@ -99,7 +119,7 @@ UNITS = {
     "pair_keep_rate": "fraction of this iteration's dpo pairs trained on (NaN: no pairs)",
     "train_pair_gap_judge": "J: mean J(chosen) - J(rejected) over this iteration's kept dpo pairs",
     "train_pair_gap_true": "q*: mean q*(chosen) - q*(rejected) over this iteration's kept dpo pairs",
-    # docs/bias.md: the least-squares fit J ≈ c + w·q* + β·σ(q*)·f over the 4096 outputs
+    # docs/bias.md: the least-squares fit J ≈ c + w·q* + β·σ(q*)·f over the N outputs
     "judge_bias": "J per filler token / sigma(q*) (the fit's f coefficient; b for a judge scoring q* + b sigma f)",
     "judge_quality_weight": "J per unit of q* (the fit's q* coefficient; 1 for a judge scoring q* + b sigma f)",
     "policy_verbosity": "filler tokens (expected under the policy; uniform policy 0.5)",
@@ -133,10 +153,13 @@ def run_metrics(state: RunState, run: RunInputs, q_star, variant: Variant, distr
     """One record of one run: the exact diagnostics (with π(x) and J(x) when `distributions`), the
     policy's distance from its best response, the iteration's meta and dpo-pair records, and `healthy`
     (every core metric finite and every parameter finite and within ±DIVERGED_PARAMETER)."""
-    f = verbosity(run.condition.bias_token)
+    world = state.world
+    f = verbosity(world, run.condition.bias_token)
     scores = judge_scores_all(state.judges)
     log_probs, distance = policy_and_response(state, run.condition, scores, variant)
-    metrics = exact_metrics(log_probs, scores, q_star, state.initial_log_probs, variant.n_candidates, f, distributions)
+    metrics = exact_metrics(
+        world, log_probs, scores, q_star, state.initial_log_probs, variant.n_candidates, f, distributions
+    )
     models = (state.policy, state.judges) + (() if state.meta is None else (state.meta.judge,))
     params_bounded = jnp.all(
         jnp.stack([jnp.all(jnp.abs(leaf) <= DIVERGED_PARAMETER) for leaf in jax.tree.leaves(params(models))])

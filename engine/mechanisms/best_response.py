@@ -4,7 +4,7 @@ Under gradient_estimator `exact` the policy's loss is −E_π[J] + β·KL(π‖�
 kl_estimator exact or k1, c = entropy_regulariser + entropy_exact). Over the whole simplex its minimiser
 for the judges held fixed is closed-form (Gibbs' variational principle):
 
-    log π*(x) = (β·log π₀(x) + J(x))/(β + c) − logsumexp over the 4096 of the same,
+    log π*(x) = (β·log π₀(x) + J(x))/(β + c) − logsumexp over the N of the same,
 
 J the ensemble's mean score. `policy_log_probs` is the policy's distribution as the rest of the loop
 reads it: the policy's own, or under policy_response `best_response` π* of the judges now, so the
@@ -27,14 +27,14 @@ def closed_form_applies(condition: Condition):
 
 
 def best_response_log_probs(scores, initial_log_probs, condition: Condition):
-    """log π* of all 4096, (4096,), the maximiser of E_π[J] − β·KL(π‖π₀) + c·H(π) for these (4096,) scores J
+    """log π* of all N, (N,), the maximiser of E_π[J] − β·KL(π‖π₀) + c·H(π) for these (N,) scores J
     and log π₀; meaningful where `closed_form_applies`."""
     beta = condition.kl_penalty
     return jax.nn.log_softmax((beta * initial_log_probs + scores) / (beta + exact_entropy_weight(condition)))
 
 
 def policy_log_probs(state: RunState, condition: Condition, variant: Variant):
-    """log π of all 4096 as the loop reads it: π* of the judges now under policy_response best_response,
+    """log π of all N as the loop reads it: π* of the judges now under policy_response best_response,
     else the policy's own (by the prefix tree)."""
     if variant.policy_response == "best_response":
         scores = jax.lax.stop_gradient(exact.judge_scores_all(state.judges))

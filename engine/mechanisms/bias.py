@@ -2,11 +2,11 @@
 (`engine.core.world.verbosity`), and the exact bias diagnostics.
 
 Every function here is a per-run function of arrays (no models, no loop state), exact over
-all 4096 outputs where it is a diagnostic, jittable and vmappable with traced knobs
+all N outputs where it is a diagnostic, jittable and vmappable with traced knobs
 (`bias_token`, `planted_bias`). Definitions and the reference-world facts are in
 docs/bias.md; `python -m engine.mechanisms.bias` prints those facts.
 
-Shapes: "(4096,)" is over `engine.core.world.all_sequences()` in its lexicographic order;
+Shapes: "(N,)" is over `engine.core.world.all_sequences(world)` in its lexicographic order;
 "(B,)" is over a batch of fresh policy samples.
 """
 
@@ -17,10 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from engine.core.exact import spearman
-from engine.core.world import ARROWS, SEQ_LEN, VOCAB, all_sequences, reference_q_star, render, verbosity
+from engine.core.world import ARROWS, REFERENCE_WORLD, World, all_sequences, reference_q_star, render, verbosity
 
 DEFAULT_BIAS_TOKEN = 2  # `→`
-N_LEVELS = SEQ_LEN + 1  # verbosity takes the values 0..4
 
 
 # ----------------------------------------------------------------------------------------
@@ -28,9 +27,9 @@ N_LEVELS = SEQ_LEN + 1  # verbosity takes the values 0..4
 
 
 def biased_target(q_star, verbosity, planted_bias) -> jax.Array:
-    """The pretraining target q*(x) + b·σ(q*)·f(x), (4096,), dtype of q_star.
+    """The pretraining target q*(x) + b·σ(q*)·f(x), (N,), dtype of q_star.
 
-    σ(q*) is the population standard deviation of q* over the 4096 outputs (ddof 0), so b is
+    σ(q*) is the population standard deviation of q* over the N outputs (ddof 0), so b is
     in units of σ(q*) per filler token. With b = 0 the added term is exactly +0.0 (σ and f are
     finite), and q + 0.0 == q bit for bit for every finite q, so b = 0 reproduces today's
     targets exactly (tests check it eagerly, under jit and under vmap).
@@ -44,7 +43,7 @@ def biased_target(q_star, verbosity, planted_bias) -> jax.Array:
 
 
 class JudgeFit(NamedTuple):
-    """The least-squares fit J ≈ intercept + quality_weight·q* + bias·σ(q*)·f over all 4096.
+    """The least-squares fit J ≈ intercept + quality_weight·q* + bias·σ(q*)·f over all N.
 
     intercept: in J units; quality_weight: J units per unit of q*; bias: J units per filler
     token, divided by σ(q*) (so a judge that scores exactly q* + b·σ(q*)·f has bias b).
@@ -56,7 +55,7 @@ class JudgeFit(NamedTuple):
 
 
 def judge_fit(scores, q_star, verbosity) -> JudgeFit:
-    """Least squares of J on [1, q*, f], exact over the 4096 outputs, in float32.
+    """Least squares of J on [1, q*, f], exact over the N outputs, in float32.
 
     Computed by Frisch–Waugh–Lovell on centred data rather than by the raw 3×3 normal
     equations: centre J, q*, f (this removes the intercept column, whose large cross terms
@@ -80,7 +79,7 @@ def judge_fit(scores, q_star, verbosity) -> JudgeFit:
 def judge_bias(scores, q_star, verbosity) -> jax.Array:
     """The judge's preference for verbosity with true quality held fixed, scalar.
 
-    The coefficient of f in the least-squares fit of J on [1, q*, f] over all 4096 outputs,
+    The coefficient of f in the least-squares fit of J on [1, q*, f] over all N outputs,
     divided by σ(q*). Invariant to adding a constant to J; proportional to J's scale (a judge
     whose scores grow ×c shows ×c the bias — see `JudgeFit.quality_weight` and docs/bias.md).
     """
@@ -88,16 +87,16 @@ def judge_bias(scores, q_star, verbosity) -> jax.Array:
 
 
 def policy_verbosity(probs, verbosity) -> jax.Array:
-    """E_π[f] = Σ_x π(x) f(x), scalar; 0.5 for the uniform policy (4 positions × 1/8)."""
+    """E_π[f] = Σ_x π(x) f(x), scalar; L/V for the uniform policy (0.5 at 8⁴: 4 positions × 1/8)."""
     return jnp.sum(probs * verbosity)  # elementwise then sum, as in engine.loop.diagnostics
 
 
-def level_ceiling(q_star, verbosity) -> jax.Array:
-    """m(v) = max{q*(y) : f(y) = v} for v = 0..4, (5,). Every level is non-empty."""
-    return jax.ops.segment_max(q_star, verbosity.astype(jnp.int32), num_segments=N_LEVELS)
+def level_ceiling(world: World, q_star, verbosity) -> jax.Array:
+    """m(v) = max{q*(y) : f(y) = v} for v = 0..L, (L + 1,). Every level is non-empty."""
+    return jax.ops.segment_max(q_star, verbosity.astype(jnp.int32), num_segments=world.seq_len + 1)
 
 
-def bias_cost(probs, q_star, verbosity) -> jax.Array:
+def bias_cost(world: World, probs, q_star, verbosity) -> jax.Array:
     """The quality ceiling the policy loses by the verbosity it chose, scalar, ≥ 0, q* units.
 
     bias_cost = E_{x~π}[ max q* − m(f(x)) ], m(v) = the best q* among sequences of verbosity v.
@@ -114,22 +113,22 @@ def bias_cost(probs, q_star, verbosity) -> jax.Array:
     returns it.
     """
     levels = verbosity.astype(jnp.int32)
-    return jnp.sum(probs * (jnp.max(q_star) - level_ceiling(q_star, verbosity)[levels]))
+    return jnp.sum(probs * (jnp.max(q_star) - level_ceiling(world, q_star, verbosity)[levels]))
 
 
-def within_level_gap(probs, q_star, verbosity) -> jax.Array:
+def within_level_gap(world: World, probs, q_star, verbosity) -> jax.Array:
     """E_π[m(f(x)) − q*(x)], scalar ≥ 0: the regret left once verbosity is accounted for.
 
     bias_cost + within_level_gap = max q* − policy_quality (exactly, up to rounding).
     """
     levels = verbosity.astype(jnp.int32)
-    return jnp.sum(probs * (level_ceiling(q_star, verbosity)[levels] - q_star))
+    return jnp.sum(probs * (level_ceiling(world, q_star, verbosity)[levels] - q_star))
 
 
-def bias_metrics(probs, scores, q_star, verbosity) -> dict:
+def bias_metrics(world: World, probs, scores, q_star, verbosity) -> dict:
     """The per-iteration bias records of one run (`engine.loop.diagnostics.BIAS_METRICS`), scalars.
 
-    probs: π over the 4096; scores: J over the 4096 (the ensemble mean); q_star, verbosity:
+    probs: π over the N; scores: J over the N (the ensemble mean); q_star, verbosity:
     the run's. judge_bias and judge_quality_weight come from one `judge_fit`.
     """
     fit = judge_fit(scores, q_star, verbosity)
@@ -137,7 +136,7 @@ def bias_metrics(probs, scores, q_star, verbosity) -> dict:
         "judge_bias": fit.bias,
         "judge_quality_weight": fit.quality_weight,
         "policy_verbosity": policy_verbosity(probs, verbosity),
-        "bias_cost": bias_cost(probs, q_star, verbosity),
+        "bias_cost": bias_cost(world, probs, q_star, verbosity),
     }
 
 
@@ -148,30 +147,31 @@ def bias_metrics(probs, scores, q_star, verbosity) -> dict:
 class VerbosityFacts(NamedTuple):
     """How a filler token relates to q*: correlations, per-level ceilings, the best's verbosity."""
 
-    pearson: jax.Array  # corr(f, q*) over the 4096
-    spearman: jax.Array  # rank corr(f, q*), average ranks (f has five tied levels)
-    level_ceiling: jax.Array  # (5,) best q* at verbosity 0..4
+    pearson: jax.Array  # corr(f, q*) over the N
+    spearman: jax.Array  # rank corr(f, q*), average ranks (f has L + 1 tied levels)
+    level_ceiling: jax.Array  # (L + 1,) best q* at verbosity 0..L
     best_verbosity: jax.Array  # f of the global best sequence
 
 
-def verbosity_facts(q_star, bias_token) -> VerbosityFacts:
-    f = verbosity(bias_token)
+def verbosity_facts(world: World, q_star, bias_token) -> VerbosityFacts:
+    f = verbosity(world, bias_token)
     return VerbosityFacts(
         pearson=jnp.corrcoef(f, q_star)[0, 1],
         spearman=spearman(f, q_star),
-        level_ceiling=level_ceiling(q_star, f),
+        level_ceiling=level_ceiling(world, q_star, f),
         best_verbosity=f[jnp.argmax(q_star)],
     )
 
 
 def main():
-    q_star = reference_q_star()
-    facts = jax.vmap(verbosity_facts, in_axes=(None, 0))(q_star, jnp.arange(VOCAB))
-    best = render(all_sequences()[int(jnp.argmax(q_star))])
+    world = REFERENCE_WORLD
+    q_star = reference_q_star(world)
+    facts = jax.vmap(verbosity_facts, in_axes=(None, None, 0))(world, q_star, jnp.arange(world.vocab))
+    best = render(all_sequences(world)[int(jnp.argmax(q_star))])
     print(f"reference world: σ(q*) = {float(jnp.std(q_star)):.4f}, global best {best} (q* {float(q_star.max()):.3f})")
     print("| token | Pearson(f, q*) | Spearman(f, q*) | best q* at f = 0, 1, 2, 3, 4 | f(best) |")
     print("|---|---|---|---|---|")
-    for token in range(VOCAB):
+    for token in range(world.vocab):
         ceiling = ", ".join(f"{float(c):.3f}" for c in np.asarray(facts.level_ceiling[token]))
         print(
             f"| {token} `{ARROWS[token]}` | {float(facts.pearson[token]):+.4f} | {float(facts.spearman[token]):+.4f} "

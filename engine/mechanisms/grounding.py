@@ -5,7 +5,7 @@ The labeller may be imperfect: it prefers a over b where
 
   v(a) + s·ε_a > v(b) + s·ε_b,   v = q* + oracle_bias·σ(q*)·f,   s = oracle_noise·σ(q*),
 
-f the verbosity of `bias_token`, σ(q*) the population std of the run's q* over the 4096, and
+f the verbosity of `bias_token`, σ(q*) the population std of the run's q* over the N, and
 ε ~ N(0, 1) drawn afresh for every comparison. At oracle_noise 0 and oracle_bias 0 both added
 terms are exactly +0.0 (or −0.0), so the labels are [q*(a) > q*(b)] bit for bit.
 
@@ -26,7 +26,7 @@ import jax.scipy.special
 
 from engine.core import exact
 from engine.core.state import RunState
-from engine.core.world import N_SEQUENCES, all_sequences, verbosity
+from engine.core.world import World, all_sequences, verbosity
 from engine.knobs import Condition
 from engine.mechanisms.bias import biased_target
 
@@ -39,9 +39,9 @@ def noise_key(key):
     return jax.random.fold_in(key, NOISE_TAG)
 
 
-def labeller_values(q_star, condition: Condition):
-    """v = q* + oracle_bias·σ(q*)·f over the 4096: what the labeller ranks (q* itself at bias 0)."""
-    return biased_target(q_star, verbosity(condition.bias_token), condition.oracle_bias)
+def labeller_values(world: World, q_star, condition: Condition):
+    """v = q* + oracle_bias·σ(q*)·f over the N: what the labeller ranks (q* itself at bias 0)."""
+    return biased_target(q_star, verbosity(world, condition.bias_token), condition.oracle_bias)
 
 
 def noisy_preferences(values, index_a, index_b, noise_scale, key):
@@ -53,28 +53,28 @@ def noisy_preferences(values, index_a, index_b, noise_scale, key):
     return values[index_a] + noise[0] > values[index_b] + noise[1]
 
 
-def labelled_pairs(q_star, condition: Condition, index_a, index_b, key, imperfect: bool):
-    """Sequence pairs (by index into the 4096) with the labeller's labels, noise from `key`;
+def labelled_pairs(world: World, q_star, condition: Condition, index_a, index_b, key, imperfect: bool):
+    """Sequence pairs (by index into the N) with the labeller's labels, noise from `key`;
     [q*(a) > q*(b)] where the run's variant has no imperfect labeller (`imperfect` false)."""
-    sequences = jnp.asarray(all_sequences())
+    sequences = jnp.asarray(all_sequences(world))
     if not imperfect:
         return sequences[index_a], sequences[index_b], q_star[index_a] > q_star[index_b]
     scale = condition.oracle_noise * jnp.std(q_star)
-    labels = noisy_preferences(labeller_values(q_star, condition), index_a, index_b, scale, key)
+    labels = noisy_preferences(labeller_values(world, q_star, condition), index_a, index_b, scale, key)
     return sequences[index_a], sequences[index_b], labels
 
 
-def expected_label_sums(q_star, condition: Condition, imperfect: bool):
-    """ℓ(c) = (1/4096) Σ_b E[y(c, b) − y(b, c)] for every c, (4096,): how much the labeller prefers c
+def expected_label_sums(world: World, q_star, condition: Condition, imperfect: bool):
+    """ℓ(c) = (1/N) Σ_b E[y(c, b) − y(b, c)] for every c, (N,): how much the labeller prefers c
     to a uniform b, on average over its noise; the exact oracle-pair step (gradient_estimator `exact`)
     trains towards it.
 
     E[y(c, b) − y(b, c)] = sign(v(c) − v(b)) for a noiseless labeller (sign(q*(c) − q*(b)) where
     `imperfect` is false), and 2Φ(Δv/(√2·s)) − 1 = erf(Δv/(2s)) with noise of scale s > 0
     (`noisy_preferences`); 0 for c = b, and for a tie of a noiseless labeller, as it labels either
-    order 0. A constant of the run, computed once (4096² terms).
+    order 0. A constant of the run, computed once (N² terms).
     """
-    uniform = jnp.full(N_SEQUENCES, 1.0 / N_SEQUENCES)
+    uniform = jnp.full(world.n_sequences, 1.0 / world.n_sequences)
     if not imperfect:
         return exact.antisymmetric_pair_sum(jnp.sign, q_star, uniform)
     scale = condition.oracle_noise * jnp.std(q_star)
@@ -84,7 +84,7 @@ def expected_label_sums(q_star, condition: Condition, imperfect: bool):
     def expected_preference(difference):
         return jnp.where(noisy, jax.scipy.special.erf(difference / divisor), jnp.sign(difference))
 
-    return exact.antisymmetric_pair_sum(expected_preference, labeller_values(q_star, condition), uniform)
+    return exact.antisymmetric_pair_sum(expected_preference, labeller_values(world, q_star, condition), uniform)
 
 
 def within_budget(state: RunState, condition: Condition, cost: int, budgeted: bool):

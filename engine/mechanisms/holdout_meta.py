@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from engine.core.keys import run_keys
 from engine.core.optim import tree_select
 from engine.core.state import RunInputs, RunState
-from engine.core.world import N_SEQUENCES
+from engine.core.world import World
 from engine.knobs import Variant
 from engine.mechanisms.grounding import labelled_pairs, noise_key, spend, within_budget
 from engine.mechanisms.judge_steps import judge_pair_step, pair_loss
@@ -22,19 +22,19 @@ from engine.mechanisms.judge_steps import judge_pair_step, pair_loss
 HOLDOUT_KEY = 0  # the held-out pairs are drawn once from this key: the same for every run
 
 
-def holdout_pair_indices(n_holdout: int):
-    """The fixed held-out pairs: two (n_holdout,) index arrays into the 4096."""
+def holdout_pair_indices(world: World, n_holdout: int):
+    """The fixed held-out pairs: two (n_holdout,) index arrays into the N."""
     key_a, key_b = jax.random.split(jax.random.PRNGKey(HOLDOUT_KEY))
     return (
-        jax.random.randint(key_a, (n_holdout,), 0, N_SEQUENCES),
-        jax.random.randint(key_b, (n_holdout,), 0, N_SEQUENCES),
+        jax.random.randint(key_a, (n_holdout,), 0, world.n_sequences),
+        jax.random.randint(key_b, (n_holdout,), 0, world.n_sequences),
     )
 
 
 def holdout_labelled_pairs(run: RunInputs, q_star, holdout, imperfect: bool):
     """The held-out pairs with the run's labels (the labeller's noise from the run's loop key;
     q* itself where the variant has no imperfect labeller)."""
-    return labelled_pairs(q_star, run.condition, *holdout, noise_key(run_keys(run.seed)["loop"]), imperfect)
+    return labelled_pairs(run.world, q_star, run.condition, *holdout, noise_key(run_keys(run.seed)["loop"]), imperfect)
 
 
 def holdout_accuracy(judges, run: RunInputs, q_star, holdout, imperfect: bool):

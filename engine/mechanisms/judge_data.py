@@ -3,7 +3,7 @@
 `fresh` (the reference): two fresh batches from the current policy. `accumulate`: the mixture of
 the policies of every inner step so far, equally weighted per inner step, the data every earlier
 step would have drawn; `window`: that mixture over the last `judge_data_window` outer iterations
-only. The mixture is exact: a run keeps Σ π over the inner steps (π of all 4096 sequences by the
+only. The mixture is exact: a run keeps Σ π over the inner steps (π of all N sequences by the
 prefix tree, after each step's policy update) in `RunState.policy_sums`, one slot per outer
 iteration of its window, slot j holding iteration t − j (a shift register: each outer iteration
 shifts it by one and starts slot 0 at zero), or one slot never cleared under `accumulate`. The
@@ -18,22 +18,22 @@ import jax.numpy as jnp
 from engine.core import exact
 from engine.core.models import Policy
 from engine.core.state import RunState
-from engine.core.world import SEQ_LEN, all_sequences
+from engine.core.world import World, all_sequences
 from engine.knobs import Condition, Variant, code
 from engine.mechanisms.best_response import policy_log_probs
 
 
 def fresh_pairs(policy: Policy, key, batch_size: int):
-    """Two fresh batches (a, b) of batch_size sequences each from the policy, (batch_size, 4) each."""
-    tokens, _ = policy.sample(jax.random.uniform(key, (2 * batch_size, SEQ_LEN)))
+    """Two fresh batches (a, b) of batch_size sequences each from the policy, (batch_size, L) each."""
+    tokens, _ = policy.sample(jax.random.uniform(key, (2 * batch_size, policy.world.seq_len)))
     return tokens[:batch_size], tokens[batch_size:]
 
 
 def add_policy(policy_sums, log_probs):
     """Slot 0 (this outer iteration, or every step under `accumulate`) gains π of the policy now, from its
-    log π of all 4096 sequences (`best_response.policy_log_probs`).
+    log π of all N sequences (`best_response.policy_log_probs`).
 
-    One pass over the prefix tree of all 4096 sequences per inner step: the policy changes at every
+    One pass over the prefix tree of all N sequences per inner step: the policy changes at every
     step (each takes an Adam step), and the mixture weighs every inner step equally.
     """
     return policy_sums.at[0].add(jnp.exp(jax.lax.stop_gradient(log_probs)))
@@ -47,7 +47,7 @@ def begin_iteration(policy_sums, condition: Condition):
 
 
 def mixture(policy_sums, condition: Condition):
-    """The unnormalised mixture of the run's past policies, (4096,): Σ over its slots j < window
+    """The unnormalised mixture of the run's past policies, (N,): Σ over its slots j < window
     (slot 0 alone under `accumulate`), summed in the order j = 0, 1, ... Slots beyond a run's
     window (a group keeps as many as its longest window) add exact zeros, last, so a run's bits do
     not depend on the group it runs in."""
@@ -58,15 +58,15 @@ def mixture(policy_sums, condition: Condition):
     return total
 
 
-def mixture_pairs(key, weights, batch_size: int):
+def mixture_pairs(world: World, key, weights, batch_size: int):
     """Two batches (a, b) of batch_size sequences each, i.i.d. from the mixture (weights ∝ it)."""
     index = exact.sample_weighted(key, weights, 2 * batch_size)
-    tokens = jnp.asarray(all_sequences())[index]
+    tokens = jnp.asarray(all_sequences(world))[index]
     return tokens[:batch_size], tokens[batch_size:]
 
 
 def self_labelled_distribution(state: RunState, condition: Condition, variant: Variant):
-    """The distribution (4096,) the self-labelled pairs' sequences are drawn from, each independently:
+    """The distribution (N,) the self-labelled pairs' sequences are drawn from, each independently:
     π where the run keeps no past policies (`fresh`; the best response under policy_response
     `best_response`), else the normalised mixture (gradient_estimator `exact` sums over it instead of
     drawing from it). Held fixed by the judges' steps, which differentiate in the judges only; not by
@@ -82,4 +82,4 @@ def self_labelled_pairs(state: RunState, condition: Condition, key, batch_size: 
     policy where the run keeps no past policies (`fresh`: the reference's code), else from the mixture."""
     if state.policy_sums is None:
         return fresh_pairs(state.policy, key, batch_size)
-    return mixture_pairs(key, mixture(state.policy_sums, condition), batch_size)
+    return mixture_pairs(state.world, key, mixture(state.policy_sums, condition), batch_size)

@@ -5,7 +5,7 @@ every judge step of a run can carry.
 Every step here is one Adam step of every judge of the ensemble on the same pairs, kept per
 judge where a mask says so; each handles ONE run. The `expected_*` steps are the same steps
 under gradient_estimator `exact`: each takes the expectation of its sampled sibling's gradient
-over the pairs (and the labeller's noise), summed over all 4096² pairs (docs/mean_field.md).
+over the pairs (and the labeller's noise), summed over all N² pairs (docs/mean_field.md).
 """
 
 from typing import NamedTuple
@@ -19,7 +19,6 @@ from engine.core import exact
 from engine.core.models import JudgeModel
 from engine.core.optim import adam_update, params, tree_select
 from engine.core.state import RunInputs, RunState, ensemble_size
-from engine.core.world import N_SEQUENCES
 from engine.knobs import Condition, Variant
 from engine.mechanisms.grounding import labelled_pairs, noise_key, spend
 from engine.mechanisms.judge_data import self_labelled_distribution, self_labelled_pairs
@@ -115,8 +114,8 @@ def oracle_pair_update(
     """One judge step on n_oracle_pairs uniform pairs labelled by the q* labeller (`anchor_fraction`),
     counted against `oracle_budget` (`due` says the step fits it: `engine.mechanisms.grounding`)."""
     n_oracle_pairs = variant.n_oracle_pairs
-    index_a, index_b = jax.random.randint(key, (2, n_oracle_pairs), 0, N_SEQUENCES)
-    pairs = labelled_pairs(q_star, condition, index_a, index_b, noise_key(key), variant.imperfect_labeller)
+    index_a, index_b = jax.random.randint(key, (2, n_oracle_pairs), 0, state.world.n_sequences)
+    pairs = labelled_pairs(state.world, q_star, condition, index_a, index_b, noise_key(key), variant.imperfect_labeller)
     mask = jnp.full((ensemble_size(state.judges),), due)
     state = ensemble_pair_step(state, *pairs, mask, pull)
     return spend(state, condition, due, n_oracle_pairs, variant.oracle_budgeted)
@@ -127,8 +126,8 @@ def oracle_pair_update(
 
 
 def score_gradient_grads(judge: JudgeModel, score_gradient, pull=None):
-    """∇θ of Σ_x g_x·J(x) (+ the pull), g = score_gradient(J) of the judge's scores J of all 4096
-    sequences, held fixed: the gradient of a loss over pairs of the 4096 whose derivative in J is g.
+    """∇θ of Σ_x g_x·J(x) (+ the pull), g = score_gradient(J) of the judge's scores J of all N
+    sequences, held fixed: the gradient of a loss over pairs of the N whose derivative in J is g.
     One pass over the judge's prefix tree, forward and backward. pull: None, or (pretrained judge, c).
 
     g is held fixed by entering the surrogate as an argument it is not differentiated in, not by
@@ -156,14 +155,14 @@ def self_labelled_slope(difference):
 
 
 def self_labelled_score_gradient(scores, probs):
-    """∂L/∂J(c) = q(c)·Σ_b q(b)·(tanh((J(c) − J(b))/2) − sign(J(c) − J(b))), (4096,), of the expected
+    """∂L/∂J(c) = q(c)·Σ_b q(b)·(tanh((J(c) − J(b))/2) − sign(J(c) − J(b))), (N,), of the expected
     self-labelled loss L = Σ_ab q(a) q(b) ℓ(J(a) − J(b)) over pairs a, b ~ q independently, the labels
     [J(a) > J(b)] held fixed (a tie's two orders cancel)."""
     return probs * exact.antisymmetric_pair_sum(self_labelled_slope, scores, probs)
 
 
 def expected_self_labelled_update(state: RunState, condition: Condition, due, variant: Variant, pull=None) -> RunState:
-    """`self_labelled_update`'s expected step: each judge labels every pair of the 4096² by its own
+    """`self_labelled_update`'s expected step: each judge labels every pair of the N² by its own
     scores and trains on them weighted by q(a)·q(b), q the policy (its best response under
     policy_response `best_response`) or the mixture of past policies.
 
@@ -171,7 +170,7 @@ def expected_self_labelled_update(state: RunState, condition: Condition, due, va
     but not over the judges) makes XLA's CPU code for the tiles' products slower, twice the time for
     three judges (docs/mean_field.md)."""
     n_judges = ensemble_size(state.judges)
-    probs = jnp.broadcast_to(self_labelled_distribution(state, condition, variant), (n_judges, N_SEQUENCES))
+    probs = jnp.broadcast_to(self_labelled_distribution(state, condition, variant), (n_judges, state.world.n_sequences))
 
     def judge_step(judge, opt_state, member_pull, probs):
         return score_gradient_step(
@@ -182,14 +181,15 @@ def expected_self_labelled_update(state: RunState, condition: Condition, due, va
 
 
 def oracle_score_gradient(scores, label_sums):
-    """∂L/∂J(c) = (1/N)·((1/N)·Σ_b tanh((J(c) − J(b))/2) − ℓ(c)), (4096,), of the expected oracle-pair
+    """∂L/∂J(c) = (1/N)·((1/N)·Σ_b tanh((J(c) − J(b))/2) − ℓ(c)), (N,), of the expected oracle-pair
     loss over uniform pairs and the labeller's noise, ℓ its label sums (`grounding.expected_label_sums`)."""
-    uniform = jnp.full(N_SEQUENCES, 1.0 / N_SEQUENCES)
+    n_sequences = scores.shape[-1]
+    uniform = jnp.full(n_sequences, 1.0 / n_sequences)
     return uniform * (exact.antisymmetric_pair_sum(lambda d: jnp.tanh(d / 2), scores, uniform) - label_sums)
 
 
 def expected_oracle_pair_update(state: RunState, condition: Condition, due, variant: Variant, pull=None) -> RunState:
-    """`oracle_pair_update`'s expected step, over every pair of the 4096² and the labeller's noise;
+    """`oracle_pair_update`'s expected step, over every pair of the N² and the labeller's noise;
     counted against `oracle_budget` as the n_oracle_pairs comparisons whose expectation it takes."""
 
     def judge_step(judge, opt_state, member_pull, _):

@@ -3,10 +3,10 @@
 - `reinforce_gradient`: REINFORCE on the ensemble's mean score (the reference rule);
 - `dpo_gradient`: DPO on the judge's own preference pairs (`engine.mechanisms.preference`);
 - `entropy_terms`, `sampled_kl_term`: the terms every rule adds on its own batch;
-- `exact_regulariser_gradient`: ∇ of the exact KL(π‖π₀) and −H(π) over all 4096 outputs;
+- `exact_regulariser_gradient`: ∇ of the exact KL(π‖π₀) and −H(π) over all N outputs;
 - `exact_entropy_weight`: the weight c of −c·H(π) in the exact loss;
 - `expected_policy_gradient`: REINFORCE's and its terms' expected gradient in the large-batch limit,
-  exact over all 4096 outputs (gradient_estimator `exact`; docs/mean_field.md);
+  exact over all N outputs (gradient_estimator `exact`; docs/mean_field.md);
 - `apply_policy_gradient`: one Adam step, and the step's dpo pairs joining the iteration's sums.
 docs/self_rewarding.md defines each with its paper.
 """
@@ -19,7 +19,7 @@ from engine.core import exact
 from engine.core.models import Policy, ensemble_scores
 from engine.core.optim import adam_update
 from engine.core.state import PairStats, RunInputs, RunState
-from engine.core.world import SEQ_LEN, all_sequences
+from engine.core.world import all_sequences
 from engine.knobs import Condition, Sizes, Variant, code
 from engine.mechanisms import preference
 
@@ -40,7 +40,7 @@ def sampled_kl_term(state: RunState, condition: Condition, tokens, log_prob):
     r = π₀/π, differentiated through log π with the samples fixed (as GRPO uses it), whose
     expected gradient is ∇KL(π₀‖π), the forward KL.
     """
-    initial = state.initial_log_probs[exact.sequence_index(tokens)]
+    initial = state.initial_log_probs[exact.sequence_index(state.world, tokens)]
     k1 = jnp.mean(jax.lax.stop_gradient(log_prob - initial) * log_prob)
     k3 = exact.kl_k3(log_prob, initial)
     estimator = condition.kl_estimator
@@ -50,9 +50,9 @@ def sampled_kl_term(state: RunState, condition: Condition, tokens, log_prob):
     return condition.kl_penalty * term
 
 
-def policy_uniforms(key, batch_size: int):
+def policy_uniforms(key, batch_size: int, seq_len: int):
     """The uniforms of one batch of policy samples, one per position (`Policy.sample`)."""
-    return jax.random.uniform(key, (batch_size, SEQ_LEN))
+    return jax.random.uniform(key, (batch_size, seq_len))
 
 
 def reinforce_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: Sizes):
@@ -61,7 +61,7 @@ def reinforce_gradient(state: RunState, run: RunInputs, key, variant: Variant, s
     loss = −mean((r − mean r) log π) + entropy terms (+ a sampled KL term when regularised).
     """
     condition = run.condition
-    uniforms = policy_uniforms(key, sizes.batch_size)
+    uniforms = policy_uniforms(key, sizes.batch_size, state.world.seq_len)
 
     def loss_fn(policy):
         tokens, log_prob = policy.sample(uniforms)
@@ -93,13 +93,15 @@ def dpo_pairs(state: RunState, run: RunInputs, keys, tokens, variant: Variant, s
     pairs = preference.gather_pairs(tokens, scores, index)
     if variant.anchored_rejection:
         index = exact.sample_indices(keys["initial"], state.initial_log_probs, sizes.batch_size)
-        initial_tokens = jnp.asarray(all_sequences())[index]
+        initial_tokens = jnp.asarray(all_sequences(state.world))[index]
         pairs = preference.anchored_rejection(pairs, initial_tokens, scores_of(initial_tokens), n, condition.score_grid)
     if variant.future_chosen:
         grads = eqx.filter_grad(policy_dpo_loss)(state.policy, state, condition, pairs)
         updates, _ = adam_update(grads, state.policy_opt)
         lookahead = eqx.apply_updates(state.policy, updates)
-        lookahead_tokens, _ = lookahead.sample(policy_uniforms(keys["lookahead"], sizes.batch_size))
+        lookahead_tokens, _ = lookahead.sample(
+            policy_uniforms(keys["lookahead"], sizes.batch_size, state.world.seq_len)
+        )
         pairs = preference.future_chosen(pairs, lookahead_tokens, scores_of(lookahead_tokens), n, condition.score_grid)
     return pairs
 
@@ -112,12 +114,19 @@ def policy_dpo_loss(policy: Policy, state: RunState, condition: Condition, pairs
         state.reference_log_probs,
     )
     chosen, rejected = policy.log_prob_batch(pairs.chosen), policy.log_prob_batch(pairs.rejected)
-    reference_chosen = reference[exact.sequence_index(pairs.chosen)]
-    reference_rejected = reference[exact.sequence_index(pairs.rejected)]
+    reference_chosen = reference[exact.sequence_index(state.world, pairs.chosen)]
+    reference_rejected = reference[exact.sequence_index(state.world, pairs.rejected)]
 
     def loss(loss_type):
         return preference.dpo_loss(
-            chosen, rejected, reference_chosen, reference_rejected, pairs.keep, condition.dpo_beta, loss_type
+            chosen,
+            rejected,
+            reference_chosen,
+            reference_rejected,
+            pairs.keep,
+            condition.dpo_beta,
+            loss_type,
+            seq_len=policy.world.seq_len,
         )
 
     return jnp.where(condition.dpo_loss == code("dpo_loss", "ipo"), loss("ipo"), loss("sigmoid"))
@@ -130,7 +139,9 @@ def dpo_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: 
     regularised). Returns the gradient and the pairs' statistics (for the iteration's records).
     """
     condition = run.condition
-    tokens, _ = state.policy.sample(policy_uniforms(key, sizes.batch_size))  # REINFORCE's batch of the step
+    tokens, _ = state.policy.sample(
+        policy_uniforms(key, sizes.batch_size, state.world.seq_len)
+    )  # REINFORCE's batch of the step
     keys = {"initial": jax.random.fold_in(key, 1), "lookahead": jax.random.fold_in(key, 2)}
     pairs = dpo_pairs(state, run, keys, tokens, variant, sizes)
 
@@ -142,7 +153,10 @@ def dpo_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: 
         return loss
 
     keep = pairs.keep.astype(jnp.float32)
-    true_gap = q_star[exact.sequence_index(pairs.chosen)] - q_star[exact.sequence_index(pairs.rejected)]
+    true_gap = (
+        q_star[exact.sequence_index(state.world, pairs.chosen)]
+        - q_star[exact.sequence_index(state.world, pairs.rejected)]
+    )
     stats = PairStats(
         offered=jnp.float32(keep.size),
         kept=keep.sum(),
@@ -153,7 +167,7 @@ def dpo_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: 
 
 
 def exact_regulariser_gradient(policy: Policy, state: RunState, condition: Condition):
-    """∇ of c_kl·KL(π‖π₀) (kl_estimator exact) − c_H·H(π), both exact over all 4096 outputs."""
+    """∇ of c_kl·KL(π‖π₀) (kl_estimator exact) − c_H·H(π), both exact over all N outputs."""
 
     def loss_fn(policy):
         log_probs = exact.policy_log_probs_tree(policy)
@@ -172,7 +186,7 @@ def exact_entropy_weight(condition: Condition):
 
 
 def expected_policy_gradient(state: RunState, condition: Condition):
-    """The limit of `reinforce_gradient`'s expectation as the batch grows, every term exact over all 4096:
+    """The limit of `reinforce_gradient`'s expectation as the batch grows, every term exact over all N:
 
     −∇E_π[J]  (E[(r − r̄)∇log π] = (1 − 1/B)·∇E_π[J] over a batch of B, J the ensemble's mean score)
     − c_H·∇H(π), c_H = entropy_regulariser + entropy_exact  (the sampled regulariser's limit is −∇H)

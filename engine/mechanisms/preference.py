@@ -19,8 +19,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from engine.core.world import SEQ_LEN
-
 # Where a pair member was sampled from.
 POLICY = 0  # the current policy's batch
 INITIAL = 1  # π₀'s draws (anchored rejection)
@@ -191,7 +189,9 @@ def dpo_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejec
 DPO_LOSSES = ("sigmoid", "ipo")
 
 
-def dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, keep, beta, loss_type="sigmoid"):
+def dpo_loss(
+    policy_chosen, policy_rejected, reference_chosen, reference_rejected, keep, beta, loss_type="sigmoid", *, seq_len
+):
     """DPO loss over G pairs, mean over kept pairs (0 and zero gradient when none is kept).
 
     Inputs are (G,) sequence log-probabilities (summed over the 4 tokens) under the policy
@@ -200,13 +200,13 @@ def dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejecte
     - `sigmoid` (DPO, Rafailov et al. 2023): −log σ(β·h); h = 0 gives ln 2;
     - `ipo` (Azar et al. 2023, eq. 17): (h/4 − 1/(2β))². TRL divides each response's
       log-ratio by its number of completion tokens for IPO (the IPO authors' normalisation);
-      every response here has 4 tokens, so h/4.
+      every response here has `seq_len` tokens, so h/L (h/4 in the reference world).
     """
     margin = dpo_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejected)
     if loss_type == "sigmoid":
         per_pair = -jax.nn.log_sigmoid(beta * margin)
     elif loss_type == "ipo":
-        per_pair = (margin / SEQ_LEN - 1 / (2 * beta)) ** 2
+        per_pair = (margin / seq_len - 1 / (2 * beta)) ** 2
     else:
         raise ValueError(f"unknown DPO loss {loss_type!r}; expected one of {DPO_LOSSES}")
     return masked_mean(per_pair, keep)

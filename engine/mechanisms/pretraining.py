@@ -12,7 +12,7 @@ from engine.core.keys import run_keys
 from engine.core.models import JudgeModel
 from engine.core.optim import adam_init, adam_update, params
 from engine.core.state import initial_model
-from engine.core.world import N_SEQUENCES, all_sequences, q_star_of, verbosity
+from engine.core.world import all_sequences, run_q_star, verbosity
 from engine.knobs import Condition, Sizes, pretrain_batch
 from engine.mechanisms.bias import biased_target
 
@@ -40,18 +40,19 @@ def pretrain_judge(job: PretrainInputs, sizes: Sizes, build) -> PretrainResult:
     keys = run_keys(job.seed)
     judge = initial_model(build, jax.random.fold_in(keys["judges"], job.member), job.condition)
     data_key = jax.random.fold_in(keys["pretrain"], job.member)
-    sequences = jnp.asarray(all_sequences())
-    q_star = q_star_of(job.condition.transition_alpha)
+    world = judge.world
+    sequences = jnp.asarray(all_sequences(world))
+    q_star = run_q_star(world, job.condition)
     # q* + b·σ(q*)·f(x), exactly q* (bit for bit) at planted_bias 0; the stop rule below still
     # measures Spearman against q* itself.
-    target = biased_target(q_star, verbosity(job.condition.bias_token), job.condition.planted_bias)
+    target = biased_target(q_star, verbosity(world, job.condition.bias_token), job.condition.planted_bias)
 
     batch_size = pretrain_batch(sizes)
 
     def train_step(carry, step):
         judge, opt_state = carry
         key_index, key_noise = jax.random.split(jax.random.fold_in(data_key, step))
-        index = jax.random.randint(key_index, (batch_size,), 0, N_SEQUENCES)
+        index = jax.random.randint(key_index, (batch_size,), 0, world.n_sequences)
         targets = target[index] + PRETRAIN_TARGET_NOISE * jax.random.normal(key_noise, (batch_size,))
 
         def loss_fn(judge):
