@@ -285,7 +285,7 @@ def test_the_width_constants_follow_from_their_measurements():
     per_judge = {width: (rss[width, 32, 64, 2] - rss[width, 32, 1, 2]) / 63 / 2 for width in (8, 32, 128)}
     for width, value in ACTIVE_MEMORY.items():
         assert per_judge[width] / per_judge[32] == pytest.approx(value, abs=0.006)
-    added = policy_parameters(128, WORLD) - policy_parameters(32, WORLD)
+    added = policy_parameters("gru", 128, WORLD) - policy_parameters("gru", 32, WORLD)
     per_parameter = (rss[32, 128, 1, 128] - rss[32, 32, 1, 128]) * 2**20 / 128 / added
     assert per_parameter == pytest.approx(STATE_BYTES_PER_PARAMETER, abs=1)
 

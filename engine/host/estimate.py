@@ -235,7 +235,8 @@ def state_bytes(knobs: dict, judges: int) -> float:
     """One run's state: PER_RUN (the reference's policy and the rest), its policy's parameters beyond the
     reference's, and `judges` judges as PER_JUDGE_STATE is to the reference judge."""
     world = world_of(knobs)
-    extra_policy = policy_parameters(knobs["policy_hidden"], world) - policy_parameters(DEFAULT_HIDDEN, REFERENCE_WORLD)
+    policy = policy_parameters(knobs["policy_arch"], knobs["policy_hidden"], world)
+    extra_policy = policy - policy_parameters("gru", DEFAULT_HIDDEN, REFERENCE_WORLD)
     judge_scale = judge_parameters(knobs["judge_arch"], knobs["judge_hidden"], world) / judge_parameters(
         "gru", DEFAULT_HIDDEN, REFERENCE_WORLD
     )

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from engine.core import exact
 from engine.core.exact import judge_scores_all, spearman
-from engine.core.models import JudgeModel, Policy
+from engine.core.models import JudgeModel, PolicyModel
 from engine.core.optim import params
 from engine.core.state import RunInputs, RunState
 from engine.core.world import verbosity
@@ -15,7 +15,7 @@ from engine.mechanisms.meta_judge import meta_judge_metrics
 
 
 def exact_metrics(
-    policy: Policy,
+    policy: PolicyModel,
     judges: JudgeModel,
     q_star,
     initial_log_probs,

@@ -16,19 +16,19 @@ import jax
 import jax.numpy as jnp
 
 from engine.core import exact
-from engine.core.models import Policy
+from engine.core.models import PolicyModel
 from engine.core.state import RunState
 from engine.core.world import World, all_sequences
 from engine.knobs import Condition, code
 
 
-def fresh_pairs(policy: Policy, key, batch_size: int):
+def fresh_pairs(policy: PolicyModel, key, batch_size: int):
     """Two fresh batches (a, b) of batch_size sequences each from the policy, (batch_size, L) each."""
     tokens, _ = policy.sample(jax.random.uniform(key, (2 * batch_size, policy.world.seq_len)))
     return tokens[:batch_size], tokens[batch_size:]
 
 
-def add_policy(policy_sums, policy: Policy):
+def add_policy(policy_sums, policy: PolicyModel):
     """Slot 0 (this outer iteration, or every step under `accumulate`) gains π of the policy now.
 
     One pass over the prefix tree of all N sequences per inner step: the policy changes at every
