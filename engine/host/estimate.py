@@ -156,6 +156,7 @@ POLICY_WIDTH_COSTS = {8: 0.65, 16: 0.88, 32: 1.0, 64: 1.18, 128: 4.78}
 JUDGE_WIDTH_COSTS = {
     "gru": {8: 0.44, 16: 0.84, 32: 1.0, 64: 2.8, 128: 7.76, 256: 22.39},
     "mlp": {32: 0.05, 128: 0.46},  # the inner step is then almost all the policy's
+    "transformer": {32: 1.0},  # MEASURING
 }
 # A GRU judge's working memory at its width against width 32 (`active_memory`): peak RSS with 64 judges
 # less that with 1 (2 runs, batch 32), per judge, over the same at 32 (+277 MiB): +31 MiB at 8, +1028 at 128.
