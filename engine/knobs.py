@@ -24,7 +24,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from engine.core.models import DEFAULT_HIDDEN, JUDGE_ARCHITECTURES
+from engine.core.models import DEFAULT_HIDDEN, JUDGE_ARCHITECTURES, POLICY_ARCHITECTURES
 from engine.core.world import LANDSCAPES, WORLD_KEY, World
 
 RUN, GROUP, STUDY = "run", "group", "study"
@@ -337,10 +337,17 @@ KNOBS = {
         scope=GROUP,
     ),
     # the policy
+    "policy_arch": Knob(
+        tuple(POLICY_ARCHITECTURES),
+        "gru",
+        "the policy's architecture (docs/models.md): a GRU (the reference), an MLP giving each next token's "
+        "logits from the one-hot prefix, or a one-block causal transformer",
+        scope=GROUP,
+    ),
     "policy_hidden": Knob(
         int,
         DEFAULT_HIDDEN,
-        "width of the policy's GRU (its hidden state; the reference's 32: ≈ 5K parameters)",
+        "width of the policy's GRU, MLP layer or transformer (d_model) (the reference's 32: ≈ 5K parameters)",
         unit="units",
         low=WIDTH_MIN,
         high=WIDTH_MAX,
@@ -449,15 +456,17 @@ KNOBS = {
     "judge_arch": Knob(
         tuple(JUDGE_ARCHITECTURES),
         "gru",
-        "every judge's architecture, the meta-judge's too: a GRU read over the tokens (the reference), or an MLP "
-        "over the one-hot sequence with one tanh layer of judge_hidden units",
+        "every judge's architecture, the meta-judge's too (docs/models.md): a GRU read over the tokens (the "
+        "reference), an MLP over the one-hot sequence with one tanh layer of judge_hidden units, or a one-block "
+        "causal transformer scoring from its last position",
         scope=GROUP,
         pretrain=True,
     ),
     "judge_hidden": Knob(
         int,
         DEFAULT_HIDDEN,
-        "width of every judge's GRU or MLP layer, the meta-judge's too (the reference's 32: ≈ 5K parameters)",
+        "width of every judge's GRU, MLP layer or transformer (d_model), the meta-judge's too (the reference's "
+        "32: ≈ 5K parameters)",
         unit="units",
         low=WIDTH_MIN,
         high=WIDTH_MAX,

@@ -279,7 +279,7 @@ def test_the_width_constants_follow_from_their_measurements():
             model = "policy" if r["policy_hidden"] != 32 else r.get("judge_arch", "gru")
             width = r["policy_hidden"] if model == "policy" else r["judge_hidden"]
             costs.setdefault(model, {}).setdefault(width, []).append(2 * ratio - 1)
-    measured = {"policy": POLICY_WIDTH_COSTS, **JUDGE_WIDTH_COSTS}
+    measured = {"policy": POLICY_WIDTH_COSTS["gru"], **JUDGE_WIDTH_COSTS}
     for model, widths in costs.items():
         assert set(widths) | {32} == set(measured[model]), model
         for width, values in widths.items():
@@ -291,7 +291,7 @@ def test_the_width_constants_follow_from_their_measurements():
     per_judge = {width: (rss[width, 32, 64, 2] - rss[width, 32, 1, 2]) / 63 / 2 for width in (8, 32, 128)}
     for width, value in ACTIVE_MEMORY.items():
         assert per_judge[width] / per_judge[32] == pytest.approx(value, abs=0.006)
-    added = policy_parameters(128, WORLD) - policy_parameters(32, WORLD)
+    added = policy_parameters("gru", 128, WORLD) - policy_parameters("gru", 32, WORLD)
     per_parameter = (rss[32, 128, 1, 128] - rss[32, 32, 1, 128]) * 2**20 / 128 / added
     assert per_parameter == pytest.approx(STATE_BYTES_PER_PARAMETER, abs=1)
 

@@ -1,11 +1,11 @@
 """The policy's whole distribution, exactly, and exact functionals of it.
 
 The world is enumerable, so π over all N sequences costs one pass over the prefix
-tree: the hidden states of the prefixes of length 0..L−1, each with its next-token
-log-softmax (at 8⁴: 1 + 8 + 64 + 512 = 585 GRU steps, instead of teacher-forcing 4096
-sequences × 4 steps). Everything here handles ONE run (one policy, one set of scores); batching over
-runs is vmap's job. Functions of log-probabilities take the (N,) vector in the
-lexicographic order of `engine.core.world.all_sequences(world)` (position 0 varies slowest).
+tree: the prefixes of length 0..L−1, each with its next-token log-softmax (a GRU policy at 8⁴:
+1 + 8 + 64 + 512 = 585 GRU steps, instead of teacher-forcing 4096 sequences × 4 steps).
+Everything here handles ONE run (one policy, one set of scores); batching over runs is vmap's
+job. Functions of log-probabilities take the (N,) vector in the lexicographic order of
+`engine.core.world.all_sequences(world)` (position 0 varies slowest).
 
 - `policy_log_probs_tree`: log π of all N sequences, differentiable;
 - `entropy`, `kl`: exact H(π) and KL(π‖π₀); their `jax.grad` is the exact gradient;
@@ -27,26 +27,24 @@ import jax.numpy as jnp
 import jax.scipy.stats
 import numpy as np
 
-from engine.core.models import JudgeModel, Policy, prefix_index
+from engine.core.models import JudgeModel, PolicyModel, prefix_index
 from engine.core.world import World, all_sequences
 
 # ----------------------------------------------------------------------------------------
 # The distribution.
 
 
-def policy_log_probs_tree(policy: Policy) -> jax.Array:
+def policy_log_probs_tree(policy: PolicyModel) -> jax.Array:
     """log π(x) of all N = V^L sequences, (N,), by one pass over the prefix tree.
 
-    Level k holds the V^k prefixes of length k in lexicographic order with their next-token
-    log-softmax (`Policy.prefix_levels`); child p·V + t of prefix p reads token t. At 8⁴, 1 + 8 +
-    64 + 512 GRU steps instead of 4096 × 4, and W_hh·h once per parent. Equal to the teacher-forced
+    A GRU policy's level k holds the V^k prefixes of length k in lexicographic order with their
+    next-token log-softmax (`Policy.prefix_levels`); child p·V + t of prefix p reads token t. At 8⁴,
+    1 + 8 + 64 + 512 GRU steps instead of 4096 × 4, and W_hh·h once per parent. An MLP or transformer
+    policy reads every level from one pass over the V^(L−1) prefixes of length L − 1
+    (`engine.core.causal.CausalPolicy.all_log_probs`). Equal to the teacher-forced
     `policy_log_probs_all` up to float rounding (a few ulps of log π). Differentiable in the policy.
     """
-    _, level_log_probs = policy.prefix_levels(policy.world.seq_len - 1)
-    prefix_log_probs = jnp.zeros((1,))
-    for next_log_probs in level_log_probs:
-        prefix_log_probs = (prefix_log_probs[:, None] + next_log_probs).reshape(-1)  # (V^(k+1),)
-    return prefix_log_probs
+    return policy.all_log_probs()
 
 
 def sequence_index(world: World, tokens) -> jax.Array:
@@ -200,7 +198,7 @@ def judge_scores_all(judges: JudgeModel):
     return eqx.filter_vmap(lambda judge: judge.all_scores())(judges).mean(axis=0)
 
 
-def policy_log_probs_all(policy: Policy):
+def policy_log_probs_all(policy: PolicyModel):
     """log π(x) of every one of the N sequences by teacher forcing (the slow reference for
     `policy_log_probs_tree`, which the lab uses)."""
     return jax.vmap(policy.log_prob)(jnp.asarray(all_sequences(policy.world)))

@@ -8,8 +8,11 @@ the first step reads the start token K. Judge: embedding(K, 16) -> GRUCell(16, H
 over the 4 tokens -> Linear(H, 1) from the final hidden state. The width H is each model's
 own (`hidden=`, the knobs `policy_hidden` and `judge_hidden`), kept by the cell as its static
 `hidden_size`; at the reference's H = 32 each model has about 5K parameters (`parameter_count`).
-`MLPJudge` (`judge_arch` `mlp`) scores the one-hot sequence instead: Linear(4·K, H) -> tanh ->
-Linear(H, 1); `judge_model` builds either.
+`MLPJudge` (`judge_arch` `mlp`) scores the one-hot sequence instead: Linear(L·K, H) -> tanh ->
+Linear(H, 1); `MLPPolicy` (`policy_arch` `mlp`) gives each next token's logits from the one-hot
+prefix: Linear((L−1)·K, H) -> tanh -> Linear(H, K), sampled and evaluated as every `CausalPolicy`
+(engine/core/causal.py). The `transformer` choices are in engine/core/transformer.py;
+`policy_model` and `judge_model` build any (docs/models.md).
 
 `Policy(key=...)` and `Judge(key=...)` keep Equinox's default initialisation;
 `reference_init` re-draws every array the way the reference's Flax models start, and
@@ -23,6 +26,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from engine.core.causal import CausalPolicy, inverse_cdf_token
+from engine.core.transformer import TransformerJudge, TransformerPolicy
 from engine.core.world import REFERENCE_WORLD, World, all_sequences
 
 EMBED = 16
@@ -85,19 +90,6 @@ def prefix_index(tokens, length: int, vocab: int):
     return (jnp.asarray(tokens)[..., :length] * weights).sum(axis=-1).astype(jnp.int32)
 
 
-def inverse_cdf_token(log_probs, uniform):
-    """One token per row drawn from exp(log_probs) (n, V) by inverse CDF with uniforms (n,).
-
-    The token is the first whose cumulative mass exceeds u·total; where rounding leaves none,
-    the last token with positive mass (never a token of probability zero).
-    """
-    probs = jnp.exp(log_probs)
-    cdf = jnp.cumsum(probs, axis=-1)
-    below = jnp.sum(cdf <= (uniform * cdf[:, -1])[:, None], axis=-1)
-    last_positive = log_probs.shape[-1] - 1 - jnp.argmax(probs[:, ::-1] > 0, axis=-1)
-    return jnp.minimum(below, last_positive).astype(jnp.int32)
-
-
 class Policy(eqx.Module):
     """Autoregressive sequence policy π(x)."""
 
@@ -132,6 +124,16 @@ class Policy(eqx.Module):
             hiddens.append(hidden)
             log_probs.append(self._next_log_probs(hidden))
         return hiddens, log_probs
+
+    def all_log_probs(self):
+        """log π(x) of all N = V^L sequences, (N,) lexicographic, by one pass over the prefix tree
+        (`prefix_levels`): log π of level k + 1 is log π of its parent plus the parent's next-token
+        log-softmax."""
+        _, level_log_probs = self.prefix_levels(self.world.seq_len - 1)
+        prefix_log_probs = jnp.zeros((1,))
+        for next_log_probs in level_log_probs:
+            prefix_log_probs = (prefix_log_probs[:, None] + next_log_probs).reshape(-1)  # (V^(k+1),)
+        return prefix_log_probs
 
     def _batch(self, n: int, next_token):
         """The autoregressive pass over a batch of n sequences, shared per prefix where it pays.
@@ -278,14 +280,63 @@ class MLPJudge(eqx.Module):
         return self.scores(jnp.asarray(all_sequences(self.world)))
 
 
-JudgeModel = Judge | MLPJudge
-JUDGE_ARCHITECTURES = {"gru": Judge, "mlp": MLPJudge}  # the choices of the knob judge_arch
+class MLPPolicy(CausalPolicy):
+    """Autoregressive π(x) whose next-token logits at position t are W₂·tanh(W₁·u_t + b₁) + b₂, u_t the
+    one-hot prefix x_<t zero-padded to L − 1 positions: W₁ has one column per (position, token)."""
+
+    layer: eqx.nn.Linear
+    head: eqx.nn.Linear
+    world: World = eqx.field(static=True)
+
+    def __init__(self, *, key, hidden: int = DEFAULT_HIDDEN, world: World = REFERENCE_WORLD):
+        key_layer, key_head = jax.random.split(key)
+        self.layer = eqx.nn.Linear((world.seq_len - 1) * world.vocab, hidden, key=key_layer)
+        self.head = eqx.nn.Linear(hidden, world.vocab, key=key_head)
+        self.world = world
+
+    def conditionals(self, prefixes):
+        """W₁·u_t is b₁ plus the columns the prefix's tokens select, so position t's pre-activation is
+        position t − 1's plus one gathered column: a running sum over the prefix."""
+        vocab, seq_len = self.world
+        m = prefixes.shape[-1]
+        columns = self.layer.weight.T.reshape(seq_len - 1, vocab, -1)[jnp.arange(m), prefixes]  # (n, m, H)
+        start = jnp.zeros((len(prefixes), 1, columns.shape[-1]), columns.dtype)
+        read = jnp.concatenate([start, jnp.cumsum(columns, axis=1)], axis=1)
+        hidden = jnp.tanh(self.layer.bias + read)  # (n, m + 1, H)
+        return jax.nn.log_softmax(hidden @ self.head.weight.T + self.head.bias, axis=-1)
+
+    def log_prob(self, tokens):
+        vocab, seq_len = self.world
+        log_prob = 0.0
+        for position in range(seq_len):
+            prefix = jax.nn.one_hot(tokens[:position], vocab).reshape(-1)
+            padded = jnp.pad(prefix, (0, (seq_len - 1 - position) * vocab))
+            log_probs = jax.nn.log_softmax(self.head(jnp.tanh(self.layer(padded))))
+            log_prob = log_prob + log_probs[tokens[position]]
+        return log_prob
+
+
+PolicyModel = Policy | MLPPolicy | TransformerPolicy
+JudgeModel = Judge | MLPJudge | TransformerJudge
+# the choices of the knobs policy_arch and judge_arch
+POLICY_ARCHITECTURES = {"gru": Policy, "mlp": MLPPolicy, "transformer": TransformerPolicy}
+JUDGE_ARCHITECTURES = {"gru": Judge, "mlp": MLPJudge, "transformer": TransformerJudge}
+
+
+def policy_model(arch: str, hidden: int, world: World):
+    """The builder `build(key=...)` of a policy of architecture `arch` (a `policy_arch` choice) and width
+    `hidden` in `world`."""
+    return functools.partial(POLICY_ARCHITECTURES[arch], hidden=hidden, world=world)
 
 
 def judge_model(arch: str, hidden: int, world: World):
     """The builder `build(key=...)` of a judge of architecture `arch` (a `judge_arch` choice) and width
     `hidden` in `world`."""
     return functools.partial(JUDGE_ARCHITECTURES[arch], hidden=hidden, world=world)
+
+
+# Flax `nn.Embed`'s default initialiser
+_EMBED_INIT = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
 
 
 def _lecun_normal(key, shape, dtype):
@@ -323,10 +374,10 @@ def _orthogonal_gate_blocks(key, hidden: int, dtype):
     return jnp.swapaxes(kernels, 1, 2).reshape(3 * hidden, hidden)
 
 
-def reference_init(model: Policy | JudgeModel, *, key) -> Policy | JudgeModel:
+def reference_init(model: PolicyModel | JudgeModel, *, key) -> PolicyModel | JudgeModel:
     """`model` with every array re-drawn as the reference's Flax defaults draw it.
 
-    Works for a single `Policy` or `Judge` of any width H (not a stacked ensemble: map it per
+    Works for a single model of any architecture and width H (not a stacked ensemble: map it per
     member). Pure and cheap (three H×H Gram–Schmidt passes), so it traces under jit/vmap with
     traced keys.
 
@@ -353,14 +404,15 @@ def reference_init(model: Policy | JudgeModel, *, key) -> Policy | JudgeModel:
     Flax's hr and hz have no bias and neither has Equinox's weight_hh, so both cells
     have 3·(16·H + H) + 3·H·H + H parameters: 4736 at H = 32.
 
-    An `MLPJudge` (the reference has none) gets what Flax's `nn.Dense` draws for each of its two
-    layers: a `lecun_normal()` kernel (std 1/√(4·K) and 1/√H) and a zero bias.
+    The other architectures (the reference has none) get what Flax draws for their layers, each from
+    its own key in the order of the model's fields: every Linear as `nn.Dense` (a `lecun_normal()`
+    kernel, std 1/√fan-in, and a zero bias), every Embedding (the transformer's tokens and positions)
+    as `nn.Embed`; LayerNorms start at scale 1 and shift 0 in both libraries.
     """
-    if isinstance(model, MLPJudge):
-        return _reference_dense(model, key)
+    if not isinstance(model, Policy | Judge):
+        return _reference_layers(model, key)
     key_embed, key_input, key_recurrent, key_head = jax.random.split(key, 4)
     embedding, cell, head = model.embedding.weight, model.cell, model.head
-    embed_init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
     return eqx.tree_at(
         lambda m: (
             m.embedding.weight,
@@ -373,7 +425,7 @@ def reference_init(model: Policy | JudgeModel, *, key) -> Policy | JudgeModel:
         ),
         model,
         (
-            embed_init(key_embed, embedding.shape, embedding.dtype),
+            _EMBED_INIT(key_embed, embedding.shape, embedding.dtype),
             _lecun_normal(key_input, cell.weight_ih.shape, cell.weight_ih.dtype),
             jnp.zeros_like(cell.bias),
             _orthogonal_gate_blocks(key_recurrent, cell.hidden_size, cell.weight_hh.dtype),
@@ -384,22 +436,33 @@ def reference_init(model: Policy | JudgeModel, *, key) -> Policy | JudgeModel:
     )
 
 
-def _reference_dense(model: MLPJudge, key) -> MLPJudge:
-    key_layer, key_head = jax.random.split(key)
-    layer, head = model.layer, model.head
-    return eqx.tree_at(
-        lambda m: (m.layer.weight, m.layer.bias, m.head.weight, m.head.bias),
-        model,
-        (
-            _lecun_normal(key_layer, layer.weight.shape, layer.weight.dtype),
-            jnp.zeros_like(layer.bias),
-            _lecun_normal(key_head, head.weight.shape, head.weight.dtype),
-            jnp.zeros_like(head.bias),
-        ),
-    )
+def _reference_layer(layer, key):
+    """A Linear as Flax's `nn.Dense` draws it (LeCun normal kernel, zero bias), an Embedding as `nn.Embed`."""
+    if isinstance(layer, eqx.nn.Embedding):
+        return eqx.tree_at(lambda e: e.weight, layer, _EMBED_INIT(key, layer.weight.shape, layer.weight.dtype))
+    weight = _lecun_normal(key, layer.weight.shape, layer.weight.dtype)
+    if layer.bias is None:
+        return eqx.tree_at(lambda linear: linear.weight, layer, weight)
+    return eqx.tree_at(lambda linear: (linear.weight, linear.bias), layer, (weight, jnp.zeros_like(layer.bias)))
 
 
-def select_init(model: Policy | JudgeModel, *, key, reference) -> Policy | JudgeModel:
+def _is_layer(node) -> bool:
+    return isinstance(node, eqx.nn.Linear | eqx.nn.Embedding)
+
+
+def _layers(model) -> list:
+    """The model's Linear and Embedding layers, in the order of its fields."""
+    return [node for node in jax.tree.leaves(model, is_leaf=_is_layer) if _is_layer(node)]
+
+
+def _reference_layers(model, key):
+    """Every Linear and Embedding of `model` re-drawn (`_reference_layer`), each from its own key."""
+    layers = _layers(model)
+    keys = jax.random.split(key, len(layers))
+    return eqx.tree_at(_layers, model, [_reference_layer(layer, k) for layer, k in zip(layers, keys, strict=True)])
+
+
+def select_init(model: PolicyModel | JudgeModel, *, key, reference) -> PolicyModel | JudgeModel:
     """`reference_init(model, key=key)` where `reference` is true, else `model` unchanged.
 
     `reference` is a bool, possibly traced (one per run under vmap). Both are computed and
@@ -427,9 +490,9 @@ def parameter_count(build) -> int:
 
 
 @functools.cache
-def policy_parameters(hidden: int, world: World) -> int:
-    """Parameters of a policy of width `hidden` in `world`."""
-    return parameter_count(functools.partial(Policy, hidden=hidden, world=world))
+def policy_parameters(arch: str, hidden: int, world: World) -> int:
+    """Parameters of a policy of architecture `arch` (a `policy_arch` choice) and width `hidden` in `world`."""
+    return parameter_count(policy_model(arch, hidden, world))
 
 
 @functools.cache

@@ -4,8 +4,6 @@ Every mechanism reads and returns a `RunState`; a mechanism a run's variant lack
 part of the state at `None` (no meta-judge, fresh judge pairs) or at zero (no dpo pairs).
 """
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -13,15 +11,15 @@ import optax
 
 from engine.core import exact
 from engine.core.keys import run_keys
-from engine.core.models import DEFAULT_HIDDEN, JudgeModel, Policy, select_init
+from engine.core.models import DEFAULT_HIDDEN, JudgeModel, PolicyModel, policy_model, select_init
 from engine.core.optim import adam_init, params
 from engine.core.world import World
 from engine.knobs import Condition, code
 
 
 def initial_model(build, key, condition: Condition):
-    """A fresh model from `build(key=...)` (a Policy or judge of the run's width, say
-    `functools.partial(Policy, hidden=8)`), initialised as the run's `init` knob says (the
+    """A fresh model from `build(key=...)` (a policy or judge of the run's architecture and width,
+    say `policy_model("gru", 8, world)`), initialised as the run's `init` knob says (the
     reference's Flax defaults, or Equinox's); both draws come from the same key."""
     return select_init(build(key=key), key=key, reference=condition.init == code("init", "reference"))
 
@@ -86,7 +84,7 @@ class MetaJudgeState(eqx.Module):
 class RunState(eqx.Module):
     """Everything a run carries from step to step."""
 
-    policy: Policy
+    policy: PolicyModel
     policy_opt: optax.OptState
     judges: JudgeModel  # stacked (n_judges, ...)
     judge_opt: optax.OptState  # stacked (n_judges, ...)
@@ -118,10 +116,13 @@ def fresh_meta_judge(judge: JudgeModel, lr_judge) -> MetaJudgeState:
     return MetaJudgeState(judge, adam_init(params(judge), lr_judge), jnp.float32(0.0), jnp.int32(0))
 
 
-def init_run(run: RunInputs, judge_data_slots: int = 0, policy_hidden: int = DEFAULT_HIDDEN) -> RunState:
-    """A run right after pretraining: a fresh policy (π₀) of width `policy_hidden`, the pretrained
-    judges, fresh optimisers; `judge_data_slots` empty slots of past policies' mass (none: 0)."""
-    build = functools.partial(Policy, hidden=policy_hidden, world=run.world)
+def init_run(
+    run: RunInputs, judge_data_slots: int = 0, policy_arch: str = "gru", policy_hidden: int = DEFAULT_HIDDEN
+) -> RunState:
+    """A run right after pretraining: a fresh policy (π₀) of architecture `policy_arch` and width
+    `policy_hidden`, the pretrained judges, fresh optimisers; `judge_data_slots` empty slots of past
+    policies' mass (none: 0)."""
+    build = policy_model(policy_arch, policy_hidden, run.world)
     policy = initial_model(build, run_keys(run.seed)["policy"], run.condition)
     initial_log_probs = jax.lax.stop_gradient(exact.policy_log_probs_tree(policy))
     return RunState(

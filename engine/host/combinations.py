@@ -20,6 +20,7 @@ import functools
 
 import numpy as np
 
+from engine.core.transformer import HEADS
 from engine.core.world import World, all_sequences, nk_q_star, reference_q_star, transition_term
 from engine.knobs import DEFAULTS, KNOBS, MECHANISMS, RESTARTS, n_holdout_pairs, n_oracle_pairs, world_of
 from engine.loop.diagnostics import DIVERGED_PARAMETER
@@ -42,7 +43,8 @@ def on(mechanism: str, knobs: dict) -> bool:
 
 def judge_score_bound(knobs: dict) -> float:
     """The largest score a judge of a run not flagged diverged can give: its hidden state h lies in
-    (−1, 1) (a GRU's: each step mixes tanh values and the previous state, from 0; an MLP's: a tanh),
+    (−1, 1) (a GRU's: each step mixes tanh values and the previous state, from 0; an MLP's: a tanh)
+    or is a LayerNorm's output without scale or shift (a transformer's: ‖h‖² < d, so Σ|h_i| < d),
     so |J(x)| = |w·h + b| is at most (judge_hidden + 1)·max|θ|, and a run with a parameter beyond
     DIVERGED_PARAMETER is flagged diverged."""
     return (knobs["judge_hidden"] + 1) * DIVERGED_PARAMETER
@@ -124,6 +126,13 @@ def refuse_impossible(study: str, condition: str, knobs: dict) -> None:
             f"{where(study, condition, 'nk_k')}: each position reads its own token and the next nk_k (cyclic), so "
             f"nk_k must be at most seq_len - 1 = {knobs['seq_len'] - 1}, got {knobs['nk_k']}"
         )
+    for model in ("policy", "judge"):
+        width = knobs[f"{model}_hidden"]
+        if knobs[f"{model}_arch"] == "transformer" and width % HEADS:
+            raise StudyError(
+                f"{where(study, condition, f'{model}_hidden')}: a transformer's width is split among its {HEADS} "
+                f"attention heads, so it must be a multiple of {HEADS}, got {width}"
+            )
     refuse_without_exact_mode(study, condition, knobs)
     refuse_best_response_without_closed_form(study, condition, knobs)
     if on("meta_judge", knobs) and knobs["meta_pairs"] > knobs["batch_size"]:

@@ -31,8 +31,9 @@ MAX_SUB_BATCH per device (engine.host.plan), so only `live runs` = min(runs per 
 MAX_SUB_BATCH × devices) hold their working buffers at once (those of the condition that needs
 the most). p_J is a judge's parameter count over the reference judge's; a_π and a_J are the models'
 working memory at their widths against width 32 (`active_memory`, measured for GRU judges; the
-policy and an MLP judge are priced as a GRU judge of their width, an MLP judge's one layer of
-activations being less than a GRU's four steps'). At width 32 every width term is 1 (or 0), so
+policy, an MLP judge and every transformer are priced as a GRU judge of their width, an MLP judge's
+one layer of activations being less than a GRU's four steps'; a transformer's working memory is not
+measured). At width 32 every width term is 1 (or 0), so
 the calibration above is unchanged.
 A chunk holds at least one seed of every condition and at most `max_runs_per_chunk` runs
 (engine.host.runner). On an accelerator the chunk's terms without BASE are compared with the
@@ -71,10 +72,11 @@ the baseline (`coevo bench --mechanisms`, docs/performance.md), the exact costs 
 the sampled baseline (`coevo bench --estimators`, docs/mean_field.md; at the reference's widths). w_π
 and w_J are the policy's and each judge's cost at their widths against the reference's 32
 (`policy_cost`, `judge_cost`; 1 at 32, so the reference's two models count 1 each), measured per
-model and judge architecture (data/width_cost_cpu_2core.json, as a_J, and the bytes per
-parameter); the diagnostics' cost, mostly the judges' pass over all N sequences, is priced as a
-judge's step (not measured apart). STEP_SECONDS is the rest of `blog`'s time once its pretraining and
-iteration passes are priced apart. Compilation (10-100 s) comes on top. Time is estimated on CPU
+model and architecture (data/width_cost_cpu_2core.json, as a_J, and the bytes per
+parameter; the MLP policy and the transformers at width 32 in data/arch_cost_cpu_2core.json); the
+diagnostics' cost, mostly the judges' pass over all N sequences, is priced as a judge's step (not
+measured apart). STEP_SECONDS is the rest of `blog`'s time once its pretraining and iteration passes
+are priced apart. Compilation (10-100 s) comes on top. Time is estimated on CPU
 only; a GPU runs the published study ≈ 10× faster per run in large batches.
 """
 
@@ -180,10 +182,17 @@ EXACT_JUDGE_PAIR_COST = 14.0  # one judge's exact step: the pair sums over all N
 # alone with one model at width H and the other at 32, as a ratio r to both at 32; a model's cost is 2r − 1,
 # as the time model prices the reference's policy and judge alike. Two measurements of one point differed
 # by up to 0.6 at widths 8 and 16 (their mean is taken); one each above.
-POLICY_WIDTH_COSTS = {8: 0.65, 16: 0.88, 32: 1.0, 64: 1.18, 128: 4.78}
+# The other architectures at 32 (data/arch_cost_cpu_2core.json), the same 2r − 1 from one process's best times of
+# `advance`; other widths as the narrowest (below) and width² (above) of what was measured.
+POLICY_WIDTH_COSTS = {
+    "gru": {8: 0.65, 16: 0.88, 32: 1.0, 64: 1.18, 128: 4.78},
+    "mlp": {32: 2.03},  # its conditionals recomputed at every position it samples, the GRU's prefixes shared
+    "transformer": {32: 20.53},  # 4 calls of lengths 1-4 per sample, each a block of 12d² multiply-adds per token
+}
 JUDGE_WIDTH_COSTS = {
     "gru": {8: 0.44, 16: 0.84, 32: 1.0, 64: 2.8, 128: 7.76, 256: 22.39},
     "mlp": {32: 0.05, 128: 0.46},  # the inner step is then almost all the policy's
+    "transformer": {32: 10.58},
 }
 # A GRU judge's working memory at its width against width 32 (`active_memory`): peak RSS with 64 judges
 # less that with 1 (2 runs, batch 32), per judge, over the same at 32 (+277 MiB): +31 MiB at 8, +1028 at 128.
@@ -226,8 +235,9 @@ def measured_scale(measured: dict, width: int, power: int) -> float:
 
 
 def policy_cost(knobs: dict) -> float:
-    """The policy's cost per run-step at its width against width 32 (beyond 128: as width², its matmuls)."""
-    return measured_scale(POLICY_WIDTH_COSTS, knobs["policy_hidden"], 2)
+    """The policy's cost per run-step at its architecture and width against the reference's GRU of 32 (beyond
+    the widest measured: as width², its matmuls)."""
+    return measured_scale(POLICY_WIDTH_COSTS[knobs["policy_arch"]], knobs["policy_hidden"], 2)
 
 
 def judge_cost(knobs: dict) -> float:
@@ -277,7 +287,8 @@ def state_bytes(knobs: dict, judges: int) -> float:
     """One run's state: PER_RUN (the reference's policy and the rest), its policy's parameters beyond the
     reference's, and `judges` judges as PER_JUDGE_STATE is to the reference judge."""
     world = world_of(knobs)
-    extra_policy = policy_parameters(knobs["policy_hidden"], world) - policy_parameters(DEFAULT_HIDDEN, REFERENCE_WORLD)
+    policy = policy_parameters(knobs["policy_arch"], knobs["policy_hidden"], world)
+    extra_policy = policy - policy_parameters("gru", DEFAULT_HIDDEN, REFERENCE_WORLD)
     judge_scale = judge_parameters(knobs["judge_arch"], knobs["judge_hidden"], world) / judge_parameters(
         "gru", DEFAULT_HIDDEN, REFERENCE_WORLD
     )

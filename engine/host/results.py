@@ -83,7 +83,9 @@ def parameter_counts(study: ResolvedStudy) -> dict:
     return {
         "policy_parameters": (
             ("condition",),
-            np.array([policy_parameters(knobs["policy_hidden"], world_of(knobs)) for knobs in conditions], np.int64),
+            np.array(
+                [policy_parameters(k["policy_arch"], k["policy_hidden"], world_of(k)) for k in conditions], np.int64
+            ),
             {"units": "parameters", "long_name": "parameters of the policy"},
         ),
         "judge_parameters": (

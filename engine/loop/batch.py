@@ -77,7 +77,9 @@ def make_batch_run(variant: Variant, sizes: Sizes) -> BatchRun:
         return jax.vmap(functools.partial(run_q_star, world))(runs.condition)
 
     def start(runs: RunInputs):
-        states = jax.vmap(lambda run: init_run(run, variant.judge_data_slots, variant.policy_hidden))(runs)
+        states = jax.vmap(
+            lambda run: init_run(run, variant.judge_data_slots, variant.policy_arch, variant.policy_hidden)
+        )(runs)
         if holdout is not None:  # NaN for runs of the group without meta steps (engine.host.plan.group_variants)
             accuracy = jax.vmap(
                 lambda judges, r, q: holdout_accuracy(judges, r, q, holdout, variant.imperfect_labeller)

@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 
 from engine.core import exact
-from engine.core.models import Policy
+from engine.core.models import PolicyModel
 from engine.core.state import RunState
 from engine.core.world import World, all_sequences
 from engine.knobs import Condition, Variant, code
 from engine.mechanisms.best_response import policy_log_probs
 
 
-def fresh_pairs(policy: Policy, key, batch_size: int):
+def fresh_pairs(policy: PolicyModel, key, batch_size: int):
     """Two fresh batches (a, b) of batch_size sequences each from the policy, (batch_size, L) each."""
     tokens, _ = policy.sample(jax.random.uniform(key, (2 * batch_size, policy.world.seq_len)))
     return tokens[:batch_size], tokens[batch_size:]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from engine.core import exact
-from engine.core.models import Policy, ensemble_scores
+from engine.core.models import PolicyModel, ensemble_scores
 from engine.core.optim import adam_update
 from engine.core.state import PairStats, RunInputs, RunState
 from engine.core.world import all_sequences
@@ -106,7 +106,7 @@ def dpo_pairs(state: RunState, run: RunInputs, keys, tokens, variant: Variant, s
     return pairs
 
 
-def policy_dpo_loss(policy: Policy, state: RunState, condition: Condition, pairs: preference.Pairs):
+def policy_dpo_loss(policy: PolicyModel, state: RunState, condition: Condition, pairs: preference.Pairs):
     """The DPO (or IPO) loss of `pairs` (mean over kept pairs) against the run's reference policy."""
     reference = jnp.where(
         condition.dpo_reference == code("dpo_reference", "initial"),
@@ -166,7 +166,7 @@ def dpo_gradient(state: RunState, run: RunInputs, key, variant: Variant, sizes: 
     return eqx.filter_grad(loss_fn)(state.policy), stats
 
 
-def exact_regulariser_gradient(policy: Policy, state: RunState, condition: Condition):
+def exact_regulariser_gradient(policy: PolicyModel, state: RunState, condition: Condition):
     """∇ of c_kl·KL(π‖π₀) (kl_estimator exact) − c_H·H(π), both exact over all N outputs."""
 
     def loss_fn(policy):
