@@ -3,6 +3,8 @@ maximiser of E_π[J] − β·KL(π‖π₀) + c·H(π); under best_response the 
 the loop key, and the judges take the exact loop's step against π*; a trained policy facing a frozen judge
 closes in on π*; what has no closed form is refused."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -11,10 +13,10 @@ import pytest
 
 import engine
 from engine.core import exact
-from engine.core.models import make_judges
+from engine.core.models import Judge, make_judges
 from engine.core.state import make_run_inputs
 from engine.core.world import REFERENCE_WORLD as WORLD
-from engine.core.world import run_q_star
+from engine.core.world import World, run_q_star
 from engine.knobs import DEFAULTS, condition_arrays
 from engine.loop.batch import make_batch_run
 from engine.mechanisms.best_response import best_response_log_probs
@@ -70,17 +72,20 @@ RESPONDING = {  # one group: the policy is the best response, c = 0 and c > 0
 }
 
 
-def responding_runs(small, **base):
-    """The RESPONDING conditions as one group at seeds 0, 1, with untrained judges whose scores spread
-    over about ±3 (head × 8), so π* is far from π₀; (variant, sizes, runs)."""
+def responding_runs(small, world=WORLD, **base):
+    """The RESPONDING conditions as one group at seeds 0, 1 in `world`, with untrained judges whose scores
+    spread over about ±3 (head × 8), so π* is far from π₀; (variant, sizes, runs)."""
     conditions = {
         name: {"gradient_estimator": "exact", "policy_response": "best_response", **knobs}
         for name, knobs in RESPONDING.items()
     }
-    resolved = engine.resolve(small(conditions, seeds=[0], steps_per_iter=3, n_iterations=1, **base))
+    study = small(
+        conditions, seeds=[0], steps_per_iter=3, n_iterations=1, vocab=world.vocab, seq_len=world.seq_len, **base
+    )
+    resolved = engine.resolve(study)
     variants = {resolved.variant(name) for name in conditions}
     assert len(variants) == 1
-    judges = make_judges(jax.random.PRNGKey(3), 1)
+    judges = make_judges(jax.random.PRNGKey(3), 1, functools.partial(Judge, world=world))
     judges = eqx.tree_at(lambda j: j.head.weight, judges, judges.head.weight * 8)
     rows = [resolved.conditions[name] for name in conditions]
     seeds = jnp.arange(len(rows), dtype=jnp.int32)
@@ -110,13 +115,16 @@ def test_under_best_response_the_policy_never_moves_and_nothing_depends_on_the_l
     assert leaves_equal(advance(start, moved, 0, 0), after)
 
 
-def test_the_judges_take_the_exact_self_labelled_step_against_the_best_response(small):
+@pytest.mark.parametrize("world", [WORLD, World(4, 3)], ids=str)
+def test_the_judges_take_the_exact_self_labelled_step_against_the_best_response(small, world):
     """One inner step of each run equals one exact self-labelled step of its judge on pairs from
-    π* of the judge before the step, built here from its parts."""
-    variant, sizes, runs = responding_runs(small)
+    π* of the judge before the step, built here from its parts; in the reference world and in 4³,
+    whose 64 sequences are fewer than one tile of the pair sums."""
+    variant, sizes, runs = responding_runs(small, world)
     batch = make_batch_run(variant, sizes)
     start = jax.jit(batch.start)(runs)
-    q_stars = jax.vmap(lambda condition: run_q_star(WORLD, condition))(runs.condition)
+    assert start.initial_log_probs.shape == (2, world.n_sequences)
+    q_stars = jax.vmap(lambda condition: run_q_star(world, condition))(runs.condition)
     after = jax.jit(batch.step)(start, runs, q_stars, 0, 0)
 
     @jax.jit
