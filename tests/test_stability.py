@@ -10,11 +10,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import engine
 import engine.host.stability as stability
 from engine.cli.main import main
-from engine.host.stability import judges_move, linearise, one_step_map, parse_runs, period, rerun_to_end
+from engine.host.stability import (
+    judges_move,
+    linearise,
+    moving_parts,
+    one_step_map,
+    parse_runs,
+    period,
+    rerun_to_end,
+)
+from engine.loop.batch import make_batch_run
 
 # A tiny exact run whose dense Jacobian is affordable: a 2-unit policy and a 2-unit MLP judge.
 TINY = {"gradient_estimator": "exact", "policy_hidden": 2, "judge_hidden": 2, "judge_arch": "mlp"}
@@ -82,6 +92,67 @@ def test_arpacks_leading_eigenvalue_is_the_dense_jacobians(tiny_end):
     off = min(abs(found.value - leading), abs(found.value - np.conj(leading)))  # a complex pair: either
     assert off < 1e-5  # both from float32 products
     assert result.matvecs > 0 and result.spectral_radius == abs(found.value)
+
+
+# The tiny run in the 4³ world (64 sequences, fewer than one tile of the pair sums) on an NK landscape,
+# with q*-labelled pairs and held-out meta steps: the map's steps read that world's q*.
+SMALL_WORLD = {"vocab": 4, "seq_len": 3, "bias_token": 1}
+NK_GROUNDED = {
+    **TINY,
+    "landscape": "nk",
+    "nk_k": 1,
+    "anchor_fraction": 0.25,
+    "meta_update_every": 2,
+    "meta_holdout_fraction": 0.25,
+}
+
+
+@pytest.fixture(scope="module")
+def small_world_end(tmp_path_factory):
+    from tests.conftest import small_study
+
+    ds = engine.run_study(small_study({"nk": NK_GROUNDED}, seeds=(0,), n_iterations=2, **SMALL_WORLD))
+    path = tmp_path_factory.mktemp("stability") / "small_world.nc"
+    engine.save(ds, path)
+    ds = engine.load(path)
+    (end,) = rerun_to_end(ds, parse_runs("nk:0", ds), jax.devices())
+    return end
+
+
+def test_in_another_world_the_map_is_the_programs_own_outer_iteration(small_world_end):
+    """From the rerun's final state, the map over one outer iteration's inner steps equals the program's
+    `advance` of that iteration (its q*, its world's pair sums), and the products of the one-step map
+    match finite differences in the blocks that couple policy and judges (the judges' response to
+    themselves is not smooth: see the test above)."""
+    end = small_world_end
+    assert end.largest_difference == 0.0 and end.state.policy.head.bias.shape == (1, 4)
+    outer = end.sizes.n_iterations
+    the_map = one_step_map(end, end.sizes.steps_per_iter, True, outer)
+    advanced = jax.jit(make_batch_run(end.variant, end.sizes).advance)(end.state, end.inputs, outer, 0)
+    want = np.asarray(ravel_pytree(moving_parts(advanced, True))[0])
+    got = np.asarray(jax.jit(the_map.step)(the_map.x0))
+    assert not np.allclose(want, the_map.x0)  # the iteration moved the state
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+    single = one_step_map(end, 1, True, outer)
+    x0 = single.x0
+    jvp = jax.jit(lambda v: jax.jvp(single.step, (x0,), (v,))[1])
+    step = jax.jit(single.step)
+    offsets = np.cumsum((0,) + single.part_sizes)
+    policy = np.arange(x0.size) < offsets[3]
+    policy_m, judges_m = (np.arange(offsets[i], offsets[i + 1]) for i in (1, 4))
+    v = x0 * jax.random.normal(jax.random.key(1), x0.shape)
+    h = 1e-3
+
+    def relative_mismatch(direction, entries):
+        product = np.asarray(jvp(direction), np.float64)[entries]
+        plus, minus = (np.asarray(step(x0 + sign * h * direction), np.float64)[entries] for sign in (1, -1))
+        return np.linalg.norm(product - (plus - minus) / (2 * h)) / np.linalg.norm(product)
+
+    policy_part, judges_part = jnp.where(policy, v, 0.0), jnp.where(policy, 0.0, v)
+    assert relative_mismatch(policy_part, policy) < 1e-3
+    assert relative_mismatch(policy_part, judges_m) < 1e-2
+    assert relative_mismatch(judges_part, policy_m) < 1e-2
 
 
 def test_the_map_is_one_judge_period_and_a_frozen_judge_is_no_part_of_it():
