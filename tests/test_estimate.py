@@ -440,3 +440,20 @@ def test_a_world_prices_its_passes_by_its_prefix_tree_and_its_pairs_by_n_squared
     )
     assert reference == pytest.approx(2.1 + 18.0)
     assert large == pytest.approx((2.1 + 4.0) * pass_scale(knobs) + 14.0 * 16**2)
+
+
+def test_under_best_response_an_exact_run_step_has_no_policy_step_in_any_world():
+    """The best response takes no policy step (its π* is priced within the judges' steps): its run step is
+    the judges' exact steps alone, the trained policy's less the policy's exact pass at the world's scale."""
+    conditions = {
+        "trained": {"gradient_estimator": "exact", "kl_penalty": 0.1},
+        "responding": {"gradient_estimator": "exact", "kl_penalty": 0.1, "policy_response": "best_response"},
+    }
+    for world in ({}, {"vocab": 2, "seq_len": 16, "bias_token": 1}):
+        resolved = resolve(one(conditions, **world))
+        trained, responding = (resolved.conditions[name] for name in conditions)
+        scale = pass_scale(trained)
+        assert run_step_cost(responding) == pytest.approx(
+            4.0 * scale + 14.0 * (resolved.sizes.vocab**resolved.sizes.seq_len / 4096) ** 2
+        )
+        assert run_step_cost(trained) - run_step_cost(responding) == pytest.approx(2.1 * scale)
