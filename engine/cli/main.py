@@ -194,7 +194,7 @@ def _checkpoint_to_resume(checkpoint, resume: bool):
     if commit_is_uncertain(commit):
         print(
             f"coevo: warning: the checkpoint was made by engine {commit!r}, which does not pin its code: "
-            "this session's code may differ",
+            "the code running now may differ",
             file=sys.stderr,
         )
     return resumed
