@@ -1,6 +1,7 @@
 """The published study's qualitative claims, each turned into a test on a results Dataset.
 
-One function per claim returns (measurement text, verdict). A verdict is computed from the
+One function per claim returns (measurement text, verdict, key): the key is the number the verdict
+turns on, short enough for a table with a column per study. A verdict is computed from the
 numbers by the rule in the claim's `rule` text, never written by hand:
 
 - "holds": every part of the rule is met; "partly": some part; "does not hold": none
@@ -57,6 +58,7 @@ class Claim:
     rule: str  # how it is tested and how the verdict follows from the numbers
     measurement: str  # our numbers
     verdict: str  # one of VERDICTS
+    key: str  # the number the verdict turns on (the measurement's reason where there is none)
 
 
 def ours(published_iteration: int) -> int:
@@ -73,6 +75,7 @@ class _TooFewSeeds(LookupError):
 
     def __init__(self, n: int, needed: int = MIN_SEEDS):
         super().__init__(f"not enough seeds (n = {n}; this claim needs at least {needed})")
+        self.n = n
 
 
 def _enough(n: int, needed: int = MIN_SEEDS):
@@ -143,7 +146,8 @@ def jump_then_plateau(ds):
         f"gain 2→final {estimate(after, signed=True)} (plateau bound {fixed(bound)}, "
         f"{q.shape[1] - 1} iterations). Jump: {_yes(jumps)}; plateau: {_yes(plateaus)}"
     )
-    return text, _grade([jumps, plateaus])
+    key = f"{share1:.0%} of the gain by 1; 2→final ≤ {fixed(after.ci_high, signed=True)} (bound {fixed(bound)})"
+    return text, _grade([jumps, plateaus]), key
 
 
 def alignment_falls(ds):
@@ -164,7 +168,7 @@ def alignment_falls(ds):
         f"recovery from the trough {recovery:.0%} of the fall. Falls: {_yes(falls)}; sharpest first: "
         f"{_yes(sharpest)}; stays low: {_yes(stays)}"
     )
-    return text, ("does not hold" if not falls else _grade([sharpest, stays]))
+    return text, ("does not hold" if not falls else _grade([sharpest, stays])), f"Δρ {estimate(change, signed=True)}"
 
 
 def collapsed_entropy(ds) -> float:
@@ -185,7 +189,9 @@ def entropy_collapses(ds):
         f"final {estimate(seed_summary(e[:, -1]))}; first iteration whose CI upper bound is below "
         f"{COLLAPSED:.0%} of ln {world.n_sequences} ({fixed(collapsed)} nats): {first if first is not None else 'none'}"
     )
-    return text, ("does not hold" if first is None else "holds" if first <= ours(3) else "partly")
+    final = seed_summary(e[:, -1]).mean / uniform
+    key = f"first {first if first is not None else 'never'}; final {final:.1%} of ln N"
+    return text, ("does not hold" if first is None else "holds" if first <= ours(3) else "partly"), key
 
 
 def perceived_keeps_rising(ds):
@@ -199,7 +205,7 @@ def perceived_keeps_rising(ds):
         f"Still rising: {_yes(_positive(rise))}; "
         f"judge overrates: {_yes(_positive(gap))}"
     )
-    return text, _grade([_positive(rise), _positive(gap)])
+    return text, _grade([_positive(rise), _positive(gap)]), f"rise {estimate(rise, signed=True)}"
 
 
 @dataclass(frozen=True)
@@ -250,9 +256,10 @@ def worse_mode(ds):
         f"{fixed(split.upper_mean)}; Ashman's D {d_text}; it gives up {split.given_up:.0%} of the upper mode's gain "
         f"over iteration 0. Separate, much worse mode: {_yes(split.separate)}"
     )
+    key = f"{k}/{n}, D {d_text}, gives up {split.given_up:.0%}"
     if not split.separate:
-        return text, "does not hold"
-    return text, ("holds" if ci.low <= WORSE_MODE_SHARE <= ci.high else "partly")
+        return text, "does not hold", key
+    return text, ("holds" if ci.low <= WORSE_MODE_SHARE <= ci.high else "partly"), key
 
 
 def slower_judge_helps(ds):
@@ -264,7 +271,8 @@ def slower_judge_helps(ds):
     text = f"Δ final quality vs baseline: {trend}"
     if len(held) > 1:
         text += f"; mean Δ rises with the update interval: {_yes(bool(np.all(np.diff(means) > 0)))}"
-    return text, ("does not hold" if not _positive(d10) else "holds" if d10.mean >= MATERIAL else "partly")
+    verdict = "does not hold" if not _positive(d10) else "holds" if d10.mean >= MATERIAL else "partly"
+    return text, verdict, f"Δ {estimate(d10, signed=True)}"
 
 
 def meta_with_slow_updates(ds):
@@ -279,7 +287,7 @@ def meta_with_slow_updates(ds):
         f"{estimate(combined, signed=True)}. asym_meta_10 − {best} (best meta alone) {estimate(vs_meta, signed=True)}; "
         f"asym_meta_10 − asymmetric_10 (meta on top of slow updates) {estimate(on_top, signed=True)}"
     )
-    return text, _grade([_positive(vs_meta), _positive(on_top)])
+    return text, _grade([_positive(vs_meta), _positive(on_top)]), f"on top {estimate(on_top, signed=True)}"
 
 
 def ensembles_reduce_variance(ds):
@@ -295,7 +303,8 @@ def ensembles_reduce_variance(ds):
         f"sd of final quality {held[-1]}/baseline {estimate(ratio)}. No material lift: {_yes(no_lift)}; "
         f"less spread: {_yes(less_spread)}"
     )
-    return text, _grade([less_spread, no_lift])
+    key = f"sd ratio {estimate(ratio, 2)}; Δ ≤ {fixed(max(d.ci_high for d in deltas.values()), signed=True)}"
+    return text, _grade([less_spread, no_lift]), key
 
 
 def resets_help_a_little(ds):
@@ -319,10 +328,11 @@ def resets_help_a_little(ds):
     text = "; ".join(parts) + f". Helps (CI > 0): {_yes(bool(helping))}; noisy: {_yes(any(noisy))}"
     if np.isfinite(reference):
         text += f"; less than asymmetric_10 (Δ {fixed(reference, signed=True)}): {_yes(little)}"
+    key = ", ".join(f"Δ {estimate(_delta(ds, c), signed=True)}" for c in held)
     if helping:
-        return text, ("holds" if any(noisy) and little else "partly")
+        return text, ("holds" if any(noisy) and little else "partly"), key
     means = [_delta(ds, c).mean for c in held]
-    return text, ("partly" if max(means) > 0 else "does not hold")
+    return text, ("partly" if max(means) > 0 else "does not hold"), key
 
 
 def frozen_keeps_alignment(ds):
@@ -338,7 +348,7 @@ def frozen_keeps_alignment(ds):
     if "asymmetric_10" in ds["condition"].values:
         text += f"; Δ vs asymmetric_10 {estimate(_delta(ds, 'frozen', 'asymmetric_10'), signed=True)}"
     text += f". Alignment kept: {_yes(kept)}; no material gain over baseline: {_yes(little)}"
-    return text, _grade([kept, little])
+    return text, _grade([kept, little]), f"Δρ {estimate(change, signed=True)}; Δ {estimate(vs_base, signed=True)}"
 
 
 def anchor_upper_bound(ds):
@@ -358,9 +368,10 @@ def anchor_upper_bound(ds):
         f"paired Δ anchor_0.1 − {best} {estimate(deltas[best], signed=True)}; beats {beaten}/{len(others)} non-oracle "
         "conditions with CI > 0"
     )
+    key = f"beats {beaten}/{len(others)}; − {best} {estimate(deltas[best], signed=True)}"
     if beaten == len(others):
-        return text, "holds"
-    return text, ("partly" if all(d.mean > 0 for d in deltas.values()) else "does not hold")
+        return text, "holds", key
+    return text, ("partly" if all(d.mean > 0 for d in deltas.values()) else "does not hold"), key
 
 
 # ---------------------------------------------------------------- registry
@@ -458,12 +469,12 @@ def evaluate_claims(ds: xr.Dataset) -> list[Claim]:
     claims = []
     for name, statement, rule, test in REGISTRY:
         try:
-            measurement, verdict = test(masked)
+            measurement, verdict, key = test(masked)
         except _Missing as missing:
-            measurement, verdict = str(missing), "n/a"
+            measurement, verdict, key = str(missing), "n/a", "n/a"
         except _TooFewSeeds as few:
-            measurement, verdict = str(few), "not enough seeds"
-        claims.append(Claim(name, statement, rule, measurement, verdict))
+            measurement, verdict, key = str(few), "not enough seeds", f"n = {few.n}"
+        claims.append(Claim(name, statement, rule, measurement, verdict, key))
     return claims
 
 

@@ -10,8 +10,10 @@ step-resolved one that varies the judge's width or pretraining target Gao's fits
 answers (`analysis.gao_study`, with the best-of-n study `gao_best_of_n.nc` when it lies next to
 the results file); the exact file of the batch-size family (`batch_limit_exact.nc`, its sampled
 siblings next to it) also writes the family's joined answers and figure (`analysis.batch_limit`),
-and one pairing trained and best-response policies the gap between the loop and its reduced
-dynamics (`analysis.two_timescale`, with the phase study `phase.nc` when it lies next to it).
+one pairing trained and best-response policies the gap between the loop and its reduced
+dynamics (`analysis.two_timescale`, with the phase study `phase.nc` when it lies next to it), and the
+reference world's file of the generalise family (`generalise_reference.nc`, its world-size siblings
+next to it) the family's claims in every cell, answers and figure (`analysis.generalise`).
 The published-condition comparisons (`best.png`, and `gap.png` beyond eight conditions) are
 drawn only when some of those conditions are present; a grid study's headline and table use its
 reference cell as the baseline.
@@ -36,6 +38,8 @@ from analysis.data import present
 from analysis.figures import BEST, BOUNDS, comparison, headline, perception_gap, small_multiples
 from analysis.gao_study import gao_outputs, has_gao_conditions, load_best_of_n
 from analysis.gao_study import output_paths as gao_output_paths
+from analysis.generalise import generalise_outputs, has_generalise_family, load_family
+from analysis.generalise import output_paths as generalise_output_paths
 from analysis.grid import find_grid
 from analysis.grounding import grounding_outputs, has_grounding_conditions
 from analysis.grounding import output_paths as grounding_output_paths
@@ -82,6 +86,8 @@ def output_paths(out_dir, stem: str, ds: xr.Dataset | None = None) -> list[Path]
         paths += batch_limit_output_paths(out_dir)
     if ds is not None and has_best_response_pairs(ds):
         paths += timescale_output_paths(out_dir, stem)
+    if ds is not None and has_generalise_family(ds):
+        paths += generalise_output_paths(out_dir)
     return paths
 
 
@@ -100,8 +106,9 @@ def write_all(ds: xr.Dataset, out_dir, stem: str, baseline: str = "baseline", *,
     best_of_n = load_best_of_n(out) if has_gao_conditions(ds) else None
     batches = load_batch_limit(family_paths(out)) if has_batch_limit_family(ds, out) else None
     phase = load_phase(out) if has_best_response_pairs(ds) else None
+    cells = load_family(out) if has_generalise_family(ds) else None
     with tempfile.TemporaryDirectory(prefix=f".{stem}_figures.", suffix=TEMPORARY_SUFFIX, dir=out) as staging:
-        drawn = _draw_all(ds, Path(staging), stem, baseline, best_of_n, batches, phase)
+        drawn = _draw_all(ds, Path(staging), stem, baseline, best_of_n, batches, phase, cells)
         return [str(_move(Path(path), out / Path(path).name, force)) for path in drawn]
 
 
@@ -118,11 +125,13 @@ def _draw_all(
     best_of_n: xr.Dataset | None = None,
     batches: xr.Dataset | None = None,
     phase: xr.Dataset | None = None,
+    cells: list | None = None,
 ) -> list:
     """Draw every output `write_all` writes into the empty folder `out`; return the paths drawn.
     best_of_n: the gao best-of-n study, for a file with Gao's conditions; batches: the batch_limit
     family joined (`analysis.batch_limit`), for its exact file; phase: the phase study, for a file
-    pairing trained and best-response policies."""
+    pairing trained and best-response policies; cells: the generalise family's cells
+    (`analysis.generalise`), for its reference world's file."""
     paths = {path.name.removeprefix(f"{stem}_"): path for path in output_paths(out, stem, ds)}
     conditions = ds["condition"].values.tolist()
     if baseline not in conditions:
@@ -155,4 +164,6 @@ def _draw_all(
         written += batch_limit_outputs(batches, out)
     if has_best_response_pairs(ds):
         written += timescale_outputs(ds, out, stem, phase)
+    if cells is not None:
+        written += generalise_outputs(cells, out)
     return [path for path in written if path is not None]

@@ -97,3 +97,23 @@ def sd_ratio(x, y, confidence: float = 0.95) -> tuple:
     k = 2 * t**2 * (1 - r**2) / (n - 2)
     spread = np.sqrt(k * (k + 2))
     return float(sx / sy), float(np.sqrt(f * (1 + k - spread))), float(np.sqrt(f * (1 + k + spread)))
+
+
+def welch_difference(x, y, confidence: float = 0.95) -> Summary:
+    """mean(x) − mean(y) of two independent samples (finite values) with Welch's t-interval
+    (Welch–Satterthwaite degrees of freedom): for runs that share nothing seed by seed, such as runs
+    in different worlds. `std` is the difference's standard error; `n` counts both samples' values.
+    NaN bounds below 2 values on either side."""
+    x, y = (np.asarray(v, dtype=float).ravel() for v in (x, y))
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size < 2 or y.size < 2:
+        mean = x.mean() - y.mean() if x.size and y.size else np.nan
+        return Summary(float(mean), np.nan, np.nan, np.nan, x.size + y.size)
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = np.sqrt(vx + vy)
+    mean = float(x.mean() - y.mean())
+    if se == 0:
+        return Summary(mean, 0.0, mean, mean, x.size + y.size)
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    half = float(t_quantile(confidence, df)) * se
+    return Summary(mean, float(se), mean - half, mean + half, x.size + y.size)
