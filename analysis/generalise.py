@@ -242,19 +242,21 @@ def generalisation(cells: list[Cell], claims: dict[str, list]) -> list[str]:
 
 def baseline_table(cells: list[Cell]) -> list[str]:
     lines = [
-        "| cell | axis | N | judge parameters | policy parameters | alignment at 0 | drift | ceiling (gap share) "
-        "| quantile | entropy / ln N | diverged |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | axis | N | judge parameters | policy parameters | pretraining reached | alignment at 0 | drift "
+        "| ceiling (gap share) | quantile | entropy / ln N | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         values = readings(cell)
         ds = mask_diverged(cell.ds).sel(condition="baseline")
         start = seed_summary(ds["judge_alignment"].values[:, 0])
+        reached = cell.ds["pretrain_reached"].sel(condition="baseline").values
         quantile = seed_summary(ds["policy_quality_quantile"].values[:, -1])
         lines.append(
             f"| {cell.name} | {cell.axis or '—'} | {cell.n_sequences:,} | {cell.knob('judge_parameters'):,} "
             f"({cell.knob('judge_arch')}) | {cell.knob('policy_parameters'):,} ({cell.knob('policy_arch')}) "
-            f"| {estimate(start)} | {estimate(seed_summary(values['drift']), signed=True)} "
+            f"| {int(reached.sum())}/{reached.size} | {estimate(start)} "
+            f"| {estimate(seed_summary(values['drift']), signed=True)} "
             f"| {estimate(seed_summary(values['ceiling']))} | {estimate(quantile)} "
             f"| {estimate(seed_summary(values['collapse']))} | {n_diverged(cell.ds)} |"
         )
@@ -273,7 +275,6 @@ def _trend(cells: list[Cell], axis: str, reading: str) -> str:
 
 def answers(cells: list[Cell], claims: dict[str, list]) -> list[str]:
     """The three questions the family is run for, each from the cells' numbers."""
-    names = {cell.name for cell in cells}
     lines = []
     judges = [cell for cell in axis_cells(cells, "judge") if cell.knob("judge_arch") == cells[0].knob("judge_arch")]
     if len(judges) > 1:
@@ -303,14 +304,16 @@ def answers(cells: list[Cell], claims: dict[str, list]) -> list[str]:
         )
     slow = [i for i, (name, *_) in enumerate(REGISTRY) if name.startswith("6.")][0]
     verdicts = {cell.name: claims[cell.name][slow] for cell in cells}
-    counts = {v: sum(claim.verdict == v for claim in verdicts.values()) for v in ("holds", "partly", "does not hold")}
-    fails = ", ".join(f"{cell} ({claim.key})" for cell, claim in verdicts.items() if claim.verdict != "holds")
-    lines.append(
-        f'- **Does "slow judge updates help" survive everywhere?** holds in {counts["holds"]}, partly in '
-        f"{counts['partly']}, does not hold in {counts['does not hold']} of {len(cells)} cells"
-        + (f"; not holding: {fails}." if fails else ".")
-    )
-    if "world size" in {cell.axis for cell in cells} and names:
+    by_verdict = {
+        verdict: [f"{cell} ({claim.key})" for cell, claim in verdicts.items() if claim.verdict == verdict]
+        for verdict in ("holds", "partly", "does not hold")
+    }
+    counted = [
+        f"{verdict} in {len(held)} of {len(cells)} cells" + (f": {', '.join(held)}" if held else "")
+        for verdict, held in by_verdict.items()
+    ]
+    lines.append(f'- **Does "slow judge updates help" survive everywhere?** {"; ".join(counted)}.')
+    if "world size" in {cell.axis for cell in cells}:
         for reading in READINGS:
             lines.append(f"- World size, {reading}: {_trend(cells, 'world size', reading)}.")
     return lines
@@ -344,8 +347,14 @@ def answers_markdown(cells: list[Cell]) -> str:
         "",
         "## The baseline in every cell",
         "",
-        "Drift: " + READINGS["drift"] + "; ceiling: " + READINGS["ceiling"] + "; quantile: the final "
-        "policy_quality_quantile; entropy / ln N: " + READINGS["collapse"] + ".",
+        "Pretraining reached: seeds whose judge reached the pretraining target (judge_init_alignment) within "
+        "pretrain_max_steps; alignment at 0: where pretraining left it. Drift: "
+        + READINGS["drift"]
+        + "; ceiling: "
+        + READINGS["ceiling"]
+        + "; quantile: the final policy_quality_quantile; entropy / ln N: "
+        + READINGS["collapse"]
+        + ".",
         "",
         *baseline_table(cells),
     ]
