@@ -299,11 +299,13 @@ def test_any_non_positive_count_or_interval_is_refused(name, value):
 
 
 # Combinations refused whatever else the study says (tests/test_combinations.py): a batch of one,
-# a pretraining block longer than the pretraining budget (default 5000 steps, blocks of 50).
+# a pretraining block longer than the pretraining budget (default 5000 steps, blocks of 50), a world of
+# more than 65,536 sequences (8^6 and beyond at the default vocabulary: tests/test_worlds.py).
 REFUSED_COUNTS = {
     "batch_size": range(1, 2),
     "pretrain_check_every": range(5001, 2**31),
     "pretrain_max_steps": range(50),
+    "seq_len": range(6, 2**31),
 }
 
 
