@@ -43,6 +43,28 @@ def tiny_end(tmp_path_factory):
     return end
 
 
+def finite_differences(the_map, key: int, h: float = 1e-3):
+    """relative_mismatch(direction, entries): ‖J·v − (F(x + hv) − F(x − hv))/2h‖ / ‖J·v‖ over `entries`, with the
+    map's directions ("policy", "judges": v restricted to each model's parts, "all") and entries ("policy", its
+    Adam first moments "policy_m", the judges' "judges_m", "all"); v = x·N(0, 1) drawn from `key`."""
+    x0 = the_map.x0
+    jvp = jax.jit(lambda v: jax.jvp(the_map.step, (x0,), (v,))[1])
+    step = jax.jit(the_map.step)
+    offsets = np.cumsum((0,) + the_map.part_sizes)
+    policy = np.arange(x0.size) < offsets[3]
+    policy_m, judges_m = (np.arange(offsets[i], offsets[i + 1]) for i in (1, 4))  # Adam's first moments
+    v = x0 * jax.random.normal(jax.random.key(key), x0.shape)
+
+    def relative_mismatch(direction, entries):
+        product = np.asarray(jvp(direction), np.float64)[entries]
+        plus, minus = (np.asarray(step(x0 + sign * h * direction), np.float64)[entries] for sign in (1, -1))
+        return np.linalg.norm(product - (plus - minus) / (2 * h)) / np.linalg.norm(product)
+
+    direction = {"policy": jnp.where(policy, v, 0.0), "judges": jnp.where(policy, 0.0, v), "all": v}
+    entries = {"policy": policy, "policy_m": policy_m, "judges_m": judges_m, "all": slice(None)}
+    return relative_mismatch, direction, entries
+
+
 def test_the_rerun_reaches_the_files_final_state_bit_for_bit(tiny_end):
     assert tiny_end.largest_difference == 0.0
     assert tiny_end.state.policy.head.bias.shape == (1, 8)
@@ -56,26 +78,13 @@ def test_a_product_is_the_central_finite_difference_of_the_step(tiny_end):
     response to themselves is not smooth: their labels sign(J(a) − J(b)) flip where a perturbation
     reorders near-tied scores, so there the finite difference matches only to its step's order."""
     the_map = one_step_map(tiny_end, 1, True, tiny_end.sizes.n_iterations)
-    x0 = the_map.x0
-    jvp = jax.jit(lambda v: jax.jvp(the_map.step, (x0,), (v,))[1])
-    step = jax.jit(the_map.step)
-    offsets = np.cumsum((0,) + the_map.part_sizes)
-    policy = np.arange(x0.size) < offsets[3]
-    policy_m, judges_m = (np.arange(offsets[i], offsets[i + 1]) for i in (1, 4))  # Adam's first moments
-    v = x0 * jax.random.normal(jax.random.key(0), x0.shape)
-    h = 1e-3
-
-    def relative_mismatch(direction, entries):
-        product = np.asarray(jvp(direction), np.float64)[entries]
-        plus, minus = (np.asarray(step(x0 + sign * h * direction), np.float64)[entries] for sign in (1, -1))
-        return np.linalg.norm(product - (plus - minus) / (2 * h)) / np.linalg.norm(product)
-
-    policy_part, judges_part = jnp.where(policy, v, 0.0), jnp.where(policy, 0.0, v)
-    assert relative_mismatch(policy_part, policy) < 1e-3
+    relative_mismatch, direction, entries = finite_differences(the_map, 0)
+    assert relative_mismatch(direction["policy"], entries["policy"]) < 1e-3
     # read in Adam's m, at the gradients' scale: a parameter's response is below float32's resolution of it
-    assert relative_mismatch(policy_part, judges_m) < 1e-2  # the judges' gradient's response to the policy (q = π)
-    assert relative_mismatch(judges_part, policy_m) < 1e-2  # the policy's gradient's response to the judges (J)
-    assert relative_mismatch(v, slice(None)) < 5e-3
+    # the judges' gradient's response to the policy (q = π), then the policy's gradient's response to the judges (J)
+    assert relative_mismatch(direction["policy"], entries["judges_m"]) < 1e-2
+    assert relative_mismatch(direction["judges"], entries["policy_m"]) < 1e-2
+    assert relative_mismatch(direction["all"], entries["all"]) < 5e-3
 
 
 def test_arpacks_leading_eigenvalue_is_the_dense_jacobians(tiny_end):
@@ -134,25 +143,10 @@ def test_in_another_world_the_map_is_the_programs_own_outer_iteration(small_worl
     assert not np.allclose(want, the_map.x0)  # the iteration moved the state
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
-    single = one_step_map(end, 1, True, outer)
-    x0 = single.x0
-    jvp = jax.jit(lambda v: jax.jvp(single.step, (x0,), (v,))[1])
-    step = jax.jit(single.step)
-    offsets = np.cumsum((0,) + single.part_sizes)
-    policy = np.arange(x0.size) < offsets[3]
-    policy_m, judges_m = (np.arange(offsets[i], offsets[i + 1]) for i in (1, 4))
-    v = x0 * jax.random.normal(jax.random.key(1), x0.shape)
-    h = 1e-3
-
-    def relative_mismatch(direction, entries):
-        product = np.asarray(jvp(direction), np.float64)[entries]
-        plus, minus = (np.asarray(step(x0 + sign * h * direction), np.float64)[entries] for sign in (1, -1))
-        return np.linalg.norm(product - (plus - minus) / (2 * h)) / np.linalg.norm(product)
-
-    policy_part, judges_part = jnp.where(policy, v, 0.0), jnp.where(policy, 0.0, v)
-    assert relative_mismatch(policy_part, policy) < 1e-3
-    assert relative_mismatch(policy_part, judges_m) < 1e-2
-    assert relative_mismatch(judges_part, policy_m) < 1e-2
+    relative_mismatch, direction, entries = finite_differences(one_step_map(end, 1, True, outer), 1)
+    assert relative_mismatch(direction["policy"], entries["policy"]) < 1e-3
+    assert relative_mismatch(direction["policy"], entries["judges_m"]) < 1e-2
+    assert relative_mismatch(direction["judges"], entries["policy_m"]) < 1e-2
 
 
 def test_the_map_is_one_judge_period_and_a_frozen_judge_is_no_part_of_it():
