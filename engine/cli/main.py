@@ -522,8 +522,15 @@ def _resend_a_swallowed_stop(unraisable, default=sys.unraisablehook):
     _Stop.resend.start()
 
 
+def _forget_the_stop_in_exec():
+    """CPython remembers a KeyboardInterrupt that left code run by `exec` or `eval` of a string (numpy and
+    scipy import through such code) and, however `main` returns, ends the process by SIGINT (status -2)
+    instead. A string run to completion clears that memory; here the stop has been handled."""
+    exec("None")
+
+
 def import_engine():
-    """The heavy modules (JAX, XLA's backends, xarray, netCDF), with Ctrl-C and SIGTERM held until they
+    """The heavy modules (JAX, XLA's backends, xarray, netCDF, scipy), with Ctrl-C and SIGTERM held until they
     are loaded: an exception raised inside those imports can leave them half-initialised (seen: a
     Ctrl-C swallowed and the run going on, an AttributeError traceback, a segfault). A signal that
     arrived meanwhile is raised as soon as they are loaded (1-2 s at most)."""
@@ -534,6 +541,7 @@ def import_engine():
         import engine.host.devices  # noqa: F401  (JAX)
         import engine.host.results  # noqa: F401  (xarray, netCDF)
         import engine.host.runner  # noqa: F401  (the program)
+        import engine.host.stability  # noqa: F401  (scipy)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -580,6 +588,7 @@ def main(argv=None) -> int:
             lost = "; ".join(getattr(stop, "__notes__", [])) or "nothing written"
             print(f"coevo: {what}: {lost}", file=sys.stderr)
             _Stop.finished = True
+            _forget_the_stop_in_exec()
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
         _Stop.finished = True
