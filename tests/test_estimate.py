@@ -18,6 +18,7 @@ from engine.host.estimate import (
     GIB,
     ITERATION_PASS_COST,
     JUDGE_WIDTH_COSTS,
+    MIB,
     PER_JUDGE_ACTIVE,
     PER_JUDGE_STATE,
     PER_RUN,
@@ -440,6 +441,27 @@ def test_a_world_prices_its_passes_by_its_prefix_tree_and_its_pairs_by_n_squared
     )
     assert reference == pytest.approx(2.1 + 18.0)
     assert large == pytest.approx((2.1 + 4.0) * pass_scale(knobs) + 14.0 * 16**2)
+
+
+LARGE_WORLD_PEAKS = [  # (world, seeds, condition, base knobs, peak RSS in MiB of `coevo run`, 2 × 20 steps)
+    ({"vocab": 2, "seq_len": 16, "bias_token": 1}, 2, {}, {}, 1842),
+    ({"vocab": 2, "seq_len": 16, "bias_token": 1}, 8, {}, {}, 2008),
+    ({"vocab": 2, "seq_len": 16, "bias_token": 1}, 2, {"n_judges": 5}, {}, 2132),
+    ({"vocab": 2, "seq_len": 16, "bias_token": 1}, 2, {}, {"gradient_estimator": "exact", "steps_per_iter": 5}, 2267),
+    ({"vocab": 16, "seq_len": 4}, 2, {}, {}, 1032),
+    ({"vocab": 16, "seq_len": 4}, 8, {}, {}, 1008),
+    ({"vocab": 16, "seq_len": 4}, 2, {"n_judges": 5}, {}, 1060),
+    ({"vocab": 16, "seq_len": 4}, 2, {}, {"gradient_estimator": "exact", "steps_per_iter": 5}, 1000),
+]
+
+
+@pytest.mark.parametrize(("world", "seeds", "condition", "base", "measured"), LARGE_WORLD_PEAKS)
+def test_a_large_world_is_priced_above_its_measured_peak_and_not_far_above(world, seeds, condition, base, measured):
+    """The peaks the world term is fitted to and checked against (docs/worlds.md): the estimate never
+    below one, nor more than the 2.1× it prices the reference world's own 2-seed baseline (851 MiB)."""
+    study = one({"c": condition}, seeds=range(seeds), **{"steps_per_iter": 20, "n_iterations": 2, **world, **base})
+    _, estimated = cost(study)
+    assert measured * MIB <= estimated.chunk_bytes <= 2.2 * measured * MIB
 
 
 def test_under_best_response_an_exact_run_step_has_no_policy_step_in_any_world():

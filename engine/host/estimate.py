@@ -19,10 +19,12 @@ bench records in data/bench_cpu_2core.json. Every knob that scales memory or tim
          + records in flight × runs per chunk × record bytes × 2       (device and host copies)
          + RECORD_BYTES · RECORD_COPIES · runs · records                 (the curves, on the host)
          + distribution_bytes · DISTRIBUTION_COPIES · runs · saved records   (save_distributions)
-         + (N − 4096) · (runs per chunk · WORLD_STATE_VECTORS · 4
-                         + live runs · WORLD_BYTES_PER_SEQUENCE · (a_π + judges · a_J))   (the world: seq_len)
+         + (N − 4096) · (runs per chunk · WORLD_STATE_VECTORS · 4 + L · (WORLD_BYTES_PER_POSITION
+              + live runs · (WORLD_BYTES_PER_MODEL_POSITION · (a_π + judges · a_J)
+                             + exact · EXACT_BYTES_PER_POSITION)))      (the world: seq_len)
 
-`judges` counts a run's meta-judge (meta_source `judge`) with its ensemble. `records` is every
+`judges` counts a run's meta-judge (meta_source `judge`) with its ensemble; L is the world's sequence
+length, `exact` 1 under gradient_estimator exact and 0 otherwise. `records` is every
 record of a run, n_iterations · steps_per_iter / record_interval + 1 (`record_every`); `saved
 records` is that with `save_distributions` `all`, 1 with `final` (the runner drops the others
 as they arrive: engine.host.runner.DistributionStore), 0 with `none`. Records wait on the device
@@ -126,13 +128,17 @@ RECORD_COPIES = 5
 DISTRIBUTION_COPIES = 1.1
 # A world of N sequences other than the reference's 4096 (docs/worlds.md). Each run keeps
 # WORLD_STATE_VECTORS float32 vectors over all N (log π₀, log π at the iteration's start, the exact
-# oracle-pair step's label sums: counted), and every pass over all N (pretraining's checks, the
-# diagnostics, exact steps) holds working memory per sequence, model and live run: fitted to one
-# measurement, a 2-seed baseline (100 × 2 inner steps, peak RSS in the process) at 2¹⁶ = 65,536
-# sequences peaked 1810 MiB against 803 MiB at 8⁴, +1007 MiB over 61,440 more sequences × 2 live runs
-# × 2 models (policy and judge) ≈ 4.3 kB (7·H float32 at H = 32 would be 0.9 kB).
+# oracle-pair step's label sums: counted); the passes over all N (pretraining's checks, the
+# diagnostics, exact steps) add memory per sequence and position that hardly depends on the runs
+# and models, a little per live run and model, and per live exact run. Fitted to peak RSS of
+# 2-seed studies (2 × 20 inner steps; exact 5) at 2¹⁶ = 65,536 sequences of length 16, against 851 MiB
+# at 8⁴: baseline 1842 MiB, ensemble_5 2132 MiB (+290 MiB for 4 more models in 2 live runs), exact
+# baseline 2267 MiB (+425 MiB); checked at 16⁴ = 65,536 of length 4 (baseline 1032, 8 seeds 1008,
+# ensemble_5 1060, exact 1000 MiB: all priced above) and at 2¹⁶ with 8 seeds (2008 MiB, priced above).
 WORLD_STATE_VECTORS = 3
-WORLD_BYTES_PER_SEQUENCE = 4300
+WORLD_BYTES_PER_POSITION = 900
+WORLD_BYTES_PER_MODEL_POSITION = 39
+EXACT_BYTES_PER_POSITION = 227
 # Fitted to `blog` at engine commit dddbccd (run 59.1 s on 2 CPU devices, 85 runs × 2000 inner steps,
 # 11 records) on a day the probe took PROBE_SECONDS; the diagnostics measured apart (3.6 ms per run
 # and record on one core) give RECORD_SECONDS, the inner steps the rest.
@@ -277,10 +283,15 @@ def length_scale(knobs: dict) -> float:
 
 def world_bytes(knobs: dict, judges: int, live: int, per_chunk: int) -> float:
     """The memory a world of N sequences adds to (or saves from) the reference's: the per-run vectors
-    over all N of `per_chunk` runs, and the prefix-tree passes of `live` runs' policy and `judges` judges."""
-    extra = world_of(knobs).n_sequences - REFERENCE_WORLD.n_sequences
+    over all N of `per_chunk` runs, and the passes over all N, per sequence and position: their own,
+    and those of `live` runs' policy and `judges` judges and, under exact gradients, their pair sums."""
+    world = world_of(knobs)
+    extra = world.n_sequences - REFERENCE_WORLD.n_sequences
     models = active_memory(knobs["policy_hidden"]) + judges * active_memory(knobs["judge_hidden"])
-    return extra * (per_chunk * WORLD_STATE_VECTORS * 4 + live * WORLD_BYTES_PER_SEQUENCE * models)
+    exact = knobs["gradient_estimator"] == "exact"
+    per_live_run = WORLD_BYTES_PER_MODEL_POSITION * models + exact * EXACT_BYTES_PER_POSITION
+    passes = world.seq_len * (WORLD_BYTES_PER_POSITION + live * per_live_run)
+    return extra * (per_chunk * WORLD_STATE_VECTORS * 4 + passes)
 
 
 def state_bytes(knobs: dict, judges: int) -> float:
