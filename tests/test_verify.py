@@ -34,6 +34,13 @@ def test_a_fresh_file_verifies_bit_identical_and_a_changed_one_does_not(small, t
     out = capsys.readouterr().out
     assert "differs: 1 runs" in out and "likely cause: none recorded differs" in out
 
+    # a file from an engine that made fewer records: compared on those it has
+    engine.save(ds.drop_vars(["q_star_max", "policy_quality_gap_share"]), path, force=True)
+    assert main(["verify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "not in the file, so not compared: q_star_max, policy_quality_gap_share" in out
+    assert "bit-identical" in out
+
 
 def test_likely_causes_name_each_recorded_fact_that_differs():
     import jax

@@ -312,6 +312,8 @@ def _verify_part(ds, layout, label: str, iterations: int) -> bool:
         f"{iterations} iterations, sub-batches of {layout.sub_batch} on {len(devices)} devices"
     )
     verdict = compare(ds, rerun(ds, layout, devices, iterations))
+    if verdict.not_in_file:
+        print(f"not in the file, so not compared: {', '.join(verdict.not_in_file)}")
     if verdict.identical:
         print(f"bit-identical ({verdict.compared} values)")
         return True

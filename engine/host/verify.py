@@ -105,16 +105,24 @@ class Verdict(NamedTuple):
     differing_runs: int
     largest: float  # largest |difference| among float values (0 when identical)
     first: str  # where the first difference is (variable, condition, seed, time), or ""
+    not_in_file: tuple[str, ...] = ()  # records this engine makes that the file lacks (not compared)
 
 
 def compare(original: xr.Dataset, rerun: xr.Dataset) -> Verdict:
-    """The rerun's `compared_variables` at its runs and records, bit for bit (NaN equal to NaN)."""
+    """The rerun's `compared_variables` at its runs and records, bit for bit (NaN equal to NaN).
+
+    A file written by an engine that made fewer records is compared on the records it has;
+    the verdict names the others."""
     time = "step" if "step" in rerun.dims else "iteration"
     index = {"condition": rerun.condition.values, "seed": rerun.seed.values, time: rerun[time].values}
     compared = differing = 0
     largest, first = 0.0, ""
     runs = np.zeros((rerun.sizes["condition"], rerun.sizes["seed"]), bool)
-    for name in compared_variables(rerun):
+    names = compared_variables(rerun)
+    not_in_file = tuple(name for name in names if name not in original.data_vars)
+    for name in names:
+        if name in not_in_file:
+            continue
         mine = rerun[name]
         theirs = original[name].sel({dim: index[dim] for dim in mine.dims if dim in index})
         a, b = np.asarray(theirs.values), np.asarray(mine.values)
@@ -131,7 +139,7 @@ def compare(original: xr.Dataset, rerun: xr.Dataset) -> Verdict:
             at = tuple(int(i[0]) for i in np.nonzero(~same))
             coordinates = {dim: mine[dim].values[i] for dim, i in zip(mine.dims, at, strict=False)}
             first = f"{name} at " + ", ".join(f"{dim} {value}" for dim, value in coordinates.items())
-    return Verdict(differing == 0, compared, int(runs.sum()), largest, first)
+    return Verdict(differing == 0, compared, int(runs.sum()), largest, first, not_in_file)
 
 
 def likely_causes(recorded: dict, here: dict) -> list[str]:
