@@ -105,7 +105,7 @@ class Verdict(NamedTuple):
     differing_runs: int
     largest: float  # largest |difference| among float values (0 when identical)
     first: str  # where the first difference is (variable, condition, seed, time), or ""
-    not_in_file: tuple[str, ...] = ()  # records this engine makes that the file lacks (not compared)
+    not_in_file: tuple[str, ...]  # records this engine makes that the file lacks (not compared)
 
 
 def compare(original: xr.Dataset, rerun: xr.Dataset) -> Verdict:
